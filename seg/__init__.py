@@ -1,0 +1,16 @@
+"""seg: a reproducible biomedical image segmentation pipeline.
+
+The package is a library of small modules, one per stage of the workflow:
+
+- ``seg.data``     ingest of ISBI 2012 and Cell Tracking Challenge data into the canonical form
+- ``seg.targets``  U-Net border-weight maps and elastic-deformation augmentation
+- ``seg.models``   model registry (classic U-Net, FCN-8s/16s/32s, smp encoder U-Nets), pretraining, zoo
+- ``seg.train``    training loop (weighted loss, resume, DDP)
+- ``seg.infer``    tiled inference with overlap and post-processing
+- ``seg.metrics``  IoU, Dice, pixel error, ISBI V_rand/V_info, CTC SEG
+- ``seg.report``   leaderboard and HTML report
+
+Every stage is also a ``seg <command>`` (see ``seg --help``), and every Snakemake rule calls one.
+"""
+
+__version__ = "0.1.0"
