@@ -1,1 +1,18 @@
-"""seg.infer."""
+"""seg.infer: tiled whole-slice inference, test-time augmentation, post-processing, ``seg predict``.
+
+Modules: ``tiling`` (predict_tiled: MONAI sliding windows / overlap-tile), ``tta`` (dihedral TTA),
+``postprocess`` (ISBI maps, CTC instances), ``device`` (device/AMP/predictor), ``predict``
+(predict_slice, run_predict), ``cli`` (the ``seg predict`` command).
+"""
+
+from __future__ import annotations
+
+
+def predict_slice(model, image, infer_cfg=None, device="cpu"):
+    """Softmax probabilities (classes, H, W) float32 of one slice; see :func:`seg.infer.predict.predict_slice`."""
+    from seg.infer.predict import predict_slice as _predict_slice
+
+    return _predict_slice(model, image, infer_cfg, device)
+
+
+__all__ = ["predict_slice"]

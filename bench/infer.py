@@ -1,0 +1,261 @@
+"""Benchmark: tiled inference of the 30-slice ISBI 2012 test volume, per model family.
+
+For each model (a small same-padding U-Net, smp U-Net ResNet-34, the valid-padding U-Net) and each
+slice, interleaved so that load changes on a shared machine hit all methods alike:
+
+- ``ours``: ``seg.infer.tiling.predict_tiled`` as ``seg predict`` runs it (batched tiles, balanced
+  batches, channels_last, inference mode, precomputed importance map), fp32;
+- ``monai``: ``monai.inferers.sliding_window_inference`` with its default settings (sw_batch_size 1,
+  fp32, contiguous layout, under ``torch.no_grad``) at the same tile, overlap (0.25) and blending
+  (gaussian), softmax per tile. MONAI cannot run a valid-padding network (its output tile is smaller
+  than its input tile), so for the valid U-Net the baseline is our overlap-tile path with MONAI's
+  default settings (batch 1, contiguous, fp32) and max_abs_diff is against the whole-slice result;
+- ``forward``: the pure forward passes of the same tiles (pre-cut, batched as ours), no stitching;
+- ``ours_bf16``: ours under bf16 autocast (reported separately; not used for the fp32 figures).
+
+Ideal = tiles per slice x the best per-tile forward time (min over batch sizes 1..batch and
+repeats). overhead_vs_ideal = best per-slice time of ours / ideal per slice - 1.
+speedup_vs_monai = total monai time / total ours time. max_abs_diff = max |ours - monai| (fp32).
+
+Run: ``.venv/bin/python bench/infer.py [--slices 30] [--models unet-same,unet-resnet34,unet-valid]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from seg.infer.device import make_predictor  # noqa: E402
+from seg.infer.predict import _divisor, tile_geometry  # noqa: E402
+from seg.infer.tiling import balanced_batch, plan_tiles, predict_tiled  # noqa: E402
+from seg.io import write_json  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data" / "isbi2012" / "test-volume.tif"
+OVERLAP, BLEND, BATCH, TILE = 0.25, "gaussian", 4, 256
+
+
+def load_volume(n: int) -> np.ndarray:
+    import tifffile
+
+    vol = tifffile.imread(DATA)[:n].astype(np.float32)
+    mean = vol.mean(axis=(1, 2), keepdims=True)
+    std = vol.std(axis=(1, 2), keepdims=True)
+    return (vol - mean) / std
+
+
+def build_models(names: list[str]) -> dict[str, tuple[torch.nn.Module, str]]:
+    """name -> (model in eval mode, where it came from)."""
+    out = {}
+    torch.manual_seed(0)
+    try:
+        from seg.models import build_model
+    except ImportError:
+        build_model = None
+    for name in names:
+        if name == "unet-same":
+            if build_model is not None:
+                m, src = build_model("unet", padding="same", base_channels=16, depth=4), "seg.models unet same b16 d4"
+            else:
+                raise SystemExit("seg.models not available: cannot build unet-same")
+        elif name == "unet-resnet34":
+            if build_model is not None:
+                m, src = build_model("unet-resnet34"), "seg.models unet-resnet34 (random init)"
+            else:
+                import segmentation_models_pytorch as smp
+
+                m = smp.Unet("resnet34", encoder_weights=None, in_channels=1, classes=2)
+                src = "smp.Unet resnet34 (seg.models not available)"
+        elif name == "unet-valid":
+            if build_model is None:
+                raise SystemExit("seg.models not available: cannot build unet-valid")
+            m, src = build_model("unet", padding="valid", base_channels=16, depth=4), "seg.models unet valid b16 d4"
+        else:
+            raise SystemExit(f"unknown model {name!r}")
+        out[name] = (m.eval(), src)
+    return out
+
+
+def softmax(fn):
+    return lambda b: torch.softmax(fn(b).float(), 1)
+
+
+def time_call(fn):
+    t0 = time.perf_counter()
+    r = fn()
+    return r, time.perf_counter() - t0
+
+
+def best_tile_forward(model, size_in: int, batch: int, repeats: int = 3) -> float:
+    """Best per-tile forward time (s), channels_last fp32, over batch sizes 1..batch."""
+    pred = make_predictor(model, device=torch.device("cpu"), channels_last=True)
+    best = float("inf")
+    with torch.inference_mode():
+        for b in range(1, batch + 1):
+            x = torch.randn(b, 1, size_in, size_in)
+            pred(x)
+            for _ in range(repeats):
+                _, t = time_call(lambda: pred(x))
+                best = min(best, t / b)
+    return best
+
+
+def whole_slice_valid(model, image, border):
+    """Whole-slice result of a valid U-Net on the largest legal square crop of ``image``:
+    returns (crop, probabilities of the crop)."""
+    from seg.models import input_size_for, output_size
+
+    s = min(image.shape)
+    while output_size(model, input_size_for(model, s)) > min(image.shape):
+        s -= 1
+    image = np.ascontiguousarray(image[:s, :s])
+    x = np.pad(image, border, mode="reflect")
+    model.to(memory_format=torch.contiguous_format)
+    with torch.inference_mode():
+        return image, torch.softmax(model(torch.from_numpy(x)[None, None]), 1)[0].numpy()
+
+
+def bench_model(name, model, vol, args) -> dict:
+    from monai.inferers import sliding_window_inference
+
+    tile, border = tile_geometry(model, TILE)
+    align = _divisor(model) if border else 1
+    corners = plan_tiles(vol.shape[1:], tile, OVERLAP, align if border else 1)
+    size_in = tile + 2 * border
+    b = balanced_batch(len(corners), args.batch)
+    cpu = torch.device("cpu")
+    fast = make_predictor(model, device=cpu, channels_last=True)
+    bf16 = make_predictor(model, device=cpu, dtype=torch.bfloat16, channels_last=True)
+    plain = model  # contiguous fp32 forward, MONAI's default usage
+
+    def ours(img, pred=fast):
+        return predict_tiled(img, pred, tile=tile, overlap=OVERLAP, blend=BLEND, batch_size=args.batch,
+                             border=border, align=align)
+
+    def baseline(img):
+        model.to(memory_format=torch.contiguous_format)
+        try:
+            if border:
+                return predict_tiled(img, plain, tile=tile, overlap=OVERLAP, blend=BLEND, batch_size=1,
+                                     border=border, align=align)
+            with torch.no_grad():
+                out = sliding_window_inference(torch.from_numpy(img)[None, None], tile, 1, softmax(plain),
+                                               overlap=OVERLAP, mode=BLEND)
+            return out[0].numpy()
+        finally:
+            model.to(memory_format=torch.channels_last)
+
+    def forward_only(img):
+        xp = torch.from_numpy(np.pad(img, border, mode="reflect") if border else img)
+        if border:  # same tiles as ours (aligned grid may extend past the image: pad after)
+            gh = max(c[0] for c in corners) + size_in
+            xp = torch.from_numpy(np.pad(xp.numpy(), ((0, gh - xp.shape[0]), (0, gh - xp.shape[1])), mode="reflect"))
+        tiles = torch.stack([xp[None, y:y + size_in, x:x + size_in] for y, x in corners])
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            for i in range(0, len(tiles), b):
+                fast(tiles[i:i + b])
+            return time.perf_counter() - t0
+
+    ours(vol[0]), baseline(vol[0]), ours(vol[0], bf16)  # warm-up (allocations, oneDNN kernels)
+    per_tile = best_tile_forward(model, size_in, args.batch)
+    rows = {"ours": [], "monai": [], "forward": [], "ours_bf16": []}
+    max_diff = max_diff_whole = max_diff_bf16 = 0.0
+    for i, img in enumerate(vol):
+        order = [0, 1] if i % 2 == 0 else [1, 0]
+        res = {}
+        for k in order:
+            if k == 0:
+                res["ours"], t = time_call(lambda: ours(img))
+                rows["ours"].append(t)
+            else:
+                res["monai"], t = time_call(lambda: baseline(img))
+                rows["monai"].append(t)
+        rows["forward"].append(forward_only(img))
+        res["bf16"], t = time_call(lambda: ours(img, bf16))
+        rows["ours_bf16"].append(t)
+        if border and i < args.whole_ref:
+            crop, ref = whole_slice_valid(model, img, border)
+            model.to(memory_format=torch.channels_last)
+            max_diff_whole = max(max_diff_whole, float(np.abs(ours(crop) - ref).max()))
+        max_diff = max(max_diff, float(np.abs(res["ours"] - res["monai"]).max()))
+        max_diff_bf16 = max(max_diff_bf16, float(np.abs(res["bf16"] - res["ours"]).max()))
+        print(f"  {name} slice {i:2d}: ours {rows['ours'][-1]:.2f}s monai {rows['monai'][-1]:.2f}s "
+              f"fwd {rows['forward'][-1]:.2f}s bf16 {rows['ours_bf16'][-1]:.2f}s", flush=True)
+        # re-measure the per-tile forward now and then: the machine's load drifts
+        if i % 5 == 4:
+            per_tile = min(per_tile, best_tile_forward(model, size_in, args.batch, repeats=1))
+    n_tiles = len(corners)
+    ideal_slice = n_tiles * per_tile
+    tot = {k: float(np.sum(v)) for k, v in rows.items()}
+    return {
+        "model": name, "tile": tile, "border": border, "input_tile": size_in, "align": align,
+        "tiles_per_slice": n_tiles, "batch": b, "slices": len(vol),
+        "seconds_total": tot, "seconds_best_slice": {k: float(np.min(v)) for k, v in rows.items()},
+        "best_per_tile_forward_s": per_tile, "ideal_total_s": ideal_slice * len(vol),
+        "speedup_vs_monai": tot["monai"] / tot["ours"],
+        "speedup_vs_monai_median_slice": float(np.median(np.array(rows["monai"]) / np.array(rows["ours"]))),
+        "overhead_vs_ideal": float(np.min(rows["ours"])) / ideal_slice - 1,
+        "overhead_vs_ideal_total": tot["ours"] / (ideal_slice * len(vol)) - 1,
+        "overhead_vs_forward_median": float(np.median(np.array(rows["ours"]) / np.array(rows["forward"])) - 1),
+        "max_abs_diff_vs_monai": max_diff,
+        "max_abs_diff_vs_whole_slice": max_diff_whole if border else None,
+        "bf16_speedup_vs_ours_fp32": tot["ours"] / tot["ours_bf16"], "bf16_max_abs_diff": max_diff_bf16,
+        "baseline": "ours at MONAI defaults (batch 1, contiguous)" if border else "MONAI sliding_window_inference defaults",
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--slices", type=int, default=30, help="slices of the test volume (default 30)")
+    ap.add_argument("--models", default="unet-same,unet-resnet34,unet-valid")
+    ap.add_argument("--batch", type=int, default=BATCH, help="most tiles per forward pass (default 4)")
+    ap.add_argument("--whole-ref", type=int, default=3, help="slices checked against the whole-slice "
+                    "result for the valid U-Net (default 3)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "infer.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    vol = load_volume(args.slices)
+    models = build_models(args.models.split(","))
+    results = []
+    for name, (model, src) in models.items():
+        print(f"{name}: {src}", flush=True)
+        r = bench_model(name, model, vol, args)
+        r["source"] = src
+        results.append(r)
+    print()
+    print(f"{'model':14s} {'tiles':>5s} {'ours s':>7s} {'monai s':>8s} {'ideal s':>8s} {'speedup':>8s} "
+          f"{'overhead':>9s} {'maxdiff':>9s} {'bf16 x':>7s} {'bf16 diff':>9s}")
+    for r in results:
+        print(f"{r['model']:14s} {r['tiles_per_slice'] * r['slices']:5d} {r['seconds_total']['ours']:7.1f} "
+              f"{r['seconds_total']['monai']:8.1f} {r['ideal_total_s']:8.1f} {r['speedup_vs_monai']:8.2f} "
+              f"{r['overhead_vs_ideal']:9.3f} {r['max_abs_diff_vs_monai']:9.2e} "
+              f"{r['bf16_speedup_vs_ours_fp32']:7.2f} {r['bf16_max_abs_diff']:9.2e}")
+    summary = {
+        "speedup_vs_monai": min(r["speedup_vs_monai"] for r in results),
+        "overhead_vs_ideal": max(r["overhead_vs_ideal"] for r in results),
+        "max_abs_diff": max(r["max_abs_diff_vs_monai"] for r in results),
+    }
+    write_json(args.out, {
+        "summary (worst over models)": summary, "models": results,
+        "settings": {"tile": TILE, "overlap": OVERLAP, "blend": BLEND, "batch": args.batch, "slices": args.slices,
+                     "threads": torch.get_num_threads()},
+        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                    "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    })
+    print(f"RESULT infer speedup_vs_monai={summary['speedup_vs_monai']:.2f} "
+          f"overhead_vs_ideal={summary['overhead_vs_ideal']:.3f} max_abs_diff={summary['max_abs_diff']:.1e}")
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()

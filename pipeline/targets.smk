@@ -1,0 +1,49 @@
+# U-Net border-weight maps and an on-disk augmented preview of the training slices.
+
+
+rule weights:
+    input:
+        f"{DATA}/{{dataset}}/meta.json",
+    output:
+        f"{DATA}/{{dataset}}/weights/class_weights.json",
+        report(
+            f"{DATA}/{{dataset}}/weights/preview.png",
+            caption="report/weights.rst",
+            category="Training targets",
+            labels={"dataset": "{dataset}", "figure": "border-weight map"},
+        ),
+    log:
+        f"{RESULTS}/logs/weights/{{dataset}}.log",
+    params:
+        seg=SEG,
+        cfg=RESOLVED,
+    resources:
+        mem_mb=4000,
+    shell:
+        "{params.seg} weights --config {params.cfg} --dataset {wildcards.dataset} "
+        "--data-dir {DATA} > {log} 2>&1"
+
+
+rule augment:
+    input:
+        f"{DATA}/{{dataset}}/meta.json",
+        f"{DATA}/{{dataset}}/weights/class_weights.json",
+    output:
+        report(
+            directory(f"{DATA}/{{dataset}}/augmented"),
+            patterns=["preview.png"],
+            caption="report/augment.rst",
+            category="Training targets",
+            labels={"dataset": "{dataset}", "figure": "elastic deformation"},
+        ),
+    log:
+        f"{RESULTS}/logs/augment/{{dataset}}.log",
+    params:
+        seg=SEG,
+        cfg=RESOLVED,
+        copies=config["augment"]["copies"],
+    resources:
+        mem_mb=4000,
+    shell:
+        "{params.seg} augment --config {params.cfg} --dataset {wildcards.dataset} "
+        "--data-dir {DATA} --copies {params.copies} --out {output} > {log} 2>&1"

@@ -1,0 +1,69 @@
+"""``seg ingest`` and ``seg synth`` (imports only the standard library at module level)."""
+
+from __future__ import annotations
+
+import argparse
+
+from seg.cli import Command
+
+
+def _add_ingest(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="configs/config.yaml", help="workflow config (YAML)")
+    p.add_argument("--dataset", required=True, default=argparse.SUPPRESS,
+                   help="dataset name, a key of the config's datasets")
+    p.add_argument("--out", default=argparse.SUPPRESS,
+                   help="output folder of the canonical dataset (default: <data_dir>/<dataset>); "
+                   "written atomically, an existing one is replaced")
+
+
+def _run_ingest(args: argparse.Namespace) -> int:
+    import logging
+
+    from seg.config import load_config
+    from seg.data.ingest import default_out, ingest_dataset, summary
+
+    # Unreadable TIFFs become one SegError line; tifffile's own warnings would only add noise.
+    logging.getLogger("tifffile").setLevel(logging.ERROR)
+    cfg = load_config(args.config)
+    out = getattr(args, "out", None) or default_out(cfg, args.dataset)
+    meta = ingest_dataset(cfg, args.dataset, out)
+    print(f"ingested {summary(meta)} -> {out} ({len(meta['files'])} raw files, sha256 in meta.json)")
+    return 0
+
+
+def _add_synth(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, default=argparse.SUPPRESS, help="output raw folder (created; only an earlier synth output is replaced)")
+    p.add_argument("--kind", choices=["ctc", "isbi"], default="ctc",
+                   help="ctc: CTC layout, 2 sequences with sparse annotation; isbi: ISBI-like TIFF stacks")
+    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
+    p.add_argument("--size", type=int, default=256, help="image height and width in pixels")
+    p.add_argument("--frames", type=int, default=12, help="ctc: frames per sequence")
+    p.add_argument("--every", type=int, default=3, help="ctc: annotate every N-th frame (0, N, 2N, ...)")
+    p.add_argument("--slices", type=int, default=30, help="isbi: slices per stack")
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from seg.data.synth import write_synth
+
+    out = write_synth(args.out, kind=args.kind, seed=args.seed, size=args.size, frames=args.frames,
+                      every=args.every, slices=args.slices)
+    print(f"wrote synthetic {args.kind} data (seed {args.seed}) to {out}")
+    return 0
+
+
+COMMANDS = {
+    "ingest": Command(
+        help="raw files of one dataset -> canonical form data/<dataset>/ (images, instances, semantic, meta.json)",
+        add_arguments=_add_ingest,
+        run=_run_ingest,
+        description="Ingest one configured dataset: local raw files are used first (raw folder "
+        "<raw_root>/<dataset>, SEG_RAW_ROOT overrides raw_root, datasets.<name>.raw_dir overrides both), "
+        "else the configured URL is downloaded and kept only if its sha256 matches. Validates the "
+        "input, applies the configured split and records the sha256 of every raw file in meta.json.",
+    ),
+    "synth": Command(
+        help="write a small seeded synthetic dataset (CTC layout or ISBI-like stacks) for tests",
+        add_arguments=_add_synth,
+        run=_run_synth,
+    ),
+}

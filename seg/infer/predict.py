@@ -1,0 +1,185 @@
+"""``seg predict``: whole-slice predictions of a trained model for one dataset split.
+
+:func:`predict_slice` is the per-slice entry (also used by the trainer's validation):
+tile geometry from the model's size contract, tiled inference, optional 8-fold TTA.
+:func:`run_predict` loads the canonical dataset, the model and its checkpoint, predicts every slice
+of the split and writes, into a temporary folder renamed into place at the end:
+
+- ``<id>_prob.tif``: float32; ISBI: (H, W) interior probability (1 = interior, 0 = membrane, the
+  challenge's convention); CTC: (classes, H, W) probabilities.
+- ISBI ``<id>_seg.tif``: uint8 (H, W), 1 = interior (p >= threshold), 0 = membrane.
+- CTC ``<sequence>_RES/mask<frame:03d>.tif``: uint16 instance labels (``seg.infer.postprocess``).
+- ``predict_summary.json``: timing, tiling/TTA settings, device, checkpoint and its SHA-256.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seg.errors import SegError
+
+DEFAULT_INFER = {"tile": 256, "overlap": 0.25, "blend": "gaussian", "tta": False, "batch_size": 4,
+                 "device": "auto", "amp": "auto"}
+
+
+def tile_geometry(model: torch.nn.Module, tile: int) -> tuple[int, int]:
+    """(output tile, border) the model accepts, for a requested output tile size in pixels.
+
+    Valid-padding models (attribute ``valid_border``) get the smallest legal output tile >= ``tile``;
+    same-padding models get ``tile`` rounded up to a multiple of their size divisor; border 0.
+    Uses ``seg.models.input_size_for/output_size`` when available, else the model's own methods.
+    """
+    border = int(getattr(model, "valid_border", 0) or 0)
+    try:
+        from seg.models import input_size_for, output_size  # type: ignore[attr-defined]
+    except ImportError:
+        def input_size_for(m, n):
+            return m.input_size_for(n) if hasattr(m, "input_size_for") else _round_up(n, _divisor(m))
+
+        def output_size(m, n):
+            return m.output_size(n) if hasattr(m, "output_size") else n
+    size_in = int(input_size_for(model, int(tile)))
+    return int(output_size(model, size_in)), border
+
+
+def _divisor(model) -> int:
+    try:
+        from seg.models import size_divisor  # type: ignore[attr-defined]
+
+        return int(size_divisor(model))
+    except ImportError:
+        return int(getattr(model, "size_divisor", 1))
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+def predict_slice(model: torch.nn.Module, image: np.ndarray, infer_cfg: dict | None = None,
+                  device: torch.device | str = "cpu") -> np.ndarray:
+    """Softmax probabilities of one slice.
+
+    Args:
+        model: any seg model (logits out); put in eval mode for the call, its mode restored after.
+        image: float32 (H, W) or (C_in, H, W), normalised (``seg.data.canonical.load_image``).
+        infer_cfg: the ``inference`` config section (tile, overlap, blend, tta, batch_size, amp);
+            missing keys take the schema defaults.
+        device: torch device (or ``auto``/``cpu``/``cuda``) the model runs on.
+
+    Returns:
+        float32 (classes, H, W).
+    """
+    from seg.infer.device import amp_dtype, make_predictor, resolve_device
+    from seg.infer.tiling import predict_tiled
+    from seg.infer.tta import predict_tta
+
+    cfg = {**DEFAULT_INFER, **(infer_cfg or {})}
+    device = resolve_device(device)
+    tile, border = tile_geometry(model, cfg["tile"])
+    align = _divisor(model) if border else 1
+    predictor = make_predictor(model, device=device, dtype=amp_dtype(device, cfg["amp"]),
+                               channels_last=True)
+    was_training = model.training
+    model.eval()
+    try:
+        def run(x: np.ndarray) -> np.ndarray:
+            return predict_tiled(x, predictor, tile=tile, overlap=cfg["overlap"], blend=cfg["blend"],
+                                 batch_size=cfg["batch_size"], border=border, align=align, device=device)
+
+        return predict_tta(image, run) if cfg["tta"] else run(image)
+    finally:
+        model.train(was_training)
+
+
+def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load a checkpoint into ``model``: a dict with key ``model`` (the trainer's format) or a bare
+    state dict; ``module.`` / ``_orig_mod.`` prefixes (DDP, torch.compile) are stripped."""
+    p = Path(path)
+    if not p.is_file():
+        raise SegError(f"{p}: checkpoint not found")
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt file, pickle with non-tensor objects, ...
+        raise SegError(f"{p}: not a loadable checkpoint ({type(e).__name__}: {e})") from None
+    state = ck["model"] if isinstance(ck, dict) and isinstance(ck.get("model"), dict) else ck
+    if not isinstance(state, dict):
+        raise SegError(f"{p}: expected a state dict or a dict with key 'model', got {type(state).__name__}")
+    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise SegError(f"{p}: does not fit the configured model ({' '.join(first[:3])[:300]})") from None
+
+
+def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.PathLike, split: str,
+                out: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+                device: str | None = None) -> dict:
+    """Predict every slice of ``split`` and write the outputs to ``out`` atomically (see module doc).
+
+    Returns:
+        The summary written to ``predict_summary.json``.
+    """
+    import tifffile
+    from tqdm import tqdm
+
+    from seg.config import variant_section
+    from seg.data import canonical
+    from seg.infer.device import resolve_device
+    from seg.infer.postprocess import ctc_mask_name, instances_from_probability, isbi_maps
+    from seg.io import atomic_path, sha256_file, write_json
+    from seg.models import build_model
+
+    if dataset not in cfg["datasets"]:
+        raise SegError(f"config: unknown dataset {dataset!r} (configured: {', '.join(cfg['datasets'])})")
+    infer_cfg = {**DEFAULT_INFER, **variant_section(cfg, variant, "inference")}
+    if device is not None:
+        infer_cfg["device"] = device
+    pp = cfg.get("postprocess", {})
+    ds_dir = Path(data_dir if data_dir is not None else cfg.get("data_dir", "data")) / dataset
+    meta = canonical.load_meta(ds_dir)
+    entries = canonical.slices(meta, split)
+    if not entries:
+        raise SegError(f"{ds_dir / 'meta.json'}: split {split!r} has no slices")
+    var = cfg["variants"][variant]
+    model = build_model(var["model"], **var.get("params", {}), classes=len(meta["classes"]))
+    load_checkpoint(model, checkpoint)
+    dev = resolve_device(infer_cfg["device"])
+    tile, border = tile_geometry(model, infer_cfg["tile"])
+
+    seconds = []
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        for entry in tqdm(entries, desc=f"predict {dataset}/{variant}/{split}", disable=None):
+            image = canonical.load_image(ds_dir, entry)
+            t0 = time.perf_counter()
+            probs = predict_slice(model, image, infer_cfg, dev)
+            seconds.append(time.perf_counter() - t0)
+            if meta["kind"] == "isbi2012":
+                interior, segm = isbi_maps(probs, threshold=pp.get("threshold", 0.5))
+                tifffile.imwrite(tmp / f"{entry['id']}_prob.tif", interior)
+                tifffile.imwrite(tmp / f"{entry['id']}_seg.tif", segm)
+            else:
+                tifffile.imwrite(tmp / f"{entry['id']}_prob.tif", probs)
+                labels = instances_from_probability(
+                    probs[1], method=pp.get("method", "connected_components"),
+                    threshold=pp.get("threshold", 0.5), min_size=pp.get("min_size", 50))
+                res = tmp / f"{entry.get('sequence') or '01'}_RES"
+                res.mkdir(exist_ok=True)
+                tifffile.imwrite(res / ctc_mask_name(int(entry["frame"])), labels)
+        summary = {
+            "dataset": dataset, "variant": variant, "split": split, "kind": meta["kind"],
+            "ids": [e["id"] for e in entries], "n_slices": len(entries),
+            "seconds_per_slice": float(np.mean(seconds)), "seconds_total": float(np.sum(seconds)),
+            "tile": tile, "border": border, "overlap": infer_cfg["overlap"], "blend": infer_cfg["blend"],
+            "tta": bool(infer_cfg["tta"]), "batch_size": infer_cfg["batch_size"], "device": str(dev),
+            "amp": infer_cfg["amp"], "model": var["model"], "checkpoint": str(checkpoint),
+            "checkpoint_sha256": sha256_file(checkpoint), "postprocess": pp,
+        }
+        write_json(tmp / "predict_summary.json", summary)
+    return summary

@@ -1,0 +1,238 @@
+"""``seg score``: compare the predictions of ``seg predict`` with the canonical ground truth.
+
+Reads, for every slice of the split (``seg.data.canonical``), the GT class map and instances and
+the prediction files of ``seg predict`` in ``pred_dir``:
+
+- ISBI (``kind`` isbi2012): ``<id>_prob.tif`` float (H, W) interior probability (1 = interior; a
+  (2, H, W) probability stack is also accepted, channel 1 is used) and ``<id>_seg.tif`` {0, 1}
+  class map (1 = interior).
+- CTC: ``<id>_prob.tif`` float (classes, H, W) (class map = argmax; an (H, W) foreground
+  probability is also accepted, class map = p > 0.5) and ``<sequence>_RES/mask<frame:03d>.tif``
+  instance labels.
+
+Metrics (definitions in ``overlap``, ``rand`` and ``ctc``):
+
+- Every kind: ``iou`` per class, ``iou_mean``, ``dice_mean``, ``pixel_error``, ``f1_interior_error``
+  from the class maps. Aggregates pool all pixels of the split (sum of confusion matrices).
+- ISBI: ``vrand``, ``vinfo`` (after border thinning, best threshold of the probability map),
+  ``rand_error`` (1 - best F-score of the unthinned foreground-restricted Rand index) and
+  ``pixel_error_isbi`` (1 - best F-score of interior pixels), against the GT instances
+  (4-connected interior components); plus the split/merge parts and the best thresholds. Per slice: each slice's own best threshold.
+  Aggregate: the slices are pooled (pair counts and entropies summed, labels unique per slice) and
+  one best threshold is chosen for the whole split, as the challenge scores a stack.
+- CTC: ``seg``, ``precision_iou50``, ``recall_iou50`` (aggregate pooled over all reference objects
+  of all frames) and ``vrand``/``vinfo`` of the instance masks (foreground-restricted, thinned,
+  pooled like ISBI).
+
+NaN values (e.g. SEG of a frame without reference objects) are written as JSON null.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seg.errors import SegError
+from seg.metrics.ctc import ObjectCounts, object_counts
+from seg.metrics.overlap import confusion_matrix, overlap_scores
+from seg.metrics.rand import (
+    PairStats, best_over_thresholds, challenge_thresholds, pair_stats, probability_stats, thin_boundaries,
+)
+
+PRIMARY = "iou_mean"
+
+
+def ctc_mask_path(pred_dir: Path, entry: dict) -> Path:
+    """``<pred_dir>/<sequence>_RES/mask<frame:03d>.tif`` of a CTC slice entry (4 digits from 1000)."""
+    frame = int(entry["frame"])
+    name = f"mask{frame:03d}.tif" if frame < 1000 else f"mask{frame:04d}.tif"
+    return pred_dir / f"{entry.get('sequence') or '01'}_RES" / name
+
+
+def _read(path: Path, shape: tuple[int, int], what: str) -> np.ndarray:
+    """Read a prediction TIFF and check its (H, W) or (C, H, W) shape (SegError naming the file)."""
+    from seg.io import read_tiff
+
+    if not path.is_file():
+        raise SegError(f"{path}: {what} not found (run seg predict for this split)")
+    arr = read_tiff(path)
+    while arr.ndim > 2 and arr.shape[0] == 1:
+        arr = arr[0]
+    if tuple(arr.shape[-2:]) != tuple(shape) or arr.ndim not in (2, 3):
+        raise SegError(f"{path}: {what} has shape {tuple(arr.shape)}, expected (H, W) = {tuple(shape)}")
+    return arr
+
+
+def _interior_probability(arr: np.ndarray, path: Path) -> np.ndarray:
+    p = arr if arr.ndim == 2 else arr[1] if arr.shape[0] == 2 else None
+    if p is None:
+        raise SegError(f"{path}: expected an (H, W) interior probability or (2, H, W), got {arr.shape}")
+    p = np.asarray(p, dtype=np.float64)
+    if p.size and (np.nanmin(p) < 0 or np.nanmax(p) > 1 or np.isnan(p).any()):
+        raise SegError(f"{path}: probabilities must be in [0, 1]")
+    return p
+
+
+def _class_map(arr: np.ndarray, n_classes: int, path: Path) -> np.ndarray:
+    """Class map from a (C, H, W) probability stack (argmax) or an (H, W) foreground probability."""
+    if arr.ndim == 3:
+        if arr.shape[0] != n_classes:
+            raise SegError(f"{path}: {arr.shape[0]} probability channels, expected {n_classes}")
+        return np.argmax(arr, axis=0).astype(np.uint8)
+    return (np.asarray(arr, dtype=np.float64) > 0.5).astype(np.uint8)
+
+
+def _clean(d: dict) -> dict:
+    """NaN -> None, numpy scalars -> Python numbers (recursively)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out[k] = _clean(v)
+        elif isinstance(v, (float, np.floating)):
+            out[k] = None if math.isnan(float(v)) else float(v)
+        elif isinstance(v, np.integer):
+            out[k] = int(v)
+        else:
+            out[k] = v
+    return out
+
+
+def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split: str = "test",
+                thresholds: list[float] | None = None) -> dict:
+    """Score the predictions in ``pred_dir`` against the canonical dataset in ``ds_dir``.
+
+    Args:
+        ds_dir: canonical dataset folder (``data/<dataset>``).
+        pred_dir: folder written by ``seg predict`` for this split.
+        split: which slices (train|val|test).
+        thresholds: probability thresholds for the ISBI maximisation (default
+            :func:`seg.metrics.rand.challenge_thresholds`).
+
+    Returns:
+        {"kind", "classes", "split", "aggregate": {...}, "per_slice": [{"id", ...}]}.
+
+    Raises:
+        SegError: no annotated slice in the split, a prediction file missing or of the wrong shape.
+    """
+    from tqdm import tqdm
+
+    from seg.data import canonical
+
+    ds_dir, pred_dir = Path(ds_dir), Path(pred_dir)
+    meta = canonical.load_meta(ds_dir)
+    kind, classes = meta["kind"], list(meta["classes"])
+    entries = [e for e in canonical.slices(meta, split) if e.get("semantic") and e.get("instances")]
+    if not entries:
+        raise SegError(f"{ds_dir / 'meta.json'}: split {split!r} has no annotated slices to score")
+    if not pred_dir.is_dir():
+        raise SegError(f"{pred_dir}: prediction folder not found (run seg predict for split {split!r})")
+    thresholds = challenge_thresholds() if thresholds is None else list(thresholds)
+
+    per_slice: list[dict] = []
+    cm_total = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    isbi_stats, ctc_pairs, ctc_objects = [], PairStats(), ObjectCounts()
+    for e in tqdm(entries, desc=f"score {meta['name']}/{split}", disable=None):
+        shape = tuple(e["shape"])
+        gt_sem = canonical.load_semantic(ds_dir, e)
+        gt_inst = canonical.load_instances(ds_dir, e)
+        prob_path = pred_dir / f"{e['id']}_prob.tif"
+        prob = _read(prob_path, shape, "probability map")
+        if kind == "isbi2012":
+            seg_path = pred_dir / f"{e['id']}_seg.tif"
+            cls = _read(seg_path, shape, "segmentation")
+            if cls.ndim != 2:
+                raise SegError(f"{seg_path}: segmentation must be 2D (H, W), got {cls.shape}")
+            cm = confusion_matrix(gt_sem, (cls > 0).astype(np.uint8), len(classes))
+            st = probability_stats(gt_inst, _interior_probability(prob, prob_path), thresholds)
+            isbi_stats.append(st)
+            row = {**overlap_scores(cm, classes), **best_over_thresholds([st])}
+        else:
+            mask_path = ctc_mask_path(pred_dir, e)
+            inst = _read(mask_path, shape, "instance mask")
+            if inst.ndim != 2:
+                raise SegError(f"{mask_path}: instance mask must be 2D (H, W), got {inst.shape}")
+            cm = confusion_matrix(gt_sem, _class_map(prob, len(classes), prob_path), len(classes))
+            ps = pair_stats(gt_inst, thin_boundaries(inst, gt_inst > 0))
+            oc = object_counts(gt_inst, inst)
+            ctc_pairs, ctc_objects = ctc_pairs + ps, ctc_objects + oc
+            row = {**overlap_scores(cm, classes), **ps.rand(), **ps.info(), **oc.scores(),
+                   "n_ref": oc.n_ref, "n_pred": oc.n_pred}
+        cm_total += cm
+        per_slice.append(_clean({"id": e["id"], **row}))
+
+    agg = overlap_scores(cm_total, classes)
+    if kind == "isbi2012":
+        agg.update(best_over_thresholds(isbi_stats))
+    else:
+        agg.update({**ctc_pairs.rand(), **ctc_pairs.info(), **ctc_objects.scores(),
+                    "n_ref": ctc_objects.n_ref, "n_pred": ctc_objects.n_pred})
+    agg["n_slices"] = len(entries)
+    return {"kind": kind, "classes": classes, "split": split, "aggregate": _clean(agg), "per_slice": per_slice}
+
+
+def _find_predict_summary(pred_dir: Path) -> dict:
+    from seg.io import read_json
+
+    for p in (pred_dir / "predict_summary.json", pred_dir.parent / "predict_summary.json"):
+        if p.is_file():
+            return read_json(p)
+    return {}
+
+
+def metrics_report(cfg: dict, dataset: str, variant: str, scores: dict, *, pred_dir: Path,
+                   train_summary: dict | None = None, predict_summary: dict | None = None) -> dict:
+    """The metrics.json document (format of the design contract) from :func:`score_split` output."""
+    from seg.config import run_config_hash, variant_section
+
+    train = dict(train_summary or {})
+    pred_sum = dict(predict_summary or {})
+    inference = pred_sum or {**variant_section(cfg, variant, "inference"), "seconds_per_slice": None,
+                             "source": "config (no predict_summary.json found)"}
+    checkpoint = pred_sum.get("checkpoint")
+    if checkpoint is None:
+        best = pred_dir.parent.parent / "checkpoints" / "best.pt"
+        checkpoint = str(best) if best.is_file() else None
+    return {
+        "dataset": dataset,
+        "variant": variant,
+        "label": cfg["variants"][variant].get("label") or variant,
+        "kind": scores["kind"],
+        "split": scores["split"],
+        "config_hash": run_config_hash(cfg, dataset, variant),
+        "checkpoint": checkpoint,
+        "seed": train.get("seed", cfg.get("seed", 0)),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "primary": PRIMARY,
+        "aggregate": scores["aggregate"],
+        "per_slice": scores["per_slice"],
+        "train": train,
+        "inference": inference,
+        "pred_dir": str(pred_dir),
+    }
+
+
+def run_score(cfg: dict, *, dataset: str, variant: str, pred: str | os.PathLike, out: str | os.PathLike,
+              data_dir: str | os.PathLike | None = None, train_summary: str | os.PathLike | None = None,
+              split: str = "test") -> dict[str, Any]:
+    """Score one prediction set and write ``out`` (metrics.json) atomically; returns the document."""
+    from seg.io import read_json, write_json
+
+    if dataset not in cfg["datasets"]:
+        raise SegError(f"config: unknown dataset {dataset!r} (configured: {', '.join(cfg['datasets'])})")
+    if variant not in cfg["variants"]:
+        raise SegError(f"config: unknown variant {variant!r} (configured: {', '.join(cfg['variants'])})")
+    th = (cfg.get("scoring") or {}).get("vrand_thresholds") or {}
+    thresholds = challenge_thresholds(th.get("start", 0.0), th.get("stop", 1.0), th.get("step", 0.1))
+    ds_dir = Path(data_dir if data_dir is not None else cfg.get("data_dir", "data")) / dataset
+    pred_dir = Path(pred)
+    scores = score_split(ds_dir, pred_dir, split=split, thresholds=thresholds)
+    train = read_json(train_summary) if train_summary is not None else None
+    doc = metrics_report(cfg, dataset, variant, scores, pred_dir=pred_dir, train_summary=train,
+                         predict_summary=_find_predict_summary(pred_dir))
+    write_json(out, doc)
+    return doc

@@ -1,0 +1,98 @@
+"""``seg models`` (list the registry) and ``seg pretrain`` (in-house encoder pretraining).
+
+Imports only the standard library at module level; torch and friends load inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from seg.cli import Command
+from seg.errors import SegError
+
+
+def _models_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name", default=None,
+                   help="show only this registry name (any <decoder>-<smp encoder> also works); default: all")
+    p.add_argument("--classes", type=int, default=2, help="output classes used for the parameter count")
+    p.add_argument("--params", default="{}", help='model params as JSON, e.g. \'{"base_channels": 16}\'')
+
+
+def _parse_params(text: str, flag: str = "--params") -> dict:
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SegError(f"{flag}: not valid JSON ({e})") from None
+    if not isinstance(params, dict):
+        raise SegError(f"{flag}: must be a JSON object")
+    return params
+
+
+def _models_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from seg.models.registry import REGISTRY, build_model, count_parameters, get_entry, size_divisor
+
+    params = _parse_params(args.params)
+    names = [args.name] if args.name else list(REGISTRY)
+    print(f"{'name':28s} {'family':6s} {'params':>13s} {'divisor':>7s}  description")
+    for name in names:
+        entry = get_entry(name)
+        with torch.device("meta"):  # no memory, no init cost: shapes only
+            model = build_model(name, in_channels=1, classes=args.classes, **params)
+        extra = f" valid_border={model.valid_border}" if hasattr(model, "valid_border") else ""
+        print(f"{name:28s} {entry.family:6s} {count_parameters(model):13,d} {size_divisor(model):7d}  "
+              f"{entry.description}{extra}")
+    return 0
+
+
+def _pretrain_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="configs/config.yaml", help="workflow config (YAML)")
+    p.add_argument("--dataset", required=True, help="dataset name from the config (its training split is used)")
+    p.add_argument("--encoder", required=True,
+                   help="resnet18|resnet34|resnet50|densenet121|densenet169|vgg16|unet (the encoder of a model)")
+    p.add_argument("--params", default="{}",
+                   help='encoder params as JSON: vgg16 {"width": 0.25}; unet {"base_channels": 16, "depth": 4, '
+                        '"batch_norm": false} (must match the segmentation variant); default {}')
+    p.add_argument("--out", required=True, help="output folder (encoder.pt, pretrain_summary.json, curve.png)")
+    p.add_argument("--data-dir", default=None, help="canonical data folder; default: the config's data_dir")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="optimiser steps; default: the config's pretrain.iterations")
+    p.add_argument("--imagefolder", default=None,
+                   help="train on this torchvision ImageFolder directory instead (task imagefolder)")
+
+
+def _pretrain_run(args: argparse.Namespace) -> int:
+    from seg.config import load_config
+    from seg.models.pretrain import run_pretrain
+
+    cfg = load_config(args.config)
+    if args.iterations is not None and args.iterations < 1:
+        raise SegError(f"--iterations: must be >= 1, got {args.iterations}")
+    s = run_pretrain(cfg, args.dataset, args.encoder, args.out, data_dir=args.data_dir,
+                     encoder_params=_parse_params(args.params), iterations=args.iterations,
+                     imagefolder=args.imagefolder)
+    print(f"pretrain {args.encoder}: held-out accuracy {s['held_out_accuracy']:.3f} "
+          f"(chance {s['held_out']['chance_accuracy']:.3f}) after {s['iterations']} iterations, "
+          f"{s['wall_time_s']:.0f} s -> {args.out}")
+    return 0
+
+
+COMMANDS = {
+    "models": Command(
+        help="list the model registry with parameter counts",
+        add_arguments=_models_args,
+        run=_models_run,
+        description="List registry names (seg.models.build_model) with parameter counts at default "
+        "settings, family and input size divisor.",
+    ),
+    "pretrain": Command(
+        help="pretrain an encoder's classification version on the training split",
+        add_arguments=_pretrain_args,
+        run=_pretrain_run,
+        description="Train the classification version of an encoder on centre-pixel patch "
+        "classification of the dataset's training split (Ciresan 2012) or on an ImageFolder; writes "
+        "encoder.pt, pretrain_summary.json and curve.png.",
+    ),
+}

@@ -1,0 +1,158 @@
+"""Build every report figure for a leaderboard and write them to ``results/figures/``.
+
+Figure files (``<ds>`` = dataset name with characters outside ``[A-Za-z0-9_.-]`` replaced by ``_``):
+
+- ``iou_<ds>.png``      IoU per variant, published U-Net IoU as a reference line where one exists;
+- ``errors_<ds>.png``   ISBI only: Rand error and pixel error beside the published values;
+- ``curves_<ds>.png``   training loss and validation IoU vs iteration (needs train_log.csv);
+- ``examples_<ds>.png`` test slices: image, ground truth, prediction, error overlay (needs the
+  canonical dataset and the predictions of a run);
+- ``weights_<ds>.png``  copy of ``data/<ds>/weights/preview.png`` (border-weight map preview).
+
+A figure whose inputs are missing is left out and a note says why; nothing here raises for a
+missing optional input. The folder is replaced as a whole (atomically), so figures of datasets or
+variants no longer in the results do not linger.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seg.errors import SegError
+from seg.io import atomic_path, read_json
+from seg.report.leaderboard import Leaderboard, Row
+from seg.report.references import references_for
+
+DEFAULT_CLASSES = {"isbi2012": ("membrane", "interior"), "ctc": ("background", "cell")}
+
+
+@dataclass(frozen=True)
+class FigureEntry:
+    """One figure: ``name`` is the PNG file name in the figures folder."""
+
+    name: str
+    dataset: str
+    kind: str  # iou | errors | curves | examples | weights
+    title: str
+    caption: str
+
+
+@dataclass
+class Figures:
+    """The figures written, in report order, and per-dataset notes about figures left out."""
+
+    folder: Path
+    entries: list[FigureEntry] = field(default_factory=list)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+
+    def for_dataset(self, dataset: str) -> list[FigureEntry]:
+        return [e for e in self.entries if e.dataset == dataset]
+
+
+def safe_name(dataset: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", dataset)
+
+
+def _class_names(data_dir: Path, dataset: str, kind: str) -> tuple[str, str]:
+    meta = data_dir / dataset / "meta.json"
+    try:
+        classes = read_json(meta)["classes"]
+        if len(classes) == 2:
+            return str(classes[0]), str(classes[1])
+    except (SegError, KeyError, TypeError):
+        pass
+    return DEFAULT_CLASSES.get(kind, ("background", "foreground"))
+
+
+def _curves(rows: list[Row], notes: list[str]):
+    from seg.report.figures import read_train_log
+
+    curves = []
+    for row in rows:
+        for run in row.runs:
+            path = run.run_dir / "train_log.csv"
+            try:
+                curves.append((row, f"seed {run.seed}", read_train_log(path)))
+            except SegError as e:
+                notes.append(f"training curve of {row.label} (seed {run.seed}) left out: {e}")
+    return curves
+
+
+def build_figures(board: Leaderboard, cfg: dict, data_dir: Path, folder: Path) -> Figures:
+    """Write all figures for ``board`` into ``folder`` (replaced atomically) and list them."""
+    from seg.report import figures as F
+    from seg.report.examples import load_examples
+
+    variants = list((cfg.get("variants") or {}))
+    variants += sorted({r.variant for r in board.rows} - set(variants))
+    colors = F.variant_colors(variants)
+    n_examples = int((cfg.get("report") or {}).get("examples", 3))
+    threshold = float((cfg.get("postprocess") or {}).get("threshold", 0.5))
+    out = Figures(folder=folder)
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+
+        def add(fig_or_src, dataset: str, kind: str, title: str, caption: str) -> None:
+            name = f"{kind}_{safe_name(dataset)}.png"
+            if isinstance(fig_or_src, Path):
+                shutil.copyfile(fig_or_src, tmp / name)
+            else:
+                fig_or_src.savefig(tmp / name, format="png", dpi=F.DPI)
+            out.entries.append(FigureEntry(name, dataset, kind, title, caption))
+
+        for ds, rows in board.datasets.items():
+            kind = board.kinds.get(ds, "")
+            notes = out.notes.setdefault(ds, [])
+            refs = references_for(ds, kind)
+            if any(r.metric == "iou_mean" for r in refs):
+                ref_text = ("The dashed line is the published U-Net result, measured on the "
+                            "challenge's own test set, not on our split.")
+            elif kind == "isbi2012":
+                ref_text = "The published ISBI 2012 results are error measures: see the errors figure."
+            else:
+                ref_text = "No published U-Net IoU exists for this dataset."
+            add(F.iou_chart(ds, rows, refs, colors), ds, "iou", "IoU per variant",
+                "Mean IoU over classes on our held-out test split; error bars and ± give the std "
+                f"over runs with different seeds. {ref_text}")
+            if kind == "isbi2012":
+                add(F.isbi_error_chart(ds, rows, refs, colors), ds, "errors",
+                    "Errors vs the published U-Net",
+                    "Rand error and pixel error on our test split (slices of the public training "
+                    "stack) beside the published U-Net values on the ISBI 2012 challenge test set.")
+            curves = _curves(rows, notes)
+            if curves:
+                add(F.training_curves(ds, curves, colors), ds, "curves", "Training curves",
+                    "Training loss (smoothed; raw values faint) and validation IoU against the "
+                    "optimiser step, one colour per variant, one line per run.")
+            else:
+                notes.append("no training logs found, so no training curves")
+            if n_examples > 0:
+                ds_dir = data_dir / ds
+                examples, ex_notes, shown = [], [], None
+                # the best variant that has predictions (its newest run that has them)
+                for row, run in ((row, run) for row in rows for run in row.runs):
+                    examples, ex_notes = load_examples(ds_dir, run.run_dir, n_examples,
+                                                       threshold=threshold)
+                    if examples:
+                        shown = row
+                        break
+                    if not (ds_dir / "meta.json").is_file():
+                        break
+                notes.extend(ex_notes)
+                if shown is not None:
+                    add(F.examples_figure(ds, examples, shown.label, _class_names(data_dir, ds, kind)),
+                        ds, "examples", "Example test slices",
+                        f"Test slices with the prediction of {shown.label} (the best variant with "
+                        "predictions). Error overlay: false positives and false negatives of the "
+                        "foreground class in two colours (legend below the figure).")
+            preview = data_dir / ds / "weights" / "preview.png"
+            if preview.is_file():
+                add(preview, ds, "weights", "Border-weight map",
+                    "Image, label and the border-weight map w(x) = w_c(x) + w0 exp(-(d1+d2)^2 / "
+                    "(2 sigma^2)) used by the weighted loss (U-Net paper, eq. 2).")
+            else:
+                notes.append(f"{preview}: not found (run `seg weights`), so no weight-map preview")
+    return out

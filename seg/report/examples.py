@@ -1,0 +1,158 @@
+"""Example test slices for the report: image, ground truth, prediction and an error overlay.
+
+Everything is compared on the foreground class, class 1 of the canonical semantic map (ISBI:
+1 = interior, 0 = membrane; CTC: 1 = cell, 0 = background). A *false positive* pixel is predicted
+class 1 where the ground truth is class 0, a *false negative* the reverse.
+
+The canonical files are read directly by the layout of meta.json (``images/<id>.tif``,
+``semantic/<id>.tif``) so the report needs nothing but the files; the raw intensities are shown
+(percentile-stretched), not the training normalisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from seg.errors import SegError
+from seg.io import read_json, read_tiff
+
+# RGB uint8 colours of the overlay (Okabe-Ito-like, distinguishable with colour-blindness).
+FP_COLOR = (255, 160, 0)   # orange: predicted foreground, truly background
+FN_COLOR = (0, 150, 255)   # blue: missed foreground
+
+
+def stretch(image: np.ndarray, lo: float = 1.0, hi: float = 99.0) -> np.ndarray:
+    """Percentile contrast stretch of a 2D image (any dtype) to float32 [0, 1]."""
+    img = np.asarray(image, dtype=np.float32)
+    a, b = np.percentile(img, [lo, hi])
+    if b <= a:
+        return np.zeros_like(img)
+    return np.clip((img - a) / (b - a), 0.0, 1.0)
+
+
+def error_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, *,
+                  alpha: float = 0.7) -> np.ndarray:
+    """Colour false positives and false negatives over a grey image.
+
+    Args:
+        image: (H, W) any dtype; shown percentile-stretched in grey.
+        truth, pred: (H, W) bool (or 0/1) foreground masks.
+        alpha: opacity of the error colours in [0, 1].
+
+    Returns:
+        (H, W, 3) uint8 RGB: grey where prediction and truth agree, :data:`FP_COLOR` where
+        ``pred & ~truth``, :data:`FN_COLOR` where ``truth & ~pred``.
+    """
+    truth, pred = np.asarray(truth, bool), np.asarray(pred, bool)
+    if not (image.shape == truth.shape == pred.shape):
+        raise SegError(f"error overlay: shapes differ: image {image.shape}, truth {truth.shape}, "
+                       f"prediction {pred.shape}")
+    grey = stretch(image)[..., None] * 255.0
+    rgb = np.repeat(grey, 3, axis=2)
+    for mask, colour in ((pred & ~truth, FP_COLOR), (truth & ~pred, FN_COLOR)):
+        rgb[mask] = (1 - alpha) * rgb[mask] + alpha * np.asarray(colour, np.float32)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class Example:
+    """One test slice: ``image`` (H, W) raw dtype; ``truth``/``pred`` (H, W) bool foreground."""
+
+    id: str
+    image: np.ndarray
+    truth: np.ndarray
+    pred: np.ndarray
+
+    @property
+    def fp_fraction(self) -> float:
+        return float((self.pred & ~self.truth).mean())
+
+    @property
+    def fn_fraction(self) -> float:
+        return float((self.truth & ~self.pred).mean())
+
+    @property
+    def iou(self) -> float:
+        union = (self.pred | self.truth).sum()
+        return float((self.pred & self.truth).sum() / union) if union else 1.0
+
+
+def load_prediction(pred_dir: Path, entry: dict, *, threshold: float = 0.5) -> np.ndarray | None:
+    """The foreground mask (H, W) bool predicted for a slice, or None if no file is there.
+
+    Looks, in order, for ``<id>_seg.tif`` (ISBI, {0,1}, 1 = interior), the CTC instance mask
+    ``<sequence>_RES/mask<frame:03d>.tif`` (>0 = cell), then ``<id>_prob.tif`` (a (H, W)
+    foreground probability, or (classes, H, W) probabilities of which class 1 is used) thresholded
+    at ``threshold``.
+    """
+    seg = pred_dir / f"{entry['id']}_seg.tif"
+    if seg.is_file():
+        return read_tiff(seg, ndim=2) > 0
+    if entry.get("sequence") is not None and entry.get("frame") is not None:
+        mask = pred_dir / f"{entry['sequence']}_RES" / f"mask{int(entry['frame']):03d}.tif"
+        if mask.is_file():
+            return read_tiff(mask, ndim=2) > 0
+    prob = pred_dir / f"{entry['id']}_prob.tif"
+    if prob.is_file():
+        p = read_tiff(prob)
+        if p.ndim == 3:
+            p = p[1]
+        return p >= threshold
+    return None
+
+
+def pick_evenly(items: list, n: int) -> list:
+    """``n`` items spread evenly over the list (first and last included), in order."""
+    if n <= 0 or not items:
+        return []
+    if n >= len(items):
+        return list(items)
+    idx = np.unique(np.linspace(0, len(items) - 1, n).round().astype(int))
+    return [items[i] for i in idx]
+
+
+def load_examples(ds_dir: Path, run_dir: Path, n: int, *, split: str = "test",
+                  threshold: float = 0.5) -> tuple[list[Example], list[str]]:
+    """Up to ``n`` annotated slices of ``split`` with the run's predictions.
+
+    Args:
+        ds_dir: canonical dataset folder ``data/<dataset>/``.
+        run_dir: result folder holding ``pred/<split>/``.
+
+    Returns:
+        The examples and notes explaining anything that was left out (no dataset, no
+        predictions, shape mismatch). Never raises for missing files.
+    """
+    notes: list[str] = []
+    meta_path = ds_dir / "meta.json"
+    if not meta_path.is_file():
+        return [], [f"no canonical dataset at {ds_dir} (run `seg ingest`), so no example slices"]
+    try:
+        meta = read_json(meta_path)
+        entries = [s for s in meta["slices"] if s.get("split") == split and s.get("semantic")]
+    except (SegError, KeyError, TypeError) as e:
+        return [], [f"{meta_path}: cannot list slices ({e}), so no example slices"]
+    if not entries:
+        return [], [f"{meta_path}: no annotated {split} slices, so no example slices"]
+    pred_dir = run_dir / "pred" / split
+    out = []
+    for entry in pick_evenly(entries, n):
+        try:
+            pred = load_prediction(pred_dir, entry, threshold=threshold)
+            if pred is None:
+                notes.append(f"{pred_dir}: no prediction for slice {entry['id']}")
+                continue
+            image = read_tiff(ds_dir / entry["image"], ndim=2)
+            truth = read_tiff(ds_dir / entry["semantic"], ndim=2) == 1
+        except SegError as e:
+            notes.append(f"example {entry['id']} left out: {e}")
+            continue
+        if not (image.shape == truth.shape == pred.shape):
+            notes.append(f"example {entry['id']} left out: image {image.shape}, ground truth "
+                         f"{truth.shape} and prediction {pred.shape} differ in shape")
+            continue
+        out.append(Example(entry["id"], image, truth, pred))
+    return out, notes

@@ -1,0 +1,315 @@
+"""Collect ``metrics.json`` files of one or more result folders into one leaderboard per dataset.
+
+A *run* is one ``metrics.json`` (written by ``seg score`` into ``results/<dataset>/<variant>/``).
+Runs are grouped by (dataset, variant, config hash); within a group:
+
+- runs with the **same seed** are duplicates (e.g. the same folder copied back twice): the newest
+  (by its ``date``, else file time) is kept and the others are listed in :attr:`Row.dropped`;
+- runs with **different seeds** are merged: every metric becomes the mean over the runs, with the
+  sample standard deviation (ddof=1) as the spread and ``n`` the number of runs.
+
+Rows are sorted per dataset by the runs' primary metric (``iou_mean``, higher is better), best
+first. Table rendering (CSV, Markdown, terminal) is in :mod:`seg.report.tables`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from seg.errors import SegError
+from seg.io import read_json
+
+# Aggregate metrics carried into the leaderboard, in column order. Errors: lower is better.
+# pixel_error = fraction of misclassified pixels; pixel_error_isbi = the ISBI 2012 challenge's
+# "pixel error" (1 - best F-score of interior pixels), the one comparable to the published value.
+METRICS = (
+    "iou_mean", "dice_mean", "pixel_error", "f1_interior_error", "rand_error", "pixel_error_isbi",
+    "vrand", "vinfo", "seg", "precision_iou50", "recall_iou50",
+)
+LOWER_IS_BETTER = {"pixel_error", "f1_interior_error", "rand_error", "pixel_error_isbi"}
+# Shown beside IoU: V_rand for ISBI, SEG for Cell Tracking Challenge data.
+SECONDARY = {"isbi2012": "vrand", "ctc": "seg"}
+# Run facts averaged over merged runs (seconds, counts).
+NUMERIC_FACTS = ("train_time_s", "seconds_per_slice", "params", "iterations", "best_val_iou")
+
+
+@dataclass
+class Run:
+    """One scored run (one metrics.json).
+
+    Attributes:
+        path: the metrics.json file; ``run_dir`` is its folder (holds train_log.csv and pred/).
+        metrics: aggregate metric values (floats; NaN where the run did not report the metric).
+        facts: ``train_time_s`` (wall-clock training, s), ``seconds_per_slice`` (inference, s),
+            ``params`` (parameter count), ``iterations``, ``best_val_iou`` (floats or NaN).
+        date: ISO date string of the scoring (may be empty); ``mtime`` the file's modification time.
+    """
+
+    path: Path
+    dataset: str
+    variant: str
+    label: str
+    config_hash: str
+    seed: int | None
+    date: str
+    mtime: float
+    primary: str
+    metrics: dict[str, float]
+    facts: dict[str, float]
+    device: str
+    model: str
+    class_iou: dict[str, float]
+    kind: str = ""
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def sort_time(self) -> tuple[str, float]:
+        return (self.date or "", self.mtime)
+
+
+@dataclass
+class Row:
+    """One leaderboard row: a (dataset, variant, config hash) group of merged runs.
+
+    Attributes:
+        runs: the merged runs (distinct seeds), newest first.
+        dropped: same-seed duplicates that were left out (older copies).
+        mean, std: per metric/fact; ``std`` is NaN when only one run was merged.
+        kind: ``"isbi2012"``, ``"ctc"`` or ``""`` when it cannot be told.
+        rank: 1 = best within its dataset (set by :func:`build_leaderboard`).
+    """
+
+    dataset: str
+    variant: str
+    label: str
+    config_hash: str
+    kind: str
+    model: str
+    primary: str
+    runs: list[Run]
+    dropped: list[Run] = field(default_factory=list)
+    mean: dict[str, float] = field(default_factory=dict)
+    std: dict[str, float] = field(default_factory=dict)
+    rank: int = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+    @property
+    def seeds(self) -> list[int | None]:
+        """Seeds of the merged runs, ascending (None last)."""
+        return sorted((r.seed for r in self.runs), key=lambda s: (s is None, s or 0))
+
+    @property
+    def devices(self) -> str:
+        return ", ".join(dict.fromkeys(r.device for r in self.runs if r.device))
+
+    @property
+    def date(self) -> str:
+        return max(r.date for r in self.runs)
+
+    @property
+    def secondary(self) -> str | None:
+        return SECONDARY.get(self.kind)
+
+
+def find_metrics(result_dirs: Iterable[str | os.PathLike]) -> list[Path]:
+    """All ``metrics.json`` files under the given folders (or the files themselves), deduplicated
+    by resolved path, in sorted order. A folder that does not exist is a SegError."""
+    found: dict[Path, None] = {}
+    for d in result_dirs:
+        p = Path(d)
+        if p.is_file() and p.name == "metrics.json":
+            found[p.resolve()] = None
+            continue
+        if not p.is_dir():
+            raise SegError(f"{p}: result folder not found")
+        for m in sorted(p.rglob("metrics.json")):
+            if not any(part.startswith(".") for part in m.relative_to(p).parts):
+                found[m.resolve()] = None
+    return list(found)
+
+
+def _num(x) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return math.nan
+    return v
+
+
+def load_run(path: Path, cfg: dict | None = None) -> Run:
+    """Read one metrics.json; fields missing from it are taken from the folder layout
+    (``<dataset>/<variant>/metrics.json``) or left empty/NaN. Raises SegError if it is not JSON."""
+    m = read_json(path)
+    if not isinstance(m, dict):
+        raise SegError(f"{path}: metrics.json must be a JSON object")
+    agg = m.get("aggregate") or {}
+    train = m.get("train") or {}
+    inference = m.get("inference") or {}
+    dataset = str(m.get("dataset") or path.parent.parent.name)
+    variant = str(m.get("variant") or path.parent.name)
+    var_cfg = ((cfg or {}).get("variants") or {}).get(variant) or {}
+    seed = m.get("seed", train.get("seed"))
+    return Run(
+        path=path,
+        dataset=dataset,
+        variant=variant,
+        label=str(var_cfg.get("label") or m.get("label") or variant),
+        config_hash=str(m.get("config_hash") or train.get("config_hash") or "?"),
+        seed=int(seed) if isinstance(seed, (int, float)) else None,
+        date=str(m.get("date") or ""),
+        mtime=path.stat().st_mtime,
+        primary=str(m.get("primary") or "iou_mean"),
+        metrics={k: _num(agg.get(k)) for k in METRICS},
+        facts={
+            "train_time_s": _num(train.get("wall_time_s")),
+            "seconds_per_slice": _num(inference.get("seconds_per_slice")),
+            "params": _num(train.get("params")),
+            "iterations": _num(train.get("iterations")),
+            "best_val_iou": _num(train.get("best_val_iou")),
+        },
+        device=str(train.get("device") or ""),
+        model=str(var_cfg.get("model") or train.get("model") or ""),
+        class_iou={str(k): _num(v) for k, v in (agg.get("iou") or {}).items()},
+        kind=str(m.get("kind") or ""),
+    )
+
+
+def dataset_kind(dataset: str, runs: list[Run], cfg: dict | None, data_dir: Path | None) -> str:
+    """``isbi2012``/``ctc`` from the config, else the metrics.json ``kind``, else the dataset's
+    meta.json, else guessed from the metrics present (Rand error: ISBI; SEG: CTC)."""
+    ds_cfg = ((cfg or {}).get("datasets") or {}).get(dataset)
+    if ds_cfg and ds_cfg.get("kind"):
+        return str(ds_cfg["kind"])
+    for r in runs:
+        if r.kind:
+            return r.kind
+    meta = data_dir / dataset / "meta.json" if data_dir else None
+    if meta is not None and meta.is_file():
+        try:
+            kind = read_json(meta).get("kind")
+            if kind:
+                return str(kind)
+        except (SegError, AttributeError):
+            pass
+    if any(not math.isnan(r.metrics["rand_error"]) for r in runs):
+        return "isbi2012"
+    if any(not math.isnan(r.metrics["seg"]) for r in runs):
+        return "ctc"
+    return ""
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    v = np.array([x for x in values if not math.isnan(x)], dtype=float)
+    if v.size == 0:
+        return math.nan, math.nan
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan
+
+
+def merge_group(runs: list[Run], kind: str) -> Row:
+    """Merge runs of one (dataset, variant, config hash): drop same-seed duplicates (keep the
+    newest), then mean and sample std over the remaining runs."""
+    newest_first = sorted(runs, key=lambda r: r.sort_time, reverse=True)
+    kept: dict[object, Run] = {}
+    dropped: list[Run] = []
+    for r in newest_first:
+        key = r.seed if r.seed is not None else ("no-seed", r.path)
+        if key in kept:
+            dropped.append(r)
+        else:
+            kept[key] = r
+    merged = list(kept.values())
+    first = merged[0]
+    row = Row(
+        dataset=first.dataset, variant=first.variant, label=first.label,
+        config_hash=first.config_hash, kind=kind, model=first.model, primary=first.primary,
+        runs=merged, dropped=dropped,
+    )
+    for key in METRICS:
+        row.mean[key], row.std[key] = _mean_std([r.metrics[key] for r in merged])
+    for key in NUMERIC_FACTS:
+        row.mean[key], row.std[key] = _mean_std([r.facts[key] for r in merged])
+    for cls in first.class_iou:
+        row.mean[f"iou_{cls}"], row.std[f"iou_{cls}"] = _mean_std(
+            [r.class_iou.get(cls, math.nan) for r in merged])
+    return row
+
+
+def sort_rows(rows: list[Row]) -> list[Row]:
+    """Best first by the primary metric (NaN last), ties by label; sets ``rank`` from 1."""
+    def key(row: Row):
+        v = row.mean.get(row.primary, math.nan)
+        if math.isnan(v):
+            return (1, 0.0, row.label)
+        return (0, v if row.primary in LOWER_IS_BETTER else -v, row.label)
+
+    out = sorted(rows, key=key)
+    for i, row in enumerate(out, 1):
+        row.rank = i
+    return out
+
+
+@dataclass
+class Leaderboard:
+    """Rows per dataset (datasets in config order, then others alphabetically) and notes for the
+    reader (duplicates dropped, unreadable files)."""
+
+    datasets: dict[str, list[Row]]
+    kinds: dict[str, str]
+    notes: list[str]
+
+    @property
+    def rows(self) -> list[Row]:
+        return [r for rows in self.datasets.values() for r in rows]
+
+
+def build_leaderboard(result_dirs: Iterable[str | os.PathLike], cfg: dict | None = None,
+                      data_dir: str | os.PathLike | None = None) -> Leaderboard:
+    """Collect, merge and sort every metrics.json under ``result_dirs``.
+
+    An unreadable metrics.json is skipped with a note (and a warning on stderr), so one broken
+    copy does not hide the other results. No metrics.json at all is a SegError.
+    """
+    notes: list[str] = []
+    runs: list[Run] = []
+    paths = find_metrics(result_dirs)
+    if not paths:
+        raise SegError(f"{', '.join(map(str, result_dirs))}: no metrics.json found (run `seg score` first)")
+    for p in paths:
+        try:
+            runs.append(load_run(p, cfg))
+        except SegError as e:
+            notes.append(f"skipped {e}")
+            print(f"seg leaderboard: warning: skipped {e}", file=sys.stderr)
+    groups: dict[str, dict[tuple[str, str], list[Run]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        groups[r.dataset][(r.variant, r.config_hash)].append(r)
+    order = list(((cfg or {}).get("datasets") or {}))
+    names = [d for d in order if d in groups] + sorted(d for d in groups if d not in order)
+    data = Path(data_dir) if data_dir is not None else None
+    out: dict[str, list[Row]] = {}
+    kinds: dict[str, str] = {}
+    for ds in names:
+        ds_runs = [r for g in groups[ds].values() for r in g]
+        kinds[ds] = dataset_kind(ds, ds_runs, cfg, data)
+        rows = [merge_group(g, kinds[ds]) for g in groups[ds].values()]
+        for row in rows:
+            for d in row.dropped:
+                keep = next(r for r in row.runs if r.seed == d.seed)
+                notes.append(f"{ds} / {row.label}: {d.path} duplicates seed {d.seed} of "
+                             f"{keep.path} (same config hash {row.config_hash}); kept the newer one")
+        out[ds] = sort_rows(rows)
+    return Leaderboard(datasets=out, kinds=kinds, notes=notes)

@@ -1,0 +1,59 @@
+"""Everything ``seg leaderboard`` writes, in one call (used by the CLI and the tests).
+
+Outputs under ``out_dir`` (``results/`` by default):
+``leaderboard.csv`` (columns: :data:`seg.report.tables.CSV_COLUMNS`), ``leaderboard.md``,
+``figures/*.png`` (see :mod:`seg.report.build`) and ``report.html`` (self-contained).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from seg.report.build import Figures, build_figures
+from seg.report.leaderboard import Leaderboard, build_leaderboard
+
+
+@dataclass
+class Outputs:
+    board: Leaderboard
+    figures: Figures
+    csv: Path
+    markdown: Path
+    html: Path
+    terminal: str
+
+
+def write_outputs(result_dirs: list[str | os.PathLike], cfg: dict, *, config_path: str = "",
+                  data_dir: str | os.PathLike = "data", out_dir: str | os.PathLike = "results") -> Outputs:
+    """Collect the leaderboard and write the CSV, Markdown, figures and HTML report.
+
+    Args:
+        result_dirs: folders searched (recursively) for metrics.json.
+        cfg: the loaded config (:func:`seg.config.load_config`); gives variant labels and order,
+            dataset kinds, ``report.examples`` and ``postprocess.threshold``.
+        data_dir: canonical datasets (``<data_dir>/<dataset>/``) for example slices and the
+            weight-map preview; a missing dataset only leaves those figures out.
+        out_dir: where the outputs go.
+
+    Raises:
+        SegError: a result folder does not exist, or no metrics.json was found.
+    """
+    import yaml
+
+    from seg.report import html, tables
+
+    out = Path(out_dir)
+    board = build_leaderboard(result_dirs, cfg, data_dir)
+    csv_path, md_path, html_path = out / "leaderboard.csv", out / "leaderboard.md", out / "report.html"
+    tables.write_csv(csv_path, board)
+    from seg.io import atomic_path
+
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(tables.markdown(board))
+    figures = build_figures(board, cfg, Path(data_dir), out / "figures")
+    text = html.render(board, figures, config_yaml=yaml.safe_dump(cfg, sort_keys=False),
+                       config_path=str(config_path), result_dirs=[str(d) for d in result_dirs])
+    html.write_html(html_path, text)
+    return Outputs(board, figures, csv_path, md_path, html_path, tables.terminal(board))

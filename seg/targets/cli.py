@@ -1,0 +1,234 @@
+"""``seg weights`` and ``seg augment``: training targets written beside the canonical dataset.
+
+Only the standard library is imported at module level; numpy and friends load inside ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from seg.cli import Command
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="configs/config.yaml", help="workflow config (YAML file)")
+    p.add_argument("--dataset", required=True, help="dataset name (a key of the config's datasets)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder holding the canonical datasets; None = the config's data_dir")
+
+
+def _weights_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--out", default=None, help="output folder; None = <data-dir>/<dataset>/weights")
+
+
+def _augment_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("--copies", type=int, default=None,
+                   help="deformed copies per training slice; None = the config's augment.copies")
+    p.add_argument("--variant", default=None,
+                   help="take the augment settings of this variant; None = the top-level augment section")
+    p.add_argument("--seed", type=int, default=None, help="random seed (integer); None = the config's seed")
+    p.add_argument("--out", default=None, help="output folder; None = <data-dir>/<dataset>/augmented")
+
+
+def _dataset_dir(args, cfg):
+    from pathlib import Path
+
+    from seg.errors import SegError
+
+    if args.dataset not in cfg["datasets"]:
+        raise SegError(f"{args.config}: datasets: unknown dataset {args.dataset!r} "
+                       f"(configured: {', '.join(cfg['datasets'])})")
+    return Path(args.data_dir or cfg["data_dir"]) / args.dataset
+
+
+def run_weights(args: argparse.Namespace) -> int:
+    """Write weights/<id>.tif (float32) for every annotated slice, class_weights.json, preview.png."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from seg.config import load_config
+    from seg.data import canonical
+    from seg.errors import SegError
+    from seg.io import atomic_path, write_json, write_tiff
+    from seg.targets.weights import border_weight_map, class_weights
+
+    cfg = load_config(args.config)
+    wcfg = cfg["weights"]
+    ds = _dataset_dir(args, cfg)
+    out = ds / "weights" if args.out is None else Path(args.out)
+    meta = canonical.load_meta(ds)
+    n_classes = len(meta["classes"])
+    train = [e for e in canonical.slices(meta, "train") if e.get("semantic")]
+    if not train:
+        raise SegError(f"{ds / 'meta.json'}: no annotated training slice to compute class weights from")
+    if wcfg["class_balance"]:
+        wc = class_weights((canonical.load_semantic(ds, e) for e in train), n_classes).tolist()
+    else:
+        wc = [1.0] * n_classes
+    annotated = [e for e in meta["slices"] if e.get("instances") and e.get("semantic")]
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        for e in tqdm(annotated, desc=f"weights {args.dataset}", unit="slice", disable=None):
+            w = border_weight_map(canonical.load_instances(ds, e), w0=wcfg["w0"], sigma=wcfg["sigma"],
+                                  class_weights=wc, semantic=canonical.load_semantic(ds, e))
+            write_tiff(tmp / f"{e['id']}.tif", w)
+        write_json(tmp / "class_weights.json", {
+            "w_c": wc, "classes": meta["classes"], "w0": wcfg["w0"], "sigma": wcfg["sigma"],
+            "class_balance": wcfg["class_balance"], "from_split": "train", "train_slices": [e["id"] for e in train],
+            "formula": "w = w_c[class] + w0*exp(-(d1+d2)^2/(2 sigma^2)) on class-0 pixels; "
+                       "w_c[k] = N / (K * N_k) over training pixels"})
+        first = train[0]
+        _weights_preview(tmp / "preview.png", canonical.load_raw_image(ds, first),
+                         canonical.load_semantic(ds, first), _read(tmp / f"{first['id']}.tif"),
+                         title=f"{args.dataset} {first['id']}: image | label | weight map")
+    print(f"seg weights: {len(annotated)} weight maps, w_c = {[round(x, 4) for x in wc]} -> {out}")
+    return 0
+
+
+def run_augment(args: argparse.Namespace) -> int:
+    """Write N seeded deformed copies of every training slice as a canonical-form dataset."""
+    from pathlib import Path
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from seg.config import load_config, variant_section
+    from seg.data import canonical
+    from seg.errors import SegError
+    from seg.io import atomic_path, read_json, write_json, write_tiff
+    from seg.targets.augment import Augmenter
+    from seg.targets.weights import border_weight_map, class_weights
+
+    cfg = load_config(args.config)
+    aug_cfg = cfg["augment"] if args.variant is None else variant_section(cfg, args.variant, "augment")
+    copies = aug_cfg["copies"] if args.copies is None else args.copies
+    if copies < 0:
+        raise SegError(f"--copies: must be >= 0, got {copies}")
+    seed = cfg["seed"] if args.seed is None else args.seed
+    ds = _dataset_dir(args, cfg)
+    out = ds / "augmented" if args.out is None else Path(args.out)
+    meta = canonical.load_meta(ds)
+    train = [e for e in canonical.slices(meta, "train") if e.get("instances") and e.get("semantic")]
+    if not train:
+        raise SegError(f"{ds / 'meta.json'}: no annotated training slice to augment")
+    wdir = ds / "weights"
+    wcfg = cfg["weights"]
+    if (wdir / "class_weights.json").is_file():  # written by `seg weights`
+        wc = read_json(wdir / "class_weights.json")["w_c"]
+    else:  # not written yet: compute them the same way
+        wc = (class_weights((canonical.load_semantic(ds, e) for e in train), len(meta["classes"])).tolist()
+              if wcfg["class_balance"] else None)
+    augmenter = Augmenter(aug_cfg)
+    new_meta = {k: v for k, v in meta.items() if k not in ("slices", "files")}
+    new_meta.update(slices=[], files={}, source={"augmented_from": args.dataset, "seed": seed, "copies": copies,
+                                                 "augment": aug_cfg})
+    new_meta["conventions"] = {**meta.get("conventions", {}),
+                               "images": "float32 (H, W), normalised per slice then augmented",
+                               "weights": "float32 (H, W) border-weight map, linearly interpolated"}
+    shown = []
+    with atomic_path(out) as tmp:
+        for sub in ("images", "instances", "semantic", "weights"):
+            (tmp / sub).mkdir(parents=True)
+        for i, e in enumerate(tqdm(train, desc=f"augment {args.dataset}", unit="slice", disable=None)):
+            image = canonical.load_image(ds, e)
+            inst = canonical.load_instances(ds, e)
+            sem = canonical.load_semantic(ds, e)
+            if (wdir / f"{e['id']}.tif").is_file():
+                weights = _read(wdir / f"{e['id']}.tif").astype(np.float32)
+            else:
+                weights = border_weight_map(inst, w0=wcfg["w0"], sigma=wcfg["sigma"], class_weights=wc, semantic=sem)
+            row = [(image, sem)]
+            for j in range(copies):
+                rng = np.random.default_rng([seed, i, j])
+                img, t = augmenter(image, {"semantic": sem, "instances": inst, "weights": weights}, rng)
+                sid = f"{e['id']}_aug{j:02d}"
+                entry = {"id": sid, "split": "train", "image": f"images/{sid}.tif", "instances": f"instances/{sid}.tif",
+                         "semantic": f"semantic/{sid}.tif", "weights": f"weights/{sid}.tif",
+                         "sequence": e.get("sequence"), "frame": e.get("frame"), "shape": list(img.shape),
+                         "augmented_from": e["id"], "copy": j}
+                write_tiff(tmp / entry["image"], img)
+                write_tiff(tmp / entry["instances"], t["instances"])
+                write_tiff(tmp / entry["semantic"], t["semantic"])
+                write_tiff(tmp / entry["weights"], t["weights"])
+                new_meta["slices"].append(entry)
+                row.append((img, t["semantic"]))
+            if len(shown) < 3:
+                shown.append((e["id"], row[:5]))
+        write_json(tmp / "meta.json", new_meta)
+        _augment_preview(tmp / "preview.png", shown, title=f"{args.dataset}: original | deformed copies (seed {seed})")
+    print(f"seg augment: {copies} copies x {len(train)} training slices -> {out}")
+    return 0
+
+
+def _read(path):
+    from seg.io import read_tiff
+
+    return read_tiff(path, ndim=2)
+
+
+def _weights_preview(path, image, label, weights, *, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4), constrained_layout=True)
+    axes[0].imshow(image, cmap="gray")
+    axes[0].set_title("image")
+    axes[1].imshow(label, cmap="gray", interpolation="nearest")
+    axes[1].set_title("label (class map)")
+    im = axes[2].imshow(weights, cmap="magma")
+    axes[2].set_title("weight map w(x)")
+    fig.colorbar(im, ax=axes[2], shrink=0.85, label="weight")
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle(title)
+    fig.savefig(path, format="png", dpi=90)
+    plt.close(fig)
+
+
+def _augment_preview(path, rows, *, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncols = max(len(r) for _, r in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(3 * ncols, 3 * len(rows)), squeeze=False,
+                             constrained_layout=True)
+    for r, (sid, row) in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r][c]
+            ax.set_axis_off()
+            if c >= len(row):
+                continue
+            img, sem = row[c]
+            ax.imshow(img, cmap="gray")
+            ax.contour(sem, levels=[0.5], colors="tab:red", linewidths=0.4)
+            ax.set_title(sid if c == 0 else f"copy {c - 1}", fontsize=9)
+    fig.suptitle(title)
+    fig.savefig(path, format="png", dpi=80)
+    plt.close(fig)
+
+
+COMMANDS = {
+    "weights": Command(
+        help="U-Net border-weight maps of every annotated slice (class weights from the training split)",
+        add_arguments=_weights_args,
+        run=run_weights,
+        description="Writes <data-dir>/<dataset>/weights/<id>.tif (float32 (H, W)), class_weights.json and "
+        "preview.png. w = w_c + w0*exp(-(d1+d2)^2/(2 sigma^2)) on background pixels; w0, sigma (pixels) "
+        "and class_balance come from the config's weights section.",
+    ),
+    "augment": Command(
+        help="write N seeded elastically deformed copies of every training slice (val/test never)",
+        add_arguments=_augment_args,
+        run=run_augment,
+        description="Writes <data-dir>/<dataset>/augmented/ in canonical form (meta.json, images/ float32 "
+        "normalised, instances/, semantic/, weights/) plus preview.png. Same seed, same bytes. Settings "
+        "from the config's augment section.",
+    ),
+}

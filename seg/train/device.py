@@ -1,0 +1,126 @@
+"""Device, mixed precision, memory layout and determinism settings for training.
+
+``resolve_device("auto")`` picks CUDA when available, else CPU. Mixed precision (``train.amp``):
+
+- ``auto``: bf16 on a CUDA device that supports it, else fp16 (with a GradScaler); none on CPU.
+- ``bf16``: bf16 autocast on CUDA or CPU (CPU bf16 is measured by ``bench/train.py``).
+- ``fp16``: CUDA only (with a GradScaler).
+- ``none``: fp32.
+
+``configure_determinism`` switches on deterministic algorithms (bit-identical reruns on CPU); with
+determinism off on CUDA it enables ``cudnn.benchmark`` instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from seg.errors import SegError
+
+DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("auto", "none", "bf16", "fp16")
+
+
+def resolve_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:<local_rank>`` if CUDA is available else ``cpu``; ``cuda`` without CUDA fails."""
+    if name not in DEVICES:
+        raise SegError(f"train.device: {name!r} is not one of {list(DEVICES)}")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SegError("train.device: 'cuda' requested but no CUDA device is available")
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device`` (None = fp32)."""
+    if amp not in AMP_MODES:
+        raise SegError(f"train.amp: {amp!r} is not one of {list(AMP_MODES)}")
+    if amp == "none" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "fp16" and device.type != "cuda":
+        raise SegError("train.amp: 'fp16' needs a CUDA device (use 'bf16' or 'none' on CPU)")
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a training step runs: device, autocast dtype (None = fp32), memory layout."""
+
+    device: torch.device
+    dtype: torch.dtype | None
+    channels_last: bool
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    @property
+    def needs_scaler(self) -> bool:
+        """fp16 needs loss scaling; bf16 and fp32 do not."""
+        return self.dtype == torch.float16
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def to_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Move an NCHW batch to the device in the chosen memory layout."""
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """A GradScaler, enabled only for fp16 (a disabled one is a no-op with a state dict)."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.needs_scaler)
+
+
+def precision_for(train_cfg: dict, device: torch.device) -> Precision:
+    """Precision settings from the ``train`` config section (``amp``, ``channels_last``)."""
+    return Precision(device, amp_dtype(device, train_cfg.get("amp", "auto")), bool(train_cfg.get("channels_last", True)))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (all CUDA devices included)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_determinism(deterministic: bool, device: torch.device) -> None:
+    """Deterministic algorithms on/off; cudnn.benchmark only when determinism is not asked for."""
+    if deterministic and device.type == "cuda":
+        # cuBLAS needs a fixed workspace for deterministic matmuls; must be set before first use.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if "torch._inductor" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    else:
+        # torch.use_deterministic_algorithms also sets torch._inductor.config.deterministic, which
+        # imports the whole compiler stack (~2 s CPU per process). Nothing here uses torch.compile,
+        # so set only the eager-mode flag, exactly as that function does for eager code.
+        torch._C._set_deterministic_algorithms(deterministic, warn_only=False)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory in MiB: CUDA max allocated on ``device``, else the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB

@@ -1,0 +1,357 @@
+"""The training loop of ``seg train``: resumable, reproducible, single process or DDP.
+
+Outputs in ``out_dir`` (``results/<dataset>/<variant>/``):
+
+- ``checkpoints/last.pt`` every ``train.checkpoint_every`` steps and at the end; ``checkpoints/best.pt``
+  at each new best val IoU (see :mod:`seg.train.checkpoint` for the contents);
+- ``train_log.csv`` with columns :data:`LOG_COLUMNS` (``val_iou`` only on validation rows);
+- ``train_summary.json`` when the budget is complete (see :func:`train`).
+
+Resume: rerunning the same command continues from ``last.pt`` (model, optimiser, scheduler, scaler,
+RNG states, data position = iteration count) if its config hash and seed match, and is a no-op if
+``train_summary.json`` of the same config hash and seed exists. The global torch generator is
+re-seeded before every step from (seed, rank, step), so dropout-like randomness is also a function
+of the step only; with the data also a function of the step, a resumed run ends with the same
+weights as an uninterrupted one, bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seg.config import variant_section
+from seg.errors import SegError
+from seg.io import atomic_path, write_json
+from seg.train import checkpoint as ckpt
+from seg.train import distributed as ddp
+from seg.train.device import configure_determinism, peak_memory_mb, precision_for, resolve_device, seed_everything
+from seg.train.losses import build_loss, needs_weights
+from seg.train.optim import build_optimizer, build_scheduler
+from seg.train.sampling import PatchDataset, load_training_slices, make_loader, patch_geometry
+from seg.train.state import completed_summary, effective_config, run_identity
+
+LOG_COLUMNS = ("iteration", "epoch", "loss", "lr", "val_iou", "samples_per_s", "data_wait", "wall_s")
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The torch seed used for training step ``step`` of ``rank``."""
+    return int(np.random.SeedSequence([int(seed), int(rank), int(step)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def versions() -> dict[str, str]:
+    """Versions of torch, monai, smp and seg (from package metadata: importing monai costs seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import seg
+
+    def v(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return {"torch": torch.__version__, "monai": v("monai"), "smp": v("segmentation-models-pytorch"),
+            "seg": seg.__version__}
+
+
+def build_training_model(cfg: dict, dataset: str, variant: str, classes: int) -> torch.nn.Module:
+    """The variant's model (``seg.models.build_model``), with pretrained encoder weights if asked:
+    ``pretrained: inhouse`` reads ``<results_dir>/<dataset>/pretrain/<encoder>/encoder.pt``; a path reads
+    that file (both state dicts for ``model.encoder``, loaded by ``seg.models.load_encoder_weights``)."""
+    from seg.models import build_model, load_encoder_weights
+
+    var = cfg["variants"][variant]
+    model = build_model(var["model"], in_channels=1, classes=classes, **(var.get("params") or {}))
+    pre = var.get("pretrained", "none") or "none"
+    if pre != "none":
+        if pre == "inhouse":
+            encoder = var["model"].split("-", 1)[1] if "-" in var["model"] else var["model"]
+            path = Path(cfg.get("results_dir", "results")) / dataset / "pretrain" / encoder / "encoder.pt"
+        else:
+            path = Path(pre)
+        if not path.is_file():
+            raise SegError(f"variants.{variant}.pretrained: {path}: encoder weights not found")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        load_encoder_weights(model, state)
+    return model
+
+
+def _read_log(path: Path, upto: int) -> list[dict[str, str]]:
+    """Rows of an existing log with iteration <= ``upto`` (a torn last line from a kill is dropped)."""
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                if int(row["iteration"]) <= upto and all(row.get(c) is not None for c in LOG_COLUMNS):
+                    rows.append({c: row[c] for c in LOG_COLUMNS})
+            except (TypeError, ValueError, KeyError):
+                continue
+    return rows
+
+
+class _Log:
+    """Append-only CSV log, rewritten atomically at start (rows of undone steps removed)."""
+
+    def __init__(self, path: Path, start: int):
+        rows = _read_log(path, start)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        with atomic_path(path) as tmp:
+            tmp.write_text(buf.getvalue())
+        self.f = open(path, "a", newline="")
+        self.w = csv.DictWriter(self.f, fieldnames=LOG_COLUMNS, lineterminator="\n")
+
+    def write(self, **row: Any) -> None:
+        self.w.writerow({c: row.get(c, "") for c in LOG_COLUMNS})
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _param_digest(model: torch.nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in ckpt.model_state_cpu(model).items():
+        h.update(k.encode())
+        h.update(v.numpy().tobytes())
+    return h.hexdigest()
+
+
+def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_dir: str | Path | None = None,
+          device: str | None = None, iterations: int | None = None) -> dict:
+    """Train ``variant`` on ``dataset``; returns the summary (also written to ``train_summary.json``).
+
+    Args:
+        cfg: the validated config (``seg.config.load_config``).
+        dataset, variant: names in the config.
+        out_dir: ``results/<dataset>/<variant>/``.
+        data_dir: folder of canonical datasets (default ``cfg["data_dir"]``).
+        device: ``auto|cpu|cuda`` overriding ``train.device``.
+        iterations: overrides the budget (``train.iterations``; ``epochs`` ignored).
+
+    Returns:
+        The summary dict: iterations, wall_time_s, best_val_iou, best_iteration, samples_per_s,
+        peak_memory_mb, device, amp, params, versions, seed, config_hash, model, variant, dataset,
+        effective_batch_size, world_size, stopped ("budget" | "max_minutes"), data_wait, patch sizes.
+    """
+    cfg = effective_config(cfg, variant, iterations=iterations)
+    chash, seed = run_identity(cfg, dataset, variant)
+    tcfg = variant_section(cfg, variant, "train")
+    out = Path(out_dir)
+    done = completed_summary(cfg, dataset, variant, out)
+    if done is not None:
+        print(f"seg train: {out / 'train_summary.json'} is complete for this config ({chash}); nothing to do")
+        return done
+
+    env = ddp.dist_env_from_environ()
+    dev = resolve_device(device or tcfg["device"], local_rank=env.local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    ddp.init_process_group(env, dev.type)
+    try:
+        return _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir)
+    finally:
+        ddp.destroy_process_group()
+
+
+def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir) -> dict:
+    from tqdm import tqdm
+
+    from seg.data.canonical import load_meta
+
+    configure_determinism(bool(tcfg["deterministic"]), dev)
+    seed_everything(seed)
+    ds_dir = Path(data_dir or cfg.get("data_dir", "data")) / dataset
+    classes = len(load_meta(ds_dir)["classes"])
+    model = build_training_model(cfg, dataset, variant, classes)
+    n_params = sum(p.numel() for p in model.parameters())
+    geometry = patch_geometry(model, int(tcfg["patch_size"]))
+    loss_fn = build_loss(tcfg["loss"])
+    data = PatchDataset(
+        load_training_slices(ds_dir, "train", with_weights=needs_weights(tcfg["loss"])),
+        geometry,
+        augment_cfg=variant_section(cfg, variant, "augment"),
+        seed=seed,
+        border_sampling=float(tcfg["border_sampling"]),
+    )
+    B, W = int(tcfg["batch_size"]), env.world_size
+    iters_per_epoch = max(1, math.ceil(data.patches_per_epoch() / (B * W)))
+    total = int(tcfg["epochs"]) * iters_per_epoch if tcfg.get("epochs") else int(tcfg["iterations"])
+
+    prec = precision_for(tcfg, dev)
+    model = prec.prepare_model(model)
+    optimizer = build_optimizer(model.parameters(), tcfg["optimizer"])
+    scheduler = build_scheduler(optimizer, tcfg["schedule"], total)
+    scaler = prec.scaler()
+
+    start, best_iou, best_it, wall_before, step_before, wait_before = 0, None, None, 0.0, 0.0, 0.0
+    if (out / "checkpoints/last.pt").is_file():
+        state = ckpt.load_checkpoint(out / "checkpoints/last.pt", map_location="cpu")
+        if state.get("config_hash") == chash and state.get("seed") == seed:
+            ckpt.unwrap(model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            ckpt.set_rng_state(state["rng"])
+            start, best_iou = int(state["iteration"]), state.get("best_val_iou")
+            best_it, wall_before = state.get("best_iteration"), float(state.get("wall_time_s", 0.0))
+            step_before, wait_before = float(state.get("step_time_s", 0.0)), float(state.get("data_wait_s", 0.0))
+            if env.is_main:
+                print(f"seg train: resuming {out} from iteration {start}/{total}")
+        elif env.is_main:
+            print(f"seg train: {out / 'checkpoints/last.pt'} is from another config or seed; starting afresh")
+
+    if env.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    infer_cfg = {**variant_section(cfg, variant, "inference"), "tta": False}
+    val_slices = validate_mod().load_val_slices(ds_dir, "val") if env.is_main else []
+    log = _Log(out / "train_log.csv", start) if env.is_main else None
+
+    def save_last(iteration: int, wall: float) -> None:
+        if env.is_main:
+            ckpt.save_checkpoint(out / "checkpoints/last.pt", {
+                "model": ckpt.model_state_cpu(model), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": ckpt.rng_state(),
+                "iteration": iteration, "best_val_iou": best_iou, "best_iteration": best_it,
+                "config_hash": chash, "seed": seed, "wall_time_s": wall, "total_iterations": total,
+                "step_time_s": step_before + step_sum, "data_wait_s": wait_before + wait_sum,
+            })
+        ddp.barrier(env)
+
+    loader = make_loader(data, start=start, stop=total, batch_size=B, rank=env.rank, world_size=W,
+                         num_workers=int(tcfg["num_workers"]), seed=seed, pin_memory=dev.type == "cuda")
+    bar = tqdm(total=total, initial=start, disable=None if env.is_main else True, desc=f"train {dataset}/{variant}",
+               unit="it", dynamic_ncols=True)
+    max_s = float(tcfg["max_minutes"]) * 60 if tcfg.get("max_minutes") else None
+    t0 = time.perf_counter()
+    wait_sum = step_sum = 0.0
+    win = {"loss": 0.0, "n": 0, "wait": 0.0, "time": 0.0}
+    it, stopped, saved_at = start, "budget", -1
+    batches = iter(loader)
+    tick = time.perf_counter()
+    while it < total:
+        batch = next(batches)
+        got = time.perf_counter()
+        torch.manual_seed(step_seed(seed, env.rank, it))
+        x = prec.to_input(batch["image"])
+        y = batch["target"].to(dev, non_blocking=True)
+        w = batch["weights"].to(dev, non_blocking=True) if "weights" in batch else None
+        optimizer.zero_grad(set_to_none=True)
+        with prec.autocast():
+            logits = model(x)
+        loss = loss_fn(logits, y, w)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        it += 1
+        done = time.perf_counter()
+        win["loss"] += float(loss.detach())
+        win["n"] += 1
+        win["wait"] += got - tick
+        win["time"] += done - tick
+        wait_sum, step_sum = wait_sum + (got - tick), step_sum + (done - tick)
+        wall = wall_before + (done - t0)
+        bar.update(1)
+
+        if it % int(tcfg["log_every"]) == 0 or it == total:
+            mean_loss = win["loss"] / win["n"]
+            if env.distributed:
+                t = torch.tensor([mean_loss], dtype=torch.float64)
+                torch.distributed.all_reduce(t)
+                mean_loss = float(t) / W
+            if env.is_main:
+                log.write(iteration=it, epoch=(it - 1) // iters_per_epoch, loss=f"{mean_loss:.6g}", lr=f"{lr:.6g}",
+                          samples_per_s=f"{win['n'] * B * W / max(win['time'], 1e-9):.4g}",
+                          data_wait=f"{win['wait'] / max(win['time'], 1e-9):.4f}", wall_s=f"{wall:.2f}")
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
+            win = {"loss": 0.0, "n": 0, "wait": 0.0, "time": 0.0}
+
+        if it % int(tcfg["val_every"]) == 0 or it == total:
+            if env.is_main and val_slices:
+                iou, _ = validate_mod().validate(ckpt.unwrap(model), val_slices, infer_cfg, dev, classes)
+                log.write(iteration=it, epoch=(it - 1) // iters_per_epoch, val_iou=f"{iou:.6f}", lr=f"{lr:.6g}",
+                          wall_s=f"{wall_before + time.perf_counter() - t0:.2f}")
+                if best_iou is None or iou > best_iou:
+                    best_iou, best_it = iou, it
+                    ckpt.save_checkpoint(best_path_of(out), {
+                        "model": ckpt.model_state_cpu(model), "iteration": it, "best_val_iou": iou,
+                        "best_iteration": it, "config_hash": chash, "seed": seed,
+                    })
+            ddp.barrier(env)
+
+        out_of_time = max_s is not None and wall_before + (time.perf_counter() - t0) >= max_s
+        if env.distributed and max_s is not None:
+            flag = torch.tensor([int(out_of_time)])
+            torch.distributed.broadcast(flag, src=0)
+            out_of_time = bool(flag)
+        if it % int(tcfg["checkpoint_every"]) == 0 or it == total or out_of_time:
+            save_last(it, wall_before + time.perf_counter() - t0)
+            saved_at = it
+        if out_of_time and it < total:
+            stopped = "max_minutes"
+            break
+        tick = time.perf_counter()
+    bar.close()
+    del batches, loader
+    wall = wall_before + time.perf_counter() - t0
+    if saved_at != it:
+        save_last(it, wall)
+    digests = ddp.all_gather_object(env, _param_digest(model))
+    if not env.is_main:
+        ddp.barrier(env)
+        return {}
+    log.close()
+    if best_iou is None:  # no val slices: the final model is the one to use
+        ckpt.save_checkpoint(best_path_of(out), {
+            "model": ckpt.model_state_cpu(model), "iteration": it, "best_val_iou": None, "best_iteration": it,
+            "config_hash": chash, "seed": seed,
+        })
+    summary = {
+        "dataset": dataset, "variant": variant, "model": cfg["variants"][variant]["model"],
+        "iterations": it, "budget_iterations": total, "stopped": stopped,
+        "wall_time_s": round(wall, 3), "best_val_iou": best_iou, "best_iteration": best_it,
+        "samples_per_s": round(it * B * W / (step_before + step_sum), 4) if step_before + step_sum > 0 else None,
+        "data_wait": round((wait_before + wait_sum) / (step_before + step_sum), 5) if step_before + step_sum > 0 else None,
+        "peak_memory_mb": round(peak_memory_mb(dev), 1), "device": _device_name(dev), "amp": prec.name,
+        "channels_last": prec.channels_last, "params": int(n_params), "versions": versions(), "seed": seed,
+        "config_hash": chash, "batch_size": B, "world_size": W, "effective_batch_size": B * W,
+        "iterations_per_epoch": iters_per_epoch, "patch_input_size": geometry.input_size,
+        "patch_output_size": geometry.output_size, "loss": tcfg["loss"]["name"],
+        "optimizer": tcfg["optimizer"]["name"], "schedule": tcfg["schedule"]["name"],
+        "deterministic": bool(tcfg["deterministic"]), "rank_param_sha256": digests,
+    }
+    write_json(out / "train_summary.json", summary)
+    ddp.barrier(env)
+    return summary
+
+
+def best_path_of(out: Path) -> Path:
+    return out / "checkpoints" / "best.pt"
+
+
+def validate_mod():
+    from seg.train import validate
+
+    return validate
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return f"cuda:{dev.index} ({torch.cuda.get_device_name(dev)})"
+    return f"cpu ({torch.get_num_threads()} threads)"

@@ -1,0 +1,52 @@
+"""A training run's identity and completion state (light: no torch import, so a finished run's
+``seg train`` returns at once).
+
+The identity of a run is ``seg.config.run_config_hash`` of the config with the command-line budget
+override folded in, plus the seed. A run is complete when ``train_summary.json`` exists with the
+same identity beside ``checkpoints/last.pt``; then ``seg train`` is a no-op.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from seg.config import run_config_hash
+from seg.errors import SegError
+from seg.io import read_json
+
+
+def effective_config(cfg: dict, variant: str, *, iterations: int | None = None) -> dict:
+    """A copy of ``cfg`` with ``--iterations`` folded into the variant's train section (sets
+    ``iterations``, clears ``epochs``), so the override is part of the config hash. The device is a
+    runtime choice, not part of the hash."""
+    if variant not in cfg["variants"]:
+        raise SegError(f"config: unknown variant {variant!r} (configured: {', '.join(cfg['variants'])})")
+    cfg = copy.deepcopy(cfg)
+    if iterations is not None:
+        if iterations < 1:
+            raise SegError(f"--iterations: must be >= 1, got {iterations}")
+        tr = cfg["variants"][variant].setdefault("train", {})
+        tr["iterations"], tr["epochs"] = int(iterations), None
+    return cfg
+
+
+def run_identity(cfg: dict, dataset: str, variant: str) -> tuple[str, int]:
+    """(config hash, seed) of an effective config."""
+    if dataset not in cfg["datasets"]:
+        raise SegError(f"config: unknown dataset {dataset!r} (configured: {', '.join(cfg['datasets'])})")
+    return run_config_hash(cfg, dataset, variant), int(cfg.get("seed", 0))
+
+
+def completed_summary(cfg: dict, dataset: str, variant: str, out_dir: str | Path) -> dict | None:
+    """The run's ``train_summary.json`` if it is complete for this effective config, else None."""
+    out = Path(out_dir)
+    path = out / "train_summary.json"
+    if not (path.is_file() and (out / "checkpoints" / "last.pt").is_file()):
+        return None
+    chash, seed = run_identity(cfg, dataset, variant)
+    try:
+        done = read_json(path)
+    except SegError:
+        return None
+    return done if done.get("config_hash") == chash and done.get("seed") == seed else None

@@ -1,0 +1,70 @@
+"""Validation during training: full-slice tiled inference on the val split and the mean class IoU.
+
+The prediction is ``argmax`` of ``seg.infer.predict_slice`` probabilities (the same tiled inference
+``seg predict`` uses). IoU per class is pooled over all val slices (sum of intersections / sum of
+unions); the val IoU is the mean over classes (a class absent from both prediction and truth
+everywhere counts as IoU 1).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def confusion_counts(pred: np.ndarray, target: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class intersection and union pixel counts, int64 (classes,), of two (H, W) class maps."""
+    pred = np.asarray(pred).ravel().astype(np.int64)
+    target = np.asarray(target).ravel().astype(np.int64)
+    cm = np.bincount(target * classes + pred, minlength=classes * classes).reshape(classes, classes)
+    inter = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - inter
+    return inter.astype(np.int64), union.astype(np.int64)
+
+
+def iou_from_counts(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """IoU per class (float64); 1.0 where the union is empty."""
+    inter, union = np.asarray(inter, np.float64), np.asarray(union, np.float64)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def load_val_slices(ds_dir: str | os.PathLike, split: str = "val") -> list[dict]:
+    """``[{"id", "image" float32 (H,W) normalised, "target" uint8 (H,W)}]`` for the annotated slices of
+    ``split`` (empty list when the split has none)."""
+    from seg.data.canonical import load_image, load_meta, load_semantic, slices
+
+    ds_dir = Path(ds_dir)
+    return [
+        {"id": e["id"], "image": load_image(ds_dir, e), "target": load_semantic(ds_dir, e)}
+        for e in slices(load_meta(ds_dir), split)
+        if e.get("semantic")
+    ]
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, device: torch.device,
+             classes: int) -> tuple[float, list[float]]:
+    """Mean class IoU of ``model`` on ``val_slices`` (model is put in eval mode and back).
+
+    Returns:
+        (mean IoU, per-class IoU list).
+    """
+    from seg.infer import predict_slice
+
+    was_training = model.training
+    model.eval()
+    inter = np.zeros(classes, np.int64)
+    union = np.zeros(classes, np.int64)
+    try:
+        for s in val_slices:
+            probs = predict_slice(model, s["image"], infer_cfg, device)
+            i, u = confusion_counts(np.argmax(np.asarray(probs), axis=0), s["target"], classes)
+            inter += i
+            union += u
+    finally:
+        model.train(was_training)
+    iou = iou_from_counts(inter, union)
+    return float(iou.mean()), [float(v) for v in iou]

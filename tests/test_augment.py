@@ -1,0 +1,198 @@
+"""Elastic-deformation augmentation: determinism, label values, smooth field, alignment, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from skimage.measure import label
+
+from seg.errors import SegError
+from seg.targets.augment import Augmenter, dense_displacement
+
+GEOMETRY_ONLY = {"intensity": {"prob": 0.0}}
+
+
+def isbi_sample(isbi_stacks, i=0):
+    lab = isbi_stacks["labels"][i]
+    img = isbi_stacks["train"][i].astype(np.float32)
+    img = (img - img.mean()) / img.std()
+    inst = label(lab == 255, connectivity=1).astype(np.int32)
+    weights = np.where(lab == 255, 0.6, 2.3).astype(np.float32)
+    return img, {"semantic": (lab == 255).astype(np.uint8), "instances": inst, "weights": weights}
+
+
+def digest(image, targets):
+    h = hashlib.sha256(image.tobytes())
+    for k in sorted(targets):
+        h.update(targets[k].tobytes())
+    return h.hexdigest()
+
+
+def test_deterministic_under_seed(isbi_stacks):
+    img, t = isbi_sample(isbi_stacks)
+    aug = Augmenter({"intensity": {"prob": 1.0, "gamma": 0.2, "noise": 0.05}})
+    a = aug(img, t, np.random.default_rng(42))
+    b = aug(img, t, np.random.default_rng(42))
+    c = aug(img, t, np.random.default_rng(43))
+    assert digest(*a) == digest(*b)
+    assert digest(*a) != digest(*c)
+    assert not np.array_equal(a[0], img)  # something happened
+
+
+def test_dtypes_shapes_and_label_values_preserved(isbi_stacks):
+    img, t = isbi_sample(isbi_stacks)
+    aug = Augmenter({})
+    for seed in range(3):
+        out, ot = aug(img, t, np.random.default_rng(seed))
+        assert out.dtype == np.float32 and out.shape == img.shape
+        for k in t:
+            assert ot[k].dtype == t[k].dtype and ot[k].shape == t[k].shape
+        assert set(np.unique(ot["semantic"])) <= {0, 1}
+        assert set(np.unique(ot["instances"])) <= set(np.unique(t["instances"]))
+        # weights are linearly interpolated: within the input range
+        assert t["weights"].min() - 1e-6 <= ot["weights"].min() and ot["weights"].max() <= t["weights"].max() + 1e-6
+        # membranes survive nearest interpolation: the membrane fraction stays close
+        assert abs((ot["semantic"] == 0).mean() - (t["semantic"] == 0).mean()) < 0.03
+
+
+def test_field_smooth_no_folding():
+    """Jacobian determinant of x -> x + u(x) > 0 for the default sigma (10 px, 3x3 grid), 512^2."""
+    aug = Augmenter({})
+    shape = (512, 512)
+    for seed in range(15):
+        p = aug.draw(np.random.default_rng(seed), shape)
+        u = dense_displacement(p.displacement, shape)
+        assert np.abs(u).max() > 1.0  # a real deformation
+        dr_r, dr_c = np.gradient(u[0])
+        dc_r, dc_c = np.gradient(u[1])
+        det = (1 + dr_r) * (1 + dc_c) - dr_c * dc_r
+        inner = (slice(40, -40), slice(40, -40))  # sample points inside the image (|u| < 40 px)
+        assert det[inner].min() > 0.5, seed
+        # smooth: neighbouring displacement differences are small
+        grads = [np.abs(g[inner]).max() for g in (dr_r, dr_c, dc_r, dc_c)]
+        assert max(grads) < 0.5
+
+
+def grid_pattern(shape=(256, 256), step=24, width=4):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    g = ((yy % step) < width) | ((xx % step) < width)
+    g[100:140, 30:60] = True  # an asymmetric blob so flips/rotations are visible
+    return g
+
+
+def test_image_label_weights_stay_aligned():
+    g = grid_pattern()
+    image = g.astype(np.float32)
+    targets = {"semantic": g.astype(np.uint8), "weights": g.astype(np.float32) * 5}
+    aug = Augmenter(GEOMETRY_ONLY)
+    changed = 0
+    for seed in range(6):
+        p = aug.draw(np.random.default_rng(seed), g.shape)
+        img, t = aug.apply(p, image, targets)
+        lab = t["semantic"].astype(bool)
+        changed += (lab != g).mean() > 0.05
+        assert ((img > 0.5) == lab).mean() > 0.985
+        assert ((t["weights"] > 2.5) == lab).mean() > 0.985
+    assert changed >= 5  # the deformation, flips and rotations really moved the pattern
+
+
+def test_flips_rot90_consistent_across_arrays():
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((64, 64)).astype(np.float32)
+    targets = {"semantic": (image > 0).astype(np.uint8), "weights": np.abs(image)}
+    aug = Augmenter({"elastic": {"enabled": False}, "intensity": {"prob": 0.0}})
+    seen = set()
+    for seed in range(40):
+        p = aug.draw(np.random.default_rng(seed), image.shape)
+        img, t = aug.apply(p, image, targets)
+        expected = image[::-1] if p.flip_rows else image
+        expected = expected[:, ::-1] if p.flip_cols else expected
+        np.testing.assert_array_equal(img, np.rot90(expected, p.rot90))
+        np.testing.assert_array_equal(t["semantic"], (img > 0).astype(np.uint8))
+        np.testing.assert_array_equal(t["weights"], np.abs(img))
+        seen.add((p.flip_rows, p.flip_cols, p.rot90))
+    assert len(seen) > 8
+    # non-square arrays keep their shape (only 0 or 180 degree turns)
+    rect = rng.standard_normal((32, 48)).astype(np.float32)
+    for seed in range(10):
+        assert aug(rect, {}, np.random.default_rng(seed))[0].shape == (32, 48)
+
+
+def test_crop_equals_full_then_slice(isbi_stacks):
+    img, t = isbi_sample(isbi_stacks)
+    aug = Augmenter({"flip": False, "rot90": False, "intensity": {"prob": 0.0}})
+    p = aug.draw(np.random.default_rng(5), (512, 512))
+    full, ft = aug.apply(p, img, t)
+    crop = (slice(100, 356), slice(40, 296))
+    part, pt = aug.apply(p, img, t, crop=crop)
+    assert part.shape == (256, 256)
+    np.testing.assert_array_equal(part, full[crop])
+    for k in t:
+        np.testing.assert_array_equal(pt[k], ft[k][crop])
+    with pytest.raises(SegError, match="crop"):
+        aug.apply(p, img, t, crop=(slice(0, 600), slice(0, 10)))
+
+
+def test_intensity_touches_image_only():
+    rng = np.random.default_rng(1)
+    image = rng.standard_normal((32, 32)).astype(np.float32)
+    sem = (image > 0).astype(np.uint8)
+    aug = Augmenter({"elastic": {"enabled": False}, "flip": False, "rot90": False,
+                     "intensity": {"prob": 1.0, "scale": 0.2, "shift": 0.3}})
+    p = aug.draw(np.random.default_rng(3), image.shape)
+    assert 0.8 <= p.scale <= 1.2 and -0.3 <= p.shift <= 0.3 and (p.scale, p.shift) != (1.0, 0.0)
+    img, t = aug.apply(p, image, {"semantic": sem})
+    np.testing.assert_allclose(img, image * p.scale + p.shift, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(t["semantic"], sem)
+
+
+def test_bad_config_and_inputs():
+    with pytest.raises(SegError, match="augment.elastic"):
+        Augmenter({"elastic": {"sigmaa": 3}})
+    with pytest.raises(SegError, match="prob"):
+        Augmenter({"intensity": {"prob": 2}})
+    aug = Augmenter({})
+    with pytest.raises(SegError, match="targets"):
+        aug(np.zeros((8, 8), np.float32), {"x": np.zeros((4, 4))}, np.random.default_rng(0))
+    with pytest.raises(SegError, match="rng"):
+        aug(np.zeros((8, 8), np.float32), {})
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path, isbi_stacks):
+    from seg.data.canonical import canonical_writer
+
+    data = tmp_path / "data"
+    with canonical_writer(data / "isbi2012", name="isbi2012", kind="isbi2012", source={"test": True}) as w:
+        for i, split in enumerate(["train", "train", "val", "test"]):
+            lab = isbi_stacks["labels"][i]
+            w.add(f"train_{i:02d}", isbi_stacks["train"][i], split=split, frame=i,
+                  instances=label(lab == 255, connectivity=1), semantic=(lab == 255).astype(np.uint8))
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"data_dir: {data}\ndatasets:\n  isbi2012: {{kind: isbi2012}}\n"
+                   "variants:\n  unet: {model: unet}\naugment: {copies: 1}\n")
+    return cfg, data / "isbi2012"
+
+
+def test_cli_augment_reproducible_train_only(tiny_dataset, tmp_path):
+    from seg.cli import main
+    from seg.data.canonical import load_meta
+
+    cfg, ds = tiny_dataset
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        assert main(["augment", "--config", str(cfg), "--dataset", "isbi2012", "--copies", "2",
+                     "--out", str(out)]) == 0
+    meta = load_meta(outs[0])
+    ids = [s["id"] for s in meta["slices"]]
+    assert ids == ["train_00_aug00", "train_00_aug01", "train_01_aug00", "train_01_aug01"]  # no val/test
+    assert all(s["split"] == "train" for s in meta["slices"])
+    files = sorted(p.relative_to(outs[0]) for p in outs[0].rglob("*.tif"))
+    assert len(files) == 16
+    for f in files:  # same seed, same bytes
+        assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes()
+    assert (outs[0] / "preview.png").is_file()
+    images = outs[0] / "images"
+    assert (images / "train_00_aug00.tif").read_bytes() != (images / "train_00_aug01.tif").read_bytes()

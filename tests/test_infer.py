@@ -1,0 +1,294 @@
+"""Tiled inference, TTA, post-processing and `seg predict` (seg.infer)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from seg.errors import SegError
+from seg.infer.postprocess import ctc_mask_name, instances_from_probability, isbi_maps
+from seg.infer.tiling import plan_starts, plan_tiles, predict_tiled
+from seg.infer.tta import DIHEDRAL, apply_dihedral, predict_tta
+
+
+# ----------------------------------------------------------------------------- small local models
+def _conv_net(padding: int, seed: int = 0, classes: int = 2) -> nn.Module:
+    """Three 3x3 convs (receptive radius 3), no normalisation. padding 0 = valid (border 3), 1 = same."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=padding), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=padding),
+                        nn.ReLU(), nn.Conv2d(8, classes, 3, padding=padding))
+    return net.eval()
+
+
+def _whole(net: nn.Module, image: np.ndarray, border: int = 0) -> np.ndarray:
+    """Reference: the network on the whole (mirror-padded by ``border``) slice, softmax."""
+    x = np.pad(image, border, mode="reflect") if border else image
+    with torch.inference_mode():
+        return torch.softmax(net(torch.from_numpy(np.ascontiguousarray(x))[None, None]), 1)[0].numpy()
+
+
+@pytest.fixture(scope="module")
+def isbi_slice(isbi_stacks) -> np.ndarray:
+    """A real ISBI slice, normalised, float32 (512, 512)."""
+    x = isbi_stacks["train"][3].astype(np.float32)
+    return (x - x.mean()) / x.std()
+
+
+# ----------------------------------------------------------------------------- planning
+@pytest.mark.parametrize("size,tile,overlap", [(512, 256, 0.25), (512, 100, 0.5), (97, 32, 0.0),
+                                               (64, 64, 0.25), (300, 128, 0.9), (129, 64, 0.25)])
+def test_plan_starts_matches_monai(size, tile, overlap):
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    interval = _get_scan_interval((size,), (tile,), 1, (overlap,))
+    monai_starts = [s[0].start for s in dense_patch_slices((size,), (tile,), interval)]
+    starts = plan_starts(size, tile, overlap)
+    assert starts == monai_starts
+    covered = np.zeros(size, bool)
+    for s in starts:
+        covered[s:s + tile] = True
+    assert covered.all() and starts[-1] + tile == size
+
+
+@pytest.mark.parametrize("size,tile,overlap,align", [(512, 60, 0.25, 4), (97, 32, 0.5, 16), (20, 32, 0.25, 8),
+                                                     (300, 100, 0.0, 16)])
+def test_aligned_plan_starts_are_multiples_and_cover(size, tile, overlap, align):
+    starts = plan_starts(size, tile, overlap, align)
+    assert all(s % align == 0 for s in starts) and starts == sorted(set(starts))
+    assert starts[-1] + tile >= size and (len(starts) == 1 or starts[-1] < size - tile + align)
+    assert all(b - a <= tile for a, b in zip(starts, starts[1:]))  # no gaps
+
+
+# ----------------------------------------------------------------------------- tiled == whole slice
+@pytest.mark.parametrize("blend,overlap", [("gaussian", 0.25), ("constant", 0.5), ("constant", 0.0)])
+def test_valid_overlap_tile_equals_whole_slice_on_isbi(isbi_slice, blend, overlap):
+    net = _conv_net(padding=0)
+    probs = predict_tiled(isbi_slice, net, tile=96, overlap=overlap, blend=blend, batch_size=3, border=3)
+    ref = _whole(net, isbi_slice, border=3)
+    assert probs.shape == (2, 512, 512) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs, ref, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+
+
+def _exact_mask(shape, tile, overlap, radius):
+    """Pixels whose every covering tile sees them at >= radius from the tile's inner edges."""
+    bad = np.zeros(shape, bool)
+    for y, x in plan_tiles(shape, tile, overlap):
+        inner = np.ones((tile, tile), bool)
+        if y > 0:
+            inner[:radius] = False
+        if y + tile < shape[0]:
+            inner[-radius:] = False
+        if x > 0:
+            inner[:, :radius] = False
+        if x + tile < shape[1]:
+            inner[:, -radius:] = False
+        bad[y:y + tile, x:x + tile] |= ~inner
+    return ~bad
+
+
+def test_same_padding_tiles_equal_whole_slice_away_from_tile_borders(isbi_slice):
+    net = _conv_net(padding=1)
+    image = isbi_slice[:300, :257]  # odd size, not a multiple of the tile step
+    probs = predict_tiled(image, net, tile=96, overlap=0.25, blend="constant", batch_size=4)
+    ref = _whole(net, image)
+    mask = _exact_mask(image.shape, 96, 0.25, radius=3)
+    assert probs.shape == (2, 300, 257) and mask.mean() > 0.7
+    np.testing.assert_allclose(probs[:, mask], ref[:, mask], atol=1e-5, rtol=0)
+    # near inner tile borders the zero padding of each tile differs from the whole slice ...
+    assert np.abs(probs - ref)[:, ~mask].max() > 1e-4
+    # ... and only a little (blending)
+    assert np.abs(probs - ref).mean() < 0.01
+
+
+def test_valid_odd_sizes_and_images_smaller_than_a_tile():
+    rng = np.random.default_rng(0)
+    net = _conv_net(padding=0, seed=1)
+    for shape, tile in [((131, 97), 48), ((37, 53), 64), ((5, 70), 32)]:
+        image = rng.normal(size=shape).astype(np.float32)
+        probs = predict_tiled(image, net, tile=tile, overlap=0.3, border=3)
+        assert probs.shape == (2, *shape)
+        np.testing.assert_allclose(probs, _whole(net, image, border=3), atol=1e-5, rtol=0)
+
+
+def test_same_padding_image_smaller_than_tile_keeps_shape():
+    image = np.random.default_rng(1).normal(size=(21, 40)).astype(np.float32)
+    probs = predict_tiled(image, _conv_net(padding=1), tile=64, overlap=0.25)
+    assert probs.shape == (2, 21, 40)
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+
+
+def _valid_unet():
+    try:
+        from seg.models import build_model
+    except ImportError:
+        from seg.models.unet import UNet
+
+        torch.manual_seed(0)
+        return UNet(1, 2, padding="valid", base_channels=8, depth=2).eval()
+    torch.manual_seed(0)
+    return build_model("unet", padding="valid", base_channels=8, depth=2).eval()
+
+
+def test_valid_unet_predict_slice_equals_whole_slice(isbi_slice):
+    from seg.infer import predict_slice
+    from seg.infer.predict import tile_geometry
+
+    model = _valid_unet()
+    border = model.valid_border
+    out_whole, _ = tile_geometry(model, 200)  # a legal output size, so the whole slice is one legal input
+    image = isbi_slice[:out_whole, 7:7 + out_whole]
+    ref = _whole(model, image, border=border)
+    assert ref.shape[1:] == image.shape
+    probs = predict_slice(model, image, {"tile": 60, "overlap": 0.25, "blend": "gaussian", "batch_size": 4}, "cpu")
+    tile, _ = tile_geometry(model, 60)
+    assert tile >= 60 and len(plan_tiles(image.shape, tile, 0.25)) > 4
+    np.testing.assert_allclose(probs, ref, atol=1e-5, rtol=0)
+    assert not model.training
+
+
+# ----------------------------------------------------------------------------- TTA
+def test_tta_is_equivariant_and_plain_prediction_is_not():
+    net = _conv_net(padding=1, seed=3)
+    image = np.random.default_rng(2).normal(size=(40, 56)).astype(np.float32)
+
+    def whole(x):
+        return _whole(net, x)
+
+    tta = predict_tta(image, whole)
+    assert tta.shape == (2, 40, 56)
+    for k, flip in DIHEDRAL[1:]:
+        g_image = np.ascontiguousarray(apply_dihedral(image, k, flip))
+        np.testing.assert_allclose(predict_tta(g_image, whole), apply_dihedral(tta, k, flip), atol=1e-5)
+    g = np.ascontiguousarray(apply_dihedral(image, 1, False))
+    assert np.abs(whole(g) - apply_dihedral(whole(image), 1, False)).max() > 1e-3
+
+
+def test_tta_through_predict_slice_keeps_shape():
+    from seg.infer import predict_slice
+
+    probs = predict_slice(_conv_net(padding=1), np.zeros((30, 50), np.float32) + 0.5,
+                          {"tile": 32, "tta": True}, "cpu")
+    assert probs.shape == (2, 30, 50)
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- post-processing
+def _discs(shape, centres, r):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    out = np.zeros(shape, bool)
+    for cy, cx in centres:
+        out |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    return out
+
+
+def test_watershed_separates_touching_discs_and_min_size_removes_specks():
+    fg = _discs((80, 120), [(40, 40), (40, 72)], 18)  # centres 32 px apart, radius 18: they overlap
+    fg[5:7, 110:112] = True  # a 4-pixel speck
+    prob = fg.astype(np.float32) * 0.9
+    cc = instances_from_probability(prob, method="connected_components", min_size=10)
+    ws = instances_from_probability(prob, method="watershed", min_size=10)
+    assert cc.dtype == np.uint16 and ws.dtype == np.uint16
+    assert cc.max() == 1  # touching discs merge, the speck is gone
+    assert ws.max() == 2 and set(np.unique(ws)) == {0, 1, 2}
+    assert ws[40, 40] != ws[40, 72] and ws[6, 110] == 0
+    keep = instances_from_probability(prob, method="connected_components", min_size=0)
+    assert keep.max() == 2 and keep[6, 110] > 0
+
+
+def test_isbi_maps_convention():
+    p_interior = np.array([[0.9, 0.2], [0.5, 0.0]], np.float32)
+    probs = np.stack([1 - p_interior, p_interior])
+    interior, segm = isbi_maps(probs)
+    np.testing.assert_array_equal(interior, p_interior)
+    np.testing.assert_array_equal(segm, [[1, 0], [1, 0]])
+    assert segm.dtype == np.uint8
+
+
+def test_ctc_mask_names():
+    assert ctc_mask_name(0) == "mask000.tif" and ctc_mask_name(42) == "mask042.tif"
+    assert ctc_mask_name(1234) == "mask1234.tif"
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("kwargs,match", [
+    ({"blend": "cosine"}, r"blend.*'cosine'.*gaussian, constant"),
+    ({"overlap": 1.0}, "overlap"),
+    ({"tile": 0}, "tile"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"border": -1}, "border"),
+])
+def test_bad_options_raise_clear_errors(kwargs, match):
+    with pytest.raises(SegError, match=match):
+        predict_tiled(np.zeros((32, 32), np.float32), _conv_net(1), **{"tile": 16, **kwargs})
+
+
+def test_bad_image_and_wrong_border_raise():
+    with pytest.raises(SegError, match="shape"):
+        predict_tiled(np.zeros((1, 1, 32, 32), np.float32), _conv_net(1), tile=16)
+    with pytest.raises(SegError, match="border"):  # valid net without border
+        predict_tiled(np.zeros((32, 32), np.float32), _conv_net(0), tile=16)
+    with pytest.raises(SegError, match="border"):  # wrong border
+        predict_tiled(np.zeros((32, 32), np.float32), _conv_net(0), tile=16, border=2)
+    with pytest.raises(SegError, match="method"):
+        instances_from_probability(np.zeros((8, 8)), method="blobs")
+
+
+# ----------------------------------------------------------------------------- seg predict end to end
+def _fake_ctc_dataset(root, rng):
+    import tifffile
+
+    ds = root / "data" / "toy"
+    (ds / "images").mkdir(parents=True)
+    entries = []
+    for frame in range(3):
+        img = (_discs((48, 64), [(20, 20), (30, 44)], 9) * 150 + rng.integers(0, 30, (48, 64))).astype(np.uint8)
+        tifffile.imwrite(ds / "images" / f"01_t{frame:03d}.tif", img)
+        entries.append({"id": f"01_t{frame:03d}", "split": "test" if frame else "train",
+                        "image": f"images/01_t{frame:03d}.tif", "instances": None, "semantic": None,
+                        "sequence": "01", "frame": frame, "shape": [48, 64]})
+    (ds / "meta.json").write_text(json.dumps({"name": "toy", "kind": "ctc", "classes": ["background", "cell"],
+                                              "source": {}, "slices": entries, "files": {}}))
+
+
+def test_seg_predict_writes_ctc_masks_atomically(tmp_path):
+    seg_models = pytest.importorskip("seg.models")
+    if not hasattr(seg_models, "build_model"):
+        pytest.skip("seg.models.build_model not available yet")
+    from seg.cli import main
+    from seg.io import read_json
+
+    _fake_ctc_dataset(tmp_path, np.random.default_rng(0))
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("datasets: {toy: {kind: ctc}}\n"
+                   "variants: {tiny: {model: unet, params: {padding: valid, base_channels: 4, depth: 2}}}\n"
+                   "inference: {tile: 32, overlap: 0.25}\npostprocess: {min_size: 5}\n")
+    torch.manual_seed(0)
+    model = seg_models.build_model("unet", padding="valid", base_channels=4, depth=2, classes=2)
+    ck = tmp_path / "best.pt"
+    torch.save({"model": model.state_dict(), "iteration": 3}, ck)
+    out = tmp_path / "pred" / "test"
+    status = main(["predict", "--config", str(cfg), "--dataset", "toy", "--variant", "tiny", "--checkpoint",
+                   str(ck), "--split", "test", "--out", str(out), "--data-dir", str(tmp_path / "data"),
+                   "--device", "cpu"])
+    assert status == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["01_RES", "01_t001_prob.tif", "01_t002_prob.tif", "predict_summary.json"]
+    assert sorted(p.name for p in (out / "01_RES").iterdir()) == ["mask001.tif", "mask002.tif"]
+    import tifffile
+
+    assert tifffile.imread(out / "01_RES" / "mask001.tif").dtype == np.uint16
+    assert tifffile.imread(out / "01_t001_prob.tif").shape == (2, 48, 64)
+    summary = read_json(out / "predict_summary.json")
+    assert summary["n_slices"] == 2 and summary["device"] == "cpu" and len(summary["checkpoint_sha256"]) == 64
+    # a bad checkpoint fails with a one-line error and leaves the previous output untouched
+    torch.save({"model": {"bogus": torch.zeros(1)}}, ck)
+    status = main(["predict", "--config", str(cfg), "--dataset", "toy", "--variant", "tiny", "--checkpoint",
+                   str(ck), "--out", str(out), "--data-dir", str(tmp_path / "data")])
+    assert status == 2 and (out / "predict_summary.json").is_file()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]

@@ -1,0 +1,86 @@
+"""The Snakemake workflow end to end: one small real run (configs/quick.yaml), the DAG of the
+default config, lint, and config errors that stop the run before any job starts."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from conftest import ROOT, snakemake
+
+
+def test_quick_workflow_end_to_end(quick_run):
+    res, data = quick_run["results"], quick_run["data"]
+    # every stage ran for the real datasets
+    for ds in ("isbi2012", "Fluo-N2DH-GOWT1"):
+        assert (data / ds / "meta.json").is_file()
+        assert (data / ds / "weights" / "class_weights.json").is_file()
+        assert (data / ds / "weights" / "preview.png").is_file()
+        assert (data / ds / "augmented" / "preview.png").is_file()
+    assert (res / "isbi2012" / "pretrain" / "resnet18" / "encoder.pt").is_file()
+    runs = [("isbi2012", "unet-same"), ("isbi2012", "unet-valid"), ("isbi2012", "unet-resnet18-inhouse"),
+            ("Fluo-N2DH-GOWT1", "unet-same")]
+    for ds, var in runs:
+        m = json.loads((res / ds / var / "metrics.json").read_text())
+        assert m["dataset"] == ds and m["variant"] == var
+        assert 0.0 <= m["aggregate"]["iou_mean"] <= 1.0
+        assert (res / ds / var / "train_summary.json").is_file()
+        assert (res / ds / var / "checkpoints" / "best.pt").is_file()
+    gowt1 = json.loads((res / "Fluo-N2DH-GOWT1" / "unet-same" / "metrics.json").read_text())
+    assert "seg" in gowt1["aggregate"]
+    assert sorted(s["id"] for s in gowt1["per_slice"]) == ["01_t004", "01_t005"]
+    isbi = json.loads((res / "isbi2012" / "unet-same" / "metrics.json").read_text())
+    assert "vrand" in isbi["aggregate"]
+    assert sorted(s["id"] for s in isbi["per_slice"]) == [f"train_{i:02d}" for i in range(25, 30)]
+    # the leaderboard and the report
+    with open(res / "leaderboard.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["dataset"], r["variant"]) for r in rows} == set(runs)
+    html = (res / "report.html").read_text()
+    assert "data:image/png;base64," in html and "unet-resnet18-inhouse" in html
+    # the leaderboard is printed at the end of the run
+    assert "unet-valid" in quick_run["proc"].stdout + quick_run["proc"].stderr
+
+
+def test_rerun_is_a_noop(quick_run):
+    res, data = quick_run["results"], quick_run["data"]
+    proc = snakemake(["-n", "--cores", "2", "--configfile", "configs/quick.yaml",
+                      "--config", f"results_dir={res}", f"data_dir={data}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_default_config_dag_and_missing_hela_message(tmp_path):
+    proc = snakemake(["-n", "--cores", "8", "--config", f"results_dir={tmp_path / 'r'}",
+                      f"data_dir={tmp_path / 'd'}"])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    # HeLa is not on this machine: one clear message that says where to put it and where it comes from
+    assert "SKIPPING dataset DIC-C2DH-HeLa" in out
+    assert "celltrackingchallenge.net" in out
+    for rule in ("ingest", "weights", "augment", "pretrain", "train", "predict", "score", "leaderboard"):
+        assert f"rule {rule}" in out or f"{rule} " in out
+
+
+def test_paper_config_resolves(tmp_path):
+    proc = snakemake(["-n", "--cores", "8", "--configfile", "configs/paper.yaml",
+                      "--config", f"results_dir={tmp_path / 'r'}", f"data_dir={tmp_path / 'd'}"])
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "unet-paper" in proc.stdout + proc.stderr
+
+
+def test_lint_is_clean():
+    proc = snakemake(["--lint"])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "Congratulations, your workflow is in a good condition!" in out
+
+
+def test_unknown_config_key_stops_before_any_job(tmp_path):
+    proc = snakemake(["-n", "--cores", "1", "--configfile", "configs/quick.yaml",
+                      "--config", "trian={}", f"results_dir={tmp_path}"])
+    assert proc.returncode != 0
+    assert "trian: unknown key" in proc.stderr
+    assert not list(tmp_path.glob("*/*")), "no job may have written anything"
