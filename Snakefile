@@ -9,7 +9,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "configs/config.yaml"
+# The default config; a --configfile on the command line replaces it (rather than being merged
+# into it), so `--configfile configs/quick.yaml` runs exactly the quick config.
+if not workflow.overwrite_configfiles:
+
+    configfile: "configs/config.yaml"
+
 
 
 report: "pipeline/report/workflow.rst"

@@ -4,8 +4,7 @@
 import copy
 import os
 import re
-import shutil
-import sys
+import shlex
 
 import yaml
 from snakemake.exceptions import WorkflowError
@@ -26,7 +25,10 @@ validate_config(config, where="config")
 
 DATA = config["data_dir"]
 RESULTS = config["results_dir"]
-SEG = shutil.which("seg") or f"{sys.executable} -m seg.cli"
+# Every rule runs `python -m seg <command>` (the `seg` console script) from the project's environment
+# (.venv, or pipeline/envs/seg.yaml with --sdm conda); the package comes from this repository.
+SEG = f"PYTHONPATH={shlex.quote(workflow.basedir)}${{PYTHONPATH:+:$PYTHONPATH}} python -m seg"
+ENV = "envs/seg.yaml"
 
 # 2. The resolved config (defaults filled) that every rule passes to `seg --config`. Rewritten only
 #    when its content changes; per-job rerun triggers come from params.hash (run_config_hash).
@@ -34,9 +36,9 @@ RESOLVED = os.path.join(RESULTS, "config.resolved.yaml")
 _text = yaml.safe_dump(config, sort_keys=True)
 if not os.path.exists(RESOLVED) or open(RESOLVED).read() != _text:
     os.makedirs(RESULTS, exist_ok=True)
-    with open(RESOLVED + ".tmp", "w") as f:
+    with open(f"{RESOLVED}.tmp", "w") as f:
         f.write(_text)
-    os.replace(RESOLVED + ".tmp", RESOLVED)
+    os.replace(f"{RESOLVED}.tmp", RESOLVED)
 
 
 # 3. Datasets: those whose raw files are here (or downloadable) run; a missing one is skipped with
@@ -89,6 +91,11 @@ def pretrained_input(wildcards):
             f"(e.g. unet-resnet34), not {config['variants'][wildcards.variant]['model']!r}"
         )
     return f"{RESULTS}/{wildcards.dataset}/pretrain/{enc}/encoder.pt"
+
+
+def data_dir(wildcards, input):
+    """The data folder, derived from the dataset's meta.json input (`<data_dir>/<dataset>/meta.json`)."""
+    return os.path.dirname(os.path.dirname(input.meta))
 
 
 def run_hash(wildcards):

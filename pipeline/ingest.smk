@@ -6,6 +6,8 @@ rule ingest:
         f"{DATA}/{{dataset}}/meta.json",
     log:
         f"{RESULTS}/logs/ingest/{{dataset}}.log",
+    conda:
+        ENV
     params:
         seg=SEG,
         cfg=RESOLVED,

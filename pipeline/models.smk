@@ -4,7 +4,7 @@
 
 rule pretrain:
     input:
-        f"{DATA}/{{dataset}}/meta.json",
+        meta=f"{DATA}/{{dataset}}/meta.json",
     output:
         f"{RESULTS}/{{dataset}}/pretrain/{{encoder}}/encoder.pt",
         f"{RESULTS}/{{dataset}}/pretrain/{{encoder}}/pretrain_summary.json",
@@ -16,8 +16,11 @@ rule pretrain:
         ),
     log:
         f"{RESULTS}/logs/pretrain/{{dataset}}/{{encoder}}.log",
+    conda:
+        ENV
     params:
         seg=SEG,
+        data=data_dir,
         cfg=RESOLVED,
         out=f"{RESULTS}/{{dataset}}/pretrain/{{encoder}}",
     threads: 8
@@ -25,5 +28,5 @@ rule pretrain:
         mem_mb=8000,
     shell:
         "{params.seg} pretrain --config {params.cfg} --dataset {wildcards.dataset} "
-        "--encoder {wildcards.encoder} --data-dir {DATA} --threads {threads} "
+        "--encoder {wildcards.encoder} --data-dir {params.data} --threads {threads} "
         "--out {params.out} > {log} 2>&1"

@@ -9,8 +9,11 @@ rule predict:
         directory(f"{RESULTS}/{{dataset}}/{{variant}}/pred/{{split}}"),
     log:
         f"{RESULTS}/logs/predict/{{dataset}}/{{variant}}/{{split}}.log",
+    conda:
+        ENV
     params:
         seg=SEG,
+        data=data_dir,
         cfg=RESOLVED,
         ckpt=f"{RESULTS}/{{dataset}}/{{variant}}/checkpoints/best.pt",
         hash=run_hash,
@@ -20,23 +23,27 @@ rule predict:
     shell:
         "{params.seg} predict --config {params.cfg} --dataset {wildcards.dataset} "
         "--variant {wildcards.variant} --checkpoint {params.ckpt} --split {wildcards.split} "
-        "--data-dir {DATA} --threads {threads} --out {output} > {log} 2>&1"
+        "--data-dir {params.data} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule score:
     input:
+        meta=f"{DATA}/{{dataset}}/meta.json",
         pred=f"{RESULTS}/{{dataset}}/{{variant}}/pred/test",
         summary=f"{RESULTS}/{{dataset}}/{{variant}}/train_summary.json",
     output:
         f"{RESULTS}/{{dataset}}/{{variant}}/metrics.json",
     log:
         f"{RESULTS}/logs/score/{{dataset}}/{{variant}}.log",
+    conda:
+        ENV
     params:
         seg=SEG,
+        data=data_dir,
         cfg=RESOLVED,
     resources:
         mem_mb=4000,
     shell:
         "{params.seg} score --config {params.cfg} --dataset {wildcards.dataset} "
         "--variant {wildcards.variant} --pred {input.pred} --train-summary {input.summary} "
-        "--data-dir {DATA} --out {output} > {log} 2>&1"
+        "--data-dir {params.data} --out {output} > {log} 2>&1"

@@ -8,30 +8,35 @@ rule leaderboard:
     output:
         report(
             f"{RESULTS}/leaderboard.csv",
-            caption="report/leaderboard.rst",
+            caption="../seg/report/captions/leaderboard.rst",
             category="Leaderboard",
             labels={"table": "leaderboard (CSV)"},
         ),
         f"{RESULTS}/leaderboard.md",
         report(
             f"{RESULTS}/report.html",
-            caption="report/report_html.rst",
+            caption="../seg/report/captions/report.rst",
             category="Leaderboard",
             labels={"table": "HTML report"},
         ),
         report(
             directory(f"{RESULTS}/figures"),
-            patterns=["{name}.png"],
-            caption="report/figures.rst",
+            patterns=["{figure,[a-z]+}_{dataset}.png"],
+            caption="../seg/report/captions/figures.rst",
             category="Figures",
-            labels={"figure": "{name}"},
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "{figure}"},
         ),
     log:
         f"{RESULTS}/logs/leaderboard.log",
+    conda:
+        ENV
     params:
         seg=SEG,
+        data=lambda wc: DATA,
+        results=lambda wc, output: os.path.dirname(output[0]),
         cfg=RESOLVED,
     localrule: True
     shell:
-        "{params.seg} leaderboard --config {params.cfg} --data-dir {DATA} --out {RESULTS} "
-        "{RESULTS} 2>&1 | tee {log}"
+        "{params.seg} leaderboard --config {params.cfg} --data-dir {params.data} --out {params.results} "
+        "{params.results} 2>&1 | tee {log}"

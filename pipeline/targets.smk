@@ -3,7 +3,7 @@
 
 rule weights:
     input:
-        f"{DATA}/{{dataset}}/meta.json",
+        meta=f"{DATA}/{{dataset}}/meta.json",
     output:
         f"{DATA}/{{dataset}}/weights/class_weights.json",
         report(
@@ -14,20 +14,23 @@ rule weights:
         ),
     log:
         f"{RESULTS}/logs/weights/{{dataset}}.log",
+    conda:
+        ENV
     params:
         seg=SEG,
+        data=data_dir,
         cfg=RESOLVED,
     resources:
         mem_mb=4000,
     shell:
         "{params.seg} weights --config {params.cfg} --dataset {wildcards.dataset} "
-        "--data-dir {DATA} > {log} 2>&1"
+        "--data-dir {params.data} > {log} 2>&1"
 
 
 rule augment:
     input:
-        f"{DATA}/{{dataset}}/meta.json",
-        f"{DATA}/{{dataset}}/weights/class_weights.json",
+        meta=f"{DATA}/{{dataset}}/meta.json",
+        weights=f"{DATA}/{{dataset}}/weights/class_weights.json",
     output:
         report(
             directory(f"{DATA}/{{dataset}}/augmented"),
@@ -38,12 +41,15 @@ rule augment:
         ),
     log:
         f"{RESULTS}/logs/augment/{{dataset}}.log",
+    conda:
+        ENV
     params:
         seg=SEG,
+        data=data_dir,
         cfg=RESOLVED,
         copies=config["augment"]["copies"],
     resources:
         mem_mb=4000,
     shell:
         "{params.seg} augment --config {params.cfg} --dataset {wildcards.dataset} "
-        "--data-dir {DATA} --copies {params.copies} --out {output} > {log} 2>&1"
+        "--data-dir {params.data} --copies {params.copies} --out {output} > {log} 2>&1"

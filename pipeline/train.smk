@@ -11,8 +11,11 @@ rule train:
         f"{RESULTS}/{{dataset}}/{{variant}}/train_summary.json",
     log:
         f"{RESULTS}/logs/train/{{dataset}}/{{variant}}.log",
+    conda:
+        ENV
     params:
         seg=SEG,
+        data=data_dir,
         cfg=RESOLVED,
         out=f"{RESULTS}/{{dataset}}/{{variant}}",
         hash=run_hash,
@@ -22,5 +25,5 @@ rule train:
         mem_mb=8000,
     shell:
         "{params.seg} train --config {params.cfg} --dataset {wildcards.dataset} "
-        "--variant {wildcards.variant} --data-dir {DATA} --threads {threads} {params.pretrained} "
+        "--variant {wildcards.variant} --data-dir {params.data} --threads {threads} {params.pretrained} "
         "--out {params.out} > {log} 2>&1"

@@ -17,6 +17,15 @@ from seg.train.optim import build_optimizer, build_scheduler, lr_factor
 from seg.train.sampling import IterationBatchSampler, PatchDataset, PatchGeometry, load_training_slices
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: threads only add contention on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # ----------------------------------------------------------------------------- schedules, optimisers
 def test_lr_schedules():
     T = 100
@@ -304,3 +313,22 @@ def test_real_isbi_valid_unet_wce_learns(tmp_path, isbi_stacks):
     assert s["best_val_iou"] > 0.3
     model = build_model("unet", in_channels=1, classes=2, **params)
     model.load_state_dict(_weights(tmp_path / "out/checkpoints/best.pt"))
+
+
+def test_budget_in_epochs_wall_clock_stop_and_bf16(tmp_path, toy_ds):
+    from seg.io import read_json
+    from seg.train.loop import train
+    from seg.train.toy import tiny_config
+
+    # epochs: 4 slices of 64^2 = 16 output patches of 32^2 = 8 steps of batch 2 per epoch
+    s = train(tiny_config(train={"epochs": 2, "val_every": 100}), "toy", "tiny", tmp_path / "e", data_dir=toy_ds.parent)
+    assert s["iterations_per_epoch"] == 8 and s["iterations"] == s["budget_iterations"] == 16
+    # wall-clock budget: stops cleanly after the first step, with a final checkpoint and a summary
+    cfg = tiny_config(train={"iterations": 1000, "max_minutes": 1e-6, "amp": "bf16"})
+    s = train(cfg, "toy", "tiny", tmp_path / "m", data_dir=toy_ds.parent)
+    assert s["stopped"] == "max_minutes" and s["iterations"] == 1 and s["amp"] == "bf16"
+    assert torch.load(tmp_path / "m/checkpoints/last.pt", weights_only=True)["iteration"] == 1
+    assert read_json(tmp_path / "m/train_summary.json")["stopped"] == "max_minutes"
+    assert (tmp_path / "m/checkpoints/best.pt").is_file()
+    # the (wall-clock) budget is complete: a rerun does nothing
+    assert train(cfg, "toy", "tiny", tmp_path / "m", data_dir=toy_ds.parent)["iterations"] == 1

@@ -84,6 +84,24 @@ def build_training_model(cfg: dict, dataset: str, variant: str, classes: int) ->
     return model
 
 
+def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, loss_fn, prec) -> torch.Tensor:
+    """One optimiser step on a batch from :class:`seg.train.sampling.PatchDataset` (image (N,1,h,w),
+    target (N,h',w'), optional weights); forward under the precision's autocast, loss in float32,
+    backward (scaled for fp16), step. Returns the (detached) loss."""
+    x = prec.to_input(batch["image"])
+    y = batch["target"].to(prec.device, non_blocking=True)
+    w = batch["weights"].to(prec.device, non_blocking=True) if "weights" in batch else None
+    optimizer.zero_grad(set_to_none=True)
+    with prec.autocast():
+        logits = model(x)
+    loss = loss_fn(logits, y, w)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
+
 def _read_log(path: Path, upto: int) -> list[dict[str, str]]:
     """Rows of an existing log with iteration <= ``upto`` (a torn last line from a kill is dropped)."""
     if not path.is_file():
@@ -247,17 +265,8 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir) ->
         batch = next(batches)
         got = time.perf_counter()
         torch.manual_seed(step_seed(seed, env.rank, it))
-        x = prec.to_input(batch["image"])
-        y = batch["target"].to(dev, non_blocking=True)
-        w = batch["weights"].to(dev, non_blocking=True) if "weights" in batch else None
-        optimizer.zero_grad(set_to_none=True)
-        with prec.autocast():
-            logits = model(x)
-        loss = loss_fn(logits, y, w)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
         lr = optimizer.param_groups[0]["lr"]
+        loss = train_step(model, batch, optimizer, scaler, loss_fn, prec)
         scheduler.step()
         it += 1
         done = time.perf_counter()
