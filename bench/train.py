@@ -8,11 +8,19 @@ PatchDataset + DataLoader with ``train.num_workers`` augmentation workers, ``seg
 the config's loss, optimiser, patch size, batch size, channels_last and determinism settings) on
 real ISBI 2012 slices (full 512^2, with weight maps, written to a temporary canonical folder).
 
-- peak: best of 3 timed 2048^3 fp32 (and bf16) matmuls, in FLOP/s.
-- per model: 1 warm-up step, then ``--steps`` timed steps; patches/s = batch / mean step time;
-  data_wait = time blocked on the loader / total step time; FLOPs of one training step (forward +
-  backward) from ``torch.utils.flop_counter.FlopCounterMode`` -> achieved FLOP/s and utilisation.
-- the default model (unet-resnet34) is also run with bf16 autocast.
+The machine is shared with other jobs, whose load comes in bursts, so the comparisons are paired:
+after one warm-up step of every set-up, ``--steps`` rounds run; each round probes the fp32 matmul
+peak (2048^3, best of 2) and then times one training step of every set-up (the 4 model families in
+the config's precision, plus unet-resnet34 with bf16 autocast). A burst hits all of a round alike.
+
+- patches/s = batch / median step time (compute only: batches are prefetched).
+- flop_utilization = median over rounds of (FLOPs of one step / step time) / that round's matmul
+  peak; FLOPs are nominal, from ``torch.utils.flop_counter.FlopCounterMode`` over one training step
+  (forward + backward), so a value near or above 1 means the convolutions run at matmul speed.
+- bf16 speedup = median over rounds of the paired fp32 / bf16 step-time ratio.
+- data_wait = time blocked on the loader / step time, over ``--steps`` consecutive steps with a
+  fresh loader (as in training; its first batch, with worker start-up, is not counted), measured for
+  the default model and for the fastest family (classic U-Net, the hardest case for the loader).
 
 Writes bench/results/train.json and ends with ``RESULT train patches_per_s=<x> flop_utilization=<f>
 data_wait=<f>`` for the default model in the config's default precision.
@@ -21,7 +29,7 @@ data_wait=<f>`` for the default model in the config's default precision.
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import platform
 import sys
 import tempfile
@@ -37,7 +45,18 @@ MODELS = ("unet", "unet-resnet34", "unet-densenet121", "fcn8s")  # config varian
 DEFAULT = "unet-resnet34"
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 3) -> float:
+    """Best-of-``reps`` FLOP/s of an n^3 matmul (after one untimed run)."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     a @ b
     best = float("inf")
@@ -48,65 +67,74 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 3) -> float:
     return 2 * n**3 / best
 
 
-def step_flops(model, batch, optimizer, scaler, loss_fn, prec) -> int:
+def step_flops(runner: "Runner") -> int:
+    """Nominal FLOPs of one training step (forward + backward) from FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from seg.train.loop import train_step
-
     with FlopCounterMode(display=False) as fc:
-        train_step(model, batch, optimizer, scaler, loss_fn, prec)
+        runner.step(runner.first)
     return int(fc.get_total_flops())
 
 
-def bench_model(cfg: dict, variant: str, ds_dir: Path, *, steps: int, amp: str | None, peak: float) -> dict:
-    from seg.config import variant_section
-    from seg.train.device import precision_for, seed_everything
-    from seg.train.loop import build_training_model, train_step
-    from seg.train.losses import build_loss, needs_weights
-    from seg.train.optim import build_optimizer
-    from seg.train.sampling import PatchDataset, load_training_slices, make_loader, patch_geometry
+class Runner:
+    """One (variant, precision) set-up exactly as ``seg train`` builds it, stepped on demand."""
 
-    tcfg = variant_section(cfg, variant, "train")
-    if amp is not None:
-        tcfg["amp"] = amp
-    seed_everything(0)
-    model = build_training_model({**cfg, "variants": {variant: {**cfg["variants"][variant], "pretrained": "none"}}},
-                                 "isbi2012", variant, 2)
-    geo = patch_geometry(model, int(tcfg["patch_size"]))
-    data = PatchDataset(load_training_slices(ds_dir, "train", with_weights=needs_weights(tcfg["loss"])), geo,
-                        augment_cfg=variant_section(cfg, variant, "augment"), seed=0,
-                        border_sampling=float(tcfg["border_sampling"]))
-    prec = precision_for(tcfg, torch.device("cpu"))
-    model = prec.prepare_model(model)
-    opt = build_optimizer(model.parameters(), tcfg["optimizer"])
-    scaler = prec.scaler()
-    loss_fn = build_loss(tcfg["loss"])
-    B = int(tcfg["batch_size"])
-    loader = make_loader(data, start=0, stop=steps + 2, batch_size=B, rank=0, world_size=1,
-                         num_workers=int(tcfg["num_workers"]), seed=0)
-    it = iter(loader)
-    first = next(it)
-    train_step(model, first, opt, scaler, loss_fn, prec)  # warm-up (oneDNN kernel selection)
-    wait = total = 0.0
-    tick = time.perf_counter()
-    for _ in range(steps):
-        batch = next(it)
-        got = time.perf_counter()
-        train_step(model, batch, opt, scaler, loss_fn, prec)
-        done = time.perf_counter()
-        wait, total = wait + got - tick, total + done - tick
-        tick = done
-    del it, loader
-    flops = step_flops(model, first, opt, scaler, loss_fn, prec)
-    step_s = total / steps
-    return {
-        "variant": variant, "model": cfg["variants"][variant]["model"], "params": sum(p.numel() for p in model.parameters()),
-        "amp": prec.name, "channels_last": prec.channels_last, "batch_size": B,
-        "input_size": geo.input_size, "output_size": geo.output_size, "step_s": round(step_s, 4),
-        "patches_per_s": round(B / step_s, 3), "data_wait": round(wait / total, 4),
-        "gflop_per_step": round(flops / 1e9, 2), "achieved_gflop_s": round(flops / step_s / 1e9, 2),
-        "flop_utilization": round(flops / step_s / peak, 4),
-    }
+    def __init__(self, cfg: dict, variant: str, ds_dir: Path, *, amp: str | None = None):
+        from seg.config import variant_section
+        from seg.train.device import precision_for, seed_everything
+        from seg.train.loop import build_training_model
+        from seg.train.losses import build_loss, needs_weights
+        from seg.train.optim import build_optimizer
+        from seg.train.sampling import PatchDataset, load_training_slices, patch_geometry
+
+        tcfg = variant_section(cfg, variant, "train")
+        if amp is not None:
+            tcfg["amp"] = amp
+        seed_everything(0)
+        model = build_training_model({**cfg, "variants": {variant: {**cfg["variants"][variant], "pretrained": "none"}}},
+                                     "isbi2012", variant, 2)
+        self.variant, self.model_name, self.tcfg = variant, cfg["variants"][variant]["model"], tcfg
+        self.params = sum(p.numel() for p in model.parameters())
+        self.geo = patch_geometry(model, int(tcfg["patch_size"]))
+        self.data = PatchDataset(load_training_slices(ds_dir, "train", with_weights=needs_weights(tcfg["loss"])),
+                                 self.geo, augment_cfg=variant_section(cfg, variant, "augment"), seed=0,
+                                 border_sampling=float(tcfg["border_sampling"]))
+        self.prec = precision_for(tcfg, torch.device("cpu"))
+        self.model = self.prec.prepare_model(model)
+        self.opt = build_optimizer(self.model.parameters(), tcfg["optimizer"])
+        self.scaler = self.prec.scaler()
+        self.loss_fn = build_loss(tcfg["loss"])
+        self.B = int(tcfg["batch_size"])
+        self.batches = iter(self.loader(1000))
+        self.first = next(self.batches)
+
+    def loader(self, steps: int):
+        from seg.train.sampling import make_loader
+
+        return make_loader(self.data, start=0, stop=steps, batch_size=self.B, rank=0, world_size=1,
+                           num_workers=int(self.tcfg["num_workers"]), seed=0)
+
+    def step(self, batch) -> float:
+        """One training step on ``batch``; returns its compute time in s."""
+        from seg.train.loop import train_step
+
+        t = time.perf_counter()
+        train_step(self.model, batch, self.opt, self.scaler, self.loss_fn, self.prec)
+        return time.perf_counter() - t
+
+    def data_wait(self, steps: int) -> float:
+        """Fraction of step time blocked on the loader, over ``steps`` consecutive steps with a fresh
+        loader (its first batch, which includes worker start-up, is not counted)."""
+        it = iter(self.loader(steps + 1))
+        self.step(next(it))
+        wait = total = 0.0
+        tick = time.perf_counter()
+        for batch in it:
+            got = time.perf_counter()
+            self.step(batch)
+            done = time.perf_counter()
+            wait, total, tick = wait + got - tick, total + done - tick, done
+        return wait / total
 
 
 def main() -> None:
@@ -123,6 +151,7 @@ def main() -> None:
     from seg.train.toy import write_isbi_subset
 
     t_start = time.perf_counter()
+    load_start = os.getloadavg()[0]
     cfg = load_config(args.config)
     configure_determinism(bool(cfg["train"]["deterministic"]), torch.device("cpu"))
     peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
@@ -132,11 +161,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ds = write_isbi_subset(Path(tmp) / "isbi2012", tifffile.imread(SHARED / "train-volume.tif"),
                                tifffile.imread(SHARED / "train-labels.tif"), splits=(args.slices, 0, 0))
-        for v in MODELS:
-            rows.append(bench_model(cfg, v, ds, steps=args.steps, amp=None, peak=peak32))
+        runners = [Runner(cfg, v, ds) for v in MODELS] + [Runner(cfg, DEFAULT, ds, amp="bf16")]
+        for r in runners:  # warm-up (oneDNN kernel selection)
+            r.step(r.first)
+        # Interleaved rounds: every set-up steps once per round, right after a matmul peak probe, so a
+        # burst of load from other jobs on this shared machine hits all of them alike.
+        times = {id(r): [] for r in runners}
+        util = {id(r): [] for r in runners}
+        flops = {id(r): step_flops(r) for r in runners}
+        peaks = []
+        for _ in range(args.steps):
+            peaks.append(matmul_peak(torch.float32, reps=2))
+            for r in runners:
+                t = r.step(next(r.batches))
+                times[id(r)].append(t)
+                util[id(r)].append(flops[id(r)] / t / peaks[-1])
+        waits = {id(r): r.data_wait(args.steps) for r in runners if r.prec.name == "fp32" and r.variant in (DEFAULT, "unet")}
+        for r in runners:
+            step_s = float(np.median(times[id(r)]))
+            rows.append({
+                "variant": r.variant, "model": r.model_name, "params": r.params, "amp": r.prec.name,
+                "channels_last": r.prec.channels_last, "batch_size": r.B, "input_size": r.geo.input_size,
+                "output_size": r.geo.output_size, "step_s": round(step_s, 4), "step_s_all": [round(t, 3) for t in times[id(r)]],
+                "patches_per_s": round(r.B / step_s, 3),
+                "data_wait": round(waits[id(r)], 4) if id(r) in waits else None,
+                "gflop_per_step": round(flops[id(r)] / 1e9, 2), "achieved_gflop_s": round(flops[id(r)] / step_s / 1e9, 2),
+                "flop_utilization": round(float(np.median(util[id(r)])), 4),
+            })
             print(rows[-1])
-        rows.append(bench_model(cfg, DEFAULT, ds, steps=args.steps, amp="bf16", peak=peak32))
-        print(rows[-1])
+        peak32 = float(np.median(peaks + [peak32]))
 
     hdr = ("variant", "amp", "input_size", "output_size", "batch_size", "step_s", "patches_per_s", "data_wait",
            "gflop_per_step", "achieved_gflop_s", "flop_utilization")
@@ -145,11 +198,14 @@ def main() -> None:
         print("| " + " | ".join(str(r[h]) for h in hdr) + " |")
     default = next(r for r in rows if r["variant"] == DEFAULT and r["amp"] == "fp32")
     bf16 = next(r for r in rows if r["variant"] == DEFAULT and r["amp"] == "bf16")
-    speedup = bf16["patches_per_s"] / default["patches_per_s"]
+    ratios = [a / b for a, b in zip(default["step_s_all"], bf16["step_s_all"])]  # same rounds: paired
+    speedup = float(np.median(ratios))
     print(f"\n{DEFAULT}: bf16 autocast vs fp32 = {speedup:.2f}x patches/s")
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__, "python": sys.version.split()[0]},
+        "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "python": sys.version.split()[0],
+                    # the machine is shared: the load average says how much of it this run had
+                    "load_average_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)]},
         "matmul_peak_gflop_s": {"fp32": round(peak32 / 1e9, 2), "bf16": round(peak16 / 1e9, 2)},
         "config": str(Path(args.config).relative_to(ROOT)) if Path(args.config).is_relative_to(ROOT) else args.config,
         "steps": args.steps, "models": rows, "default": DEFAULT, "bf16_speedup": round(speedup, 3),

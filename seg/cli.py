@@ -24,7 +24,7 @@ STAGE_MODULES = (
     "seg.data.cli",
     "seg.targets.cli",
     "seg.models.cli",
-    "seg.models.zoo.cli",
+    "seg.models.zoo_cli",
     "seg.train.cli",
     "seg.infer.cli",
     "seg.metrics.cli",

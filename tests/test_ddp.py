@@ -21,7 +21,6 @@ from seg.train.distributed import (
     torchrun_command,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -56,7 +55,7 @@ def test_slurm_launch_command_two_nodes_four_gpus():
     assert "--rdzv_backend=c10d" in cmd
     assert "--rdzv_endpoint=gpu07:29742" in cmd  # first host, port 29500 + job id % 1000
     assert "--rdzv_id=4242" in cmd
-    assert cmd[-9:] == ["-m", "seg.cli", "train", "--config", "c.yaml", "--dataset", "isbi2012", "--variant", "unet"][-9:]
+    assert cmd[-9:] == ["-m", "seg.cli", "train", "--config", "c.yaml", "--dataset", "isbi2012", "--variant", "unet"]
     assert "--nproc" not in " ".join(cmd[cmd.index("seg.cli"):])
 
 
@@ -139,7 +138,6 @@ def test_ddp_two_processes_gloo(tmp_path):
     assert one["world_size"] == 1 and one["effective_batch_size"] == 4
     a = torch.load(tmp_path / "ddp/checkpoints/last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "single/checkpoints/last.pt", weights_only=True)["model"]
-    init = None
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     # and training did move the weights (the comparison is not vacuous)

@@ -124,13 +124,8 @@ def test_same_padding_image_smaller_than_tile_keeps_shape():
 
 
 def _valid_unet():
-    try:
-        from seg.models import build_model
-    except ImportError:
-        from seg.models.unet import UNet
+    from seg.models import build_model
 
-        torch.manual_seed(0)
-        return UNet(1, 2, padding="valid", base_channels=8, depth=2).eval()
     torch.manual_seed(0)
     return build_model("unet", padding="valid", base_channels=8, depth=2).eval()
 
@@ -141,13 +136,13 @@ def test_valid_unet_predict_slice_equals_whole_slice(isbi_slice):
 
     model = _valid_unet()
     border = model.valid_border
-    out_whole, _ = tile_geometry(model, 200)  # a legal output size, so the whole slice is one legal input
+    out_whole, _, _ = tile_geometry(model, 200)  # a legal output size, so the whole slice is one legal input
     image = isbi_slice[:out_whole, 7:7 + out_whole]
     ref = _whole(model, image, border=border)
     assert ref.shape[1:] == image.shape
     probs = predict_slice(model, image, {"tile": 60, "overlap": 0.25, "blend": "gaussian", "batch_size": 4}, "cpu")
-    tile, _ = tile_geometry(model, 60)
-    assert tile >= 60 and len(plan_tiles(image.shape, tile, 0.25)) > 4
+    tile, _, align = tile_geometry(model, 60)
+    assert tile >= 60 and align == 4 and len(plan_tiles(image.shape, tile, 0.25, align)) > 4
     np.testing.assert_allclose(probs, ref, atol=1e-5, rtol=0)
     assert not model.training
 
@@ -292,3 +287,39 @@ def test_seg_predict_writes_ctc_masks_atomically(tmp_path):
                    str(ck), "--out", str(out), "--data-dir", str(tmp_path / "data")])
     assert status == 2 and (out / "predict_summary.json").is_file()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_seg_predict_writes_isbi_maps(tmp_path, isbi_stacks):
+    seg_models = pytest.importorskip("seg.models")
+    if not hasattr(seg_models, "build_model"):
+        pytest.skip("seg.models.build_model not available yet")
+    import tifffile
+
+    from seg.cli import main
+
+    ds = tmp_path / "data" / "isbi"
+    (ds / "images").mkdir(parents=True)
+    entries = []
+    for i in (25, 26):
+        tifffile.imwrite(ds / "images" / f"train_{i}.tif", np.ascontiguousarray(isbi_stacks["train"][i, :80, :96]))
+        entries.append({"id": f"train_{i}", "split": "test", "image": f"images/train_{i}.tif", "instances": None,
+                        "semantic": None, "sequence": None, "frame": i, "shape": [80, 96]})
+    (ds / "meta.json").write_text(json.dumps({"name": "isbi", "kind": "isbi2012", "classes": ["membrane", "interior"],
+                                              "source": {}, "slices": entries, "files": {}}))
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("datasets: {isbi: {kind: isbi2012}}\n"
+                   "variants: {small: {model: unet, params: {padding: same, base_channels: 4, depth: 2},"
+                   " inference: {tta: true}}}\ninference: {tile: 64}\n")
+    torch.manual_seed(0)
+    ck = tmp_path / "best.pt"
+    torch.save(seg_models.build_model("unet", padding="same", base_channels=4, depth=2).state_dict(), ck)  # bare
+    out = tmp_path / "pred"
+    assert main(["predict", "--config", str(cfg), "--dataset", "isbi", "--variant", "small", "--checkpoint", str(ck),
+                 "--out", str(out), "--data-dir", str(tmp_path / "data"), "--device", "cpu"]) == 0
+    prob = tifffile.imread(out / "train_25_prob.tif")
+    segm = tifffile.imread(out / "train_25_seg.tif")
+    assert prob.shape == (80, 96) and prob.dtype == np.float32 and 0 <= prob.min() <= prob.max() <= 1
+    assert segm.dtype == np.uint8 and set(np.unique(segm)) <= {0, 1}
+    np.testing.assert_array_equal(segm, (prob >= 0.5).astype(np.uint8))
+    summary = json.loads((out / "predict_summary.json").read_text())
+    assert summary["tta"] is True and summary["tile"] == 64 and summary["ids"] == ["train_25", "train_26"]

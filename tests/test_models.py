@@ -56,6 +56,18 @@ def test_extra_params_pass_through_to_smp():
     assert _out(build_model("fpn-mobilenet_v2", classes=3), 64, 96) == (1, 3, 64, 96)
 
 
+def test_building_never_touches_the_network(monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access while building a model")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    m = build_model("unet-resnet34", **SMALL_DEC)
+    assert m.encoder.conv1.in_channels == 1
+
+
 # ----------------------------------------------------------------------------- shapes
 @pytest.mark.parametrize("h,w", [(24, 40), (56, 8)])  # odd multiples of the divisor 8
 def test_unet_same_shapes(h, w):

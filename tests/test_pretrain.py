@@ -120,7 +120,8 @@ def test_seg_pretrain_cli(isbi_mini, tmp_path):
 
     cfg_file = tmp_path / "c.yaml"
     cfg_file.write_text(yaml.safe_dump({
-        "datasets": {"isbi": {"kind": "isbi2012"}}, "variants": {"u": {"model": "unet"}},
+        "datasets": {"isbi": {"kind": "isbi2012"}},
+        "variants": {"u": {"model": "unet", "params": {**TINY_UNET, "padding": "valid"}, "pretrained": "inhouse"}},
         "pretrain": {"iterations": 2, "batch_size": 4, "patch_size": 32},
     }))
     out = tmp_path / "out"
@@ -128,7 +129,14 @@ def test_seg_pretrain_cli(isbi_mini, tmp_path):
             "--params", json.dumps(TINY_UNET), "--out", str(out), "--data-dir", str(isbi_mini)]
     assert main(argv) == 0
     assert {p.name for p in out.iterdir()} == {"encoder.pt", "pretrain_summary.json", "curve.png"}
+    assert json.loads((out / "pretrain_summary.json").read_text())["iterations"] == 2
     assert main(argv[:4] + ["nope"] + argv[5:]) == 2  # unknown dataset: one-line error, status 2
+    # --variant takes the encoder and its params from the config; the weights fit that variant
+    argv = ["pretrain", "--config", str(cfg_file), "--dataset", "isbi", "--variant", "u", "--out", str(out / "v"),
+            "--data-dir", str(isbi_mini), "--iterations", "1"]
+    assert main(argv) == 0
+    model = build_model("unet", **TINY_UNET, padding="valid")
+    assert len(load_pretrained(model, out / "v" / "encoder.pt")) == len(model.encoder.state_dict())
     assert main(["models", "--name", "unet", "--params", json.dumps(TINY_UNET)]) == 0
 
 

@@ -251,12 +251,15 @@ def _weights(path):
 
 def test_training_is_bit_reproducible_and_writes_outputs(tmp_path, toy_ds):
     from seg.io import read_json
-    from seg.train.loop import LOG_COLUMNS, train
+    from seg.train.loop import train
+    from seg.train.records import LOG_COLUMNS
     from seg.train.toy import tiny_config
 
     cfg = tiny_config(train={"num_workers": 1, "iterations": 6, "border_sampling": 0.5})
     s1 = train(cfg, "toy", "tiny", tmp_path / "a", data_dir=toy_ds.parent)
-    s2 = train(cfg, "toy", "tiny", tmp_path / "b", data_dir=toy_ds.parent)
+    # the patches do not depend on the number of loader workers either (each index has its own generator)
+    s2 = train(tiny_config(train={"num_workers": 0, "iterations": 6, "border_sampling": 0.5}),
+               "toy", "tiny", tmp_path / "b", data_dir=toy_ds.parent)
     w1, w2 = _weights(tmp_path / "a/checkpoints/last.pt"), _weights(tmp_path / "b/checkpoints/last.pt")
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     assert s1["rank_param_sha256"] == s2["rank_param_sha256"]
@@ -332,3 +335,39 @@ def test_budget_in_epochs_wall_clock_stop_and_bf16(tmp_path, toy_ds):
     assert (tmp_path / "m/checkpoints/best.pt").is_file()
     # the (wall-clock) budget is complete: a rerun does nothing
     assert train(cfg, "toy", "tiny", tmp_path / "m", data_dir=toy_ds.parent)["iterations"] == 1
+
+
+def test_pretrained_encoder_weights_are_loaded(tmp_path):
+    from seg.models import build_model
+    from seg.train.loop import build_training_model
+    from seg.train.toy import tiny_config
+
+    cfg = tiny_config()
+    params = cfg["variants"]["tiny"]["params"]
+    donor = build_model("unet", in_channels=1, classes=2, **params)
+    torch.nn.init.constant_(donor.encoder.state_dict()[next(iter(donor.encoder.state_dict()))], 0.5)
+    torch.save(donor.encoder.state_dict(), tmp_path / "encoder.pt")
+    m = build_training_model(cfg, "toy", "tiny", 2, pretrained=tmp_path / "encoder.pt")
+    for k, v in donor.encoder.state_dict().items():
+        assert torch.equal(m.encoder.state_dict()[k], v), k
+    # inhouse reads <results_dir>/<dataset>/pretrain/<encoder>/encoder.pt; a classic U-Net has no named encoder
+    cfg["variants"]["tiny"]["pretrained"] = "inhouse"
+    with pytest.raises(SegError, match="inhouse"):
+        build_training_model(cfg, "toy", "tiny", 2)
+    cfg["variants"]["tiny"]["pretrained"] = str(tmp_path / "missing.pt")
+    with pytest.raises(SegError, match="missing.pt"):
+        build_training_model(cfg, "toy", "tiny", 2)
+
+
+def test_slices_smaller_than_the_patch_are_mirror_padded(tmp_path):
+    from seg.train.toy import write_blob_dataset
+
+    ds = write_blob_dataset(tmp_path / "small", seed=2, size=24, splits=(2, 0, 0))
+    slices = load_training_slices(ds, "train")
+    data = PatchDataset(slices, PatchGeometry(48, 32), augment_cfg=None, seed=0)
+    for i in range(10):
+        k, (top, left), _ = data.window(i)
+        assert -8 <= top <= 0 and -8 <= left <= 0  # the 32 px window covers the whole 24 px slice
+        s = data[i]
+        assert s["image"].shape == (1, 48, 48) and s["target"].shape == (32, 32)
+        np.testing.assert_array_equal(s["target"][-top : -top + 24, -left : -left + 24].numpy(), slices[k]["target"])

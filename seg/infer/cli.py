@@ -17,9 +17,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="which slices to predict")
     p.add_argument("--out", required=True,
                    help="output folder (e.g. results/<dataset>/<variant>/pred/test/); replaced atomically")
-    p.add_argument("--data-dir", default=None, help="canonical data folder (default: config data_dir)")
+    p.add_argument("--data-dir", default=None, help="canonical data folder; unset = the config's data_dir")
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
-                   help="override inference.device from the config")
+                   help="override inference.device of the config; unset = the config's value")
 
 
 def _run(args: argparse.Namespace) -> int:

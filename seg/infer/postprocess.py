@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from seg.errors import SegError
@@ -76,7 +78,9 @@ def instances_from_probability(
         markers = label(h_maxima(dist, h) & mask, connectivity=2)
         labels = watershed(-dist, markers, mask=mask)
     if min_size > 1:
-        labels = remove_small_objects(labels, max_size=min_size - 1)
+        with warnings.catch_warnings():  # skimage warns when the image holds a single object
+            warnings.filterwarnings("ignore", message="Only one label was provided")
+            labels = remove_small_objects(labels, max_size=min_size - 1)
     labels = relabel_sequential(labels)[0]
     if labels.max() > np.iinfo(np.uint16).max:
         raise SegError(f"postprocess: {labels.max()} objects do not fit uint16 labels")

@@ -27,37 +27,19 @@ DEFAULT_INFER = {"tile": 256, "overlap": 0.25, "blend": "gaussian", "tta": False
                  "device": "auto", "amp": "auto"}
 
 
-def tile_geometry(model: torch.nn.Module, tile: int) -> tuple[int, int]:
-    """(output tile, border) the model accepts, for a requested output tile size in pixels.
+def tile_geometry(model: torch.nn.Module, tile: int) -> tuple[int, int, int]:
+    """(output tile, border, align) in pixels for a requested output tile size ``tile``.
 
-    Valid-padding models (attribute ``valid_border``) get the smallest legal output tile >= ``tile``;
-    same-padding models get ``tile`` rounded up to a multiple of their size divisor; border 0.
-    Uses ``seg.models.input_size_for/output_size`` when available, else the model's own methods.
+    Valid-padding models (attribute ``valid_border``) get the smallest legal output tile >= ``tile``,
+    their border and align = their size divisor (tile offsets on the whole slice's pooling grid);
+    same-padding models get ``tile`` rounded up to a multiple of their size divisor, border 0 and
+    align 1. Uses the size contract of :mod:`seg.models`.
     """
+    from seg.models import input_size_for, output_size, size_divisor
+
     border = int(getattr(model, "valid_border", 0) or 0)
-    try:
-        from seg.models import input_size_for, output_size  # type: ignore[attr-defined]
-    except ImportError:
-        def input_size_for(m, n):
-            return m.input_size_for(n) if hasattr(m, "input_size_for") else _round_up(n, _divisor(m))
-
-        def output_size(m, n):
-            return m.output_size(n) if hasattr(m, "output_size") else n
-    size_in = int(input_size_for(model, int(tile)))
-    return int(output_size(model, size_in)), border
-
-
-def _divisor(model) -> int:
-    try:
-        from seg.models import size_divisor  # type: ignore[attr-defined]
-
-        return int(size_divisor(model))
-    except ImportError:
-        return int(getattr(model, "size_divisor", 1))
-
-
-def _round_up(n: int, k: int) -> int:
-    return -(-n // k) * k
+    out_tile = int(output_size(model, input_size_for(model, int(tile))))
+    return out_tile, border, int(size_divisor(model)) if border else 1
 
 
 def predict_slice(model: torch.nn.Module, image: np.ndarray, infer_cfg: dict | None = None,
@@ -80,8 +62,7 @@ def predict_slice(model: torch.nn.Module, image: np.ndarray, infer_cfg: dict | N
 
     cfg = {**DEFAULT_INFER, **(infer_cfg or {})}
     device = resolve_device(device)
-    tile, border = tile_geometry(model, cfg["tile"])
-    align = _divisor(model) if border else 1
+    tile, border, align = tile_geometry(model, cfg["tile"])
     predictor = make_predictor(model, device=device, dtype=amp_dtype(device, cfg["amp"]),
                                channels_last=True)
     was_training = model.training
@@ -150,7 +131,7 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
     model = build_model(var["model"], **var.get("params", {}), classes=len(meta["classes"]))
     load_checkpoint(model, checkpoint)
     dev = resolve_device(infer_cfg["device"])
-    tile, border = tile_geometry(model, infer_cfg["tile"])
+    tile, border, _ = tile_geometry(model, infer_cfg["tile"])
 
     seconds = []
     with atomic_path(out) as tmp:

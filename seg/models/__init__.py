@@ -7,38 +7,38 @@
   (:mod:`.classification`); ``seg pretrain`` (:mod:`.pretrain`).
 
 The catalogue of classic architectures (``seg zoo``) lives in :mod:`seg.models.zoo`.
+
+Names are imported lazily (PEP 562), so ``import seg.models.cli`` (``seg --help``) stays torch-free.
 """
 
-from seg.models.classification import (
-    build_classifier,
-    classifier_to_encoder_state,
-    encoder_for,
-    load_encoder_weights,
-    load_pretrained,
-)
-from seg.models.registry import (
-    REGISTRY,
-    ModelEntry,
-    build_model,
-    count_parameters,
-    input_size_for,
-    model_names,
-    output_size,
-    size_divisor,
-)
+from __future__ import annotations
 
-__all__ = [
-    "REGISTRY",
-    "ModelEntry",
-    "build_classifier",
-    "build_model",
-    "classifier_to_encoder_state",
-    "count_parameters",
-    "encoder_for",
-    "input_size_for",
-    "load_encoder_weights",
-    "load_pretrained",
-    "model_names",
-    "output_size",
-    "size_divisor",
-]
+import importlib
+
+_EXPORTS = {
+    "build_classifier": "classification",
+    "classifier_to_encoder_state": "classification",
+    "encoder_for": "classification",
+    "load_encoder_weights": "classification",
+    "load_pretrained": "classification",
+    "REGISTRY": "registry",
+    "ModelEntry": "registry",
+    "build_model": "registry",
+    "count_parameters": "registry",
+    "input_size_for": "registry",
+    "model_names": "registry",
+    "output_size": "registry",
+    "size_divisor": "registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"seg.models.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'seg.models' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -39,7 +39,8 @@ TORCHVISION_ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet
                         "densenet121", "densenet161", "densenet169", "densenet201")
 ENCODERS = TORCHVISION_ENCODERS + ("vgg16", "unet")
 _HEADS = {"resnet": ("fc.",), "densenet": ("classifier.",), "vgg16": ("classifier.6.",), "unet": ("fc.",)}
-_DENSENET_OLD = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_DENSENET_OLD = re.compile(  # old torchvision DenseNet keys "norm.1" -> "norm1" (smp's pattern)
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
 
 class VGGClassifier(nn.Module):
@@ -98,6 +99,10 @@ def build_classifier(encoder: str, *, in_channels: int = 1, num_classes: int = 2
             nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
             setattr(parent, name, new)
         return model
+    allowed = {"vgg16": ("width",), "unet": ("base_channels", "depth", "batch_norm", "padding")}.get(encoder)
+    if allowed is not None and set(params) - set(allowed):
+        bad = sorted(set(params) - set(allowed))[0]
+        raise SegError(f"encoder {encoder}: params.{bad}: unknown parameter (allowed: {', '.join(allowed)})")
     if encoder == "vgg16":
         return VGGClassifier(in_channels, num_classes, **params)
     if encoder == "unet":

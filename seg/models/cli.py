@@ -36,9 +36,9 @@ def _models_run(args: argparse.Namespace) -> int:
 
     params = _parse_params(args.params)
     names = [args.name] if args.name else list(REGISTRY)
+    entries = [get_entry(n) for n in names]  # an unknown name fails before any output
     print(f"{'name':28s} {'family':6s} {'params':>13s} {'divisor':>7s}  description")
-    for name in names:
-        entry = get_entry(name)
+    for name, entry in zip(names, entries):
         with torch.device("meta"):  # no memory, no init cost: shapes only
             model = build_model(name, in_channels=1, classes=args.classes, **params)
         extra = f" valid_border={model.valid_border}" if hasattr(model, "valid_border") else ""
@@ -50,15 +50,20 @@ def _models_run(args: argparse.Namespace) -> int:
 def _pretrain_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="configs/config.yaml", help="workflow config (YAML)")
     p.add_argument("--dataset", required=True, help="dataset name from the config (its training split is used)")
-    p.add_argument("--encoder", required=True,
-                   help="resnet18|resnet34|resnet50|densenet121|densenet169|vgg16|unet (the encoder of a model)")
+    p.add_argument("--encoder", default=None,
+                   help="resnet18|resnet34|resnet50|densenet121|densenet169|vgg16|unet (the encoder of a model); "
+                        "required unless --variant is given")
     p.add_argument("--params", default="{}",
                    help='encoder params as JSON: vgg16 {"width": 0.25}; unet {"base_channels": 16, "depth": 4, '
-                        '"batch_norm": false} (must match the segmentation variant); default {}')
+                        '"batch_norm": false} (must match the segmentation variant)')
+    p.add_argument("--variant", default=None,
+                   help="take --encoder and --params from this config variant's model and params")
     p.add_argument("--out", required=True, help="output folder (encoder.pt, pretrain_summary.json, curve.png)")
     p.add_argument("--data-dir", default=None, help="canonical data folder; default: the config's data_dir")
     p.add_argument("--iterations", type=int, default=None,
                    help="optimiser steps; default: the config's pretrain.iterations")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (capped at the machine's cores; default: torch's choice)")
     p.add_argument("--imagefolder", default=None,
                    help="train on this torchvision ImageFolder directory instead (task imagefolder)")
 
@@ -68,12 +73,30 @@ def _pretrain_run(args: argparse.Namespace) -> int:
     from seg.models.pretrain import run_pretrain
 
     cfg = load_config(args.config)
+    if args.threads is not None:
+        import os
+
+        import torch
+
+        torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
     if args.iterations is not None and args.iterations < 1:
         raise SegError(f"--iterations: must be >= 1, got {args.iterations}")
-    s = run_pretrain(cfg, args.dataset, args.encoder, args.out, data_dir=args.data_dir,
-                     encoder_params=_parse_params(args.params), iterations=args.iterations,
-                     imagefolder=args.imagefolder)
-    print(f"pretrain {args.encoder}: held-out accuracy {s['held_out_accuracy']:.3f} "
+    encoder, params = args.encoder, _parse_params(args.params)
+    if args.variant is not None:
+        from seg.models.classification import encoder_for
+
+        if args.variant not in cfg["variants"]:
+            raise SegError(f"--variant: unknown variant {args.variant!r} (configured: {', '.join(cfg['variants'])})")
+        var = cfg["variants"][args.variant]
+        v_encoder, params = encoder_for(var["model"], var.get("params", {}))
+        if encoder is not None and encoder != v_encoder:
+            raise SegError(f"--encoder {encoder}: variant {args.variant} uses encoder {v_encoder}")
+        encoder = v_encoder
+    if encoder is None:
+        raise SegError("--encoder or --variant is required")
+    s = run_pretrain(cfg, args.dataset, encoder, args.out, data_dir=args.data_dir, encoder_params=params,
+                     iterations=args.iterations, imagefolder=args.imagefolder)
+    print(f"pretrain {encoder}: held-out accuracy {s['held_out_accuracy']:.3f} "
           f"(chance {s['held_out']['chance_accuracy']:.3f}) after {s['iterations']} iterations, "
           f"{s['wall_time_s']:.0f} s -> {args.out}")
     return 0

@@ -150,6 +150,7 @@ class ImageFolderTask:
         except (FileNotFoundError, RuntimeError) as e:
             raise SegError(f"{root}: not an ImageFolder tree ({e})") from None
         self.classes = list(self.ds.classes)
+        self.patch_size = patch_size
         order = rng.permutation(len(self.ds))
         n_hold = min(len(order) - 1, max(1, int(round(held_out_fraction * len(order)))))
         if n_hold < 1 or len(self.classes) < 2:
@@ -227,7 +228,8 @@ def pretrain(task, encoder: str, out: Path, *, iterations: int, batch_size: int,
         losses.append(float(loss.detach()))
     wall = time.perf_counter() - t0
 
-    enc_state = {k: v.detach().cpu().clone() for k, v in classifier_to_encoder_state(model.state_dict(), encoder).items()}
+    enc_state = {k: v.detach().cpu().clone()
+                 for k, v in classifier_to_encoder_state(model.state_dict(), encoder).items()}
     with atomic_path(out / "encoder.pt") as tmp:
         torch.save(enc_state, tmp)
     classes_hist = np.bincount(y_eval, minlength=len(task.classes))
@@ -243,15 +245,26 @@ def pretrain(task, encoder: str, out: Path, *, iterations: int, batch_size: int,
         "held_out_accuracy": evals[-1]["accuracy"], "held_out_loss": evals[-1]["loss"],
         "initial_held_out_accuracy": evals[0]["accuracy"],
         "loss": [round(v, 6) for v in losses], "eval": evals,
-        "versions": {"torch": torch.__version__}, **(meta or {}),
+        "versions": _versions(), **(meta or {}),
     }
-    write_curve(out / "curve.png", losses, evals, title=f"pretrain {encoder}")
+    title = f"pretrain {encoder}: {summary.get('task_name', summary['task'])} {summary.get('dataset', '')}"
+    write_curve(out / "curve.png", losses, evals, title=title, chance=summary["held_out"]["chance_accuracy"])
     write_json(out / "pretrain_summary.json", summary)
     return summary
 
 
-def write_curve(path: Path, losses: list[float], evals: list[dict], *, title: str = "") -> None:
-    """Two panels: training loss (per iteration, with a running mean) and held-out accuracy."""
+def _versions() -> dict:
+    import torchvision
+
+    from seg import __version__
+
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "seg": __version__}
+
+
+def write_curve(path: Path, losses: list[float], evals: list[dict], *, title: str = "",
+                chance: float | None = None) -> None:
+    """Two panels: training loss (per iteration, with a running mean) and held-out accuracy
+    (with the chance level, the majority-class share of the held-out patches, dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -266,7 +279,10 @@ def write_curve(path: Path, losses: list[float], evals: list[dict], *, title: st
     a.set_xlabel("iteration (optimiser steps)")
     a.set_ylabel("training loss (cross-entropy, nats)")
     a.legend(fontsize=8)
-    b.plot([e["iteration"] for e in evals], [100 * e["accuracy"] for e in evals], "o-")
+    b.plot([e["iteration"] for e in evals], [100 * e["accuracy"] for e in evals], "o-", label="held-out")
+    if chance is not None:
+        b.axhline(100 * chance, ls="--", c="gray", lw=1, label="chance")
+    b.legend(fontsize=8, loc="lower right")
     b.set_xlabel("iteration (optimiser steps)")
     b.set_ylabel("held-out accuracy (%)")
     b.set_ylim(0, 100)
@@ -293,7 +309,6 @@ def run_pretrain(cfg: dict, dataset: str, encoder: str, out: os.PathLike, *, dat
         if not root:
             raise SegError("config: pretrain.imagefolder: required for task imagefolder")
         task = ImageFolderTask(Path(root), pc["patch_size"], pc["held_out_fraction"], rng)
-        task.patch_size = pc["patch_size"]
     else:
         if dataset not in cfg["datasets"]:
             raise SegError(f"config: datasets: unknown dataset {dataset!r} (configured: {', '.join(cfg['datasets'])})")

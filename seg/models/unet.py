@@ -85,13 +85,14 @@ class UNetEncoder(nn.Module):
         self.pool = nn.MaxPool2d(2, 2)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        size = tuple(x.shape[-2:])
         feats = []
         for i, block in enumerate(self.blocks):
             if i:
                 if x.shape[-2] % 2 or x.shape[-1] % 2:
                     raise SegError(
-                        f"unet: input size {tuple(feats[0].shape[-2:]) if feats else ''} is not legal: a map "
-                        f"of size {tuple(x.shape[-2:])} reaches max-pool {i} (use seg.models.input_size_for)"
+                        f"unet: input size {size} is not legal (padding {self.padding}, depth {self.depth}): "
+                        f"a map of size {tuple(x.shape[-2:])} reaches max-pool {i}; see seg.models.input_size_for"
                     )
                 x = self.pool(x)
             x = block(x)

@@ -27,25 +27,31 @@ line that trains over all allocated nodes and GPUs; processes started by srun wi
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="configs/config.yaml", help="workflow config YAML")
-    p.add_argument("--dataset", required=True, help="dataset name (a key of the config's datasets)")
-    p.add_argument("--variant", required=True, help="model variant name (a key of the config's variants)")
-    p.add_argument("--out", default=None, help="output folder (default <results_dir>/<dataset>/<variant>)")
-    p.add_argument("--data-dir", default=None, help="folder of canonical datasets (default: config data_dir, 'data')")
+    p.add_argument("--dataset", required=True, help="dataset name (a key of the config's datasets)%(default).0s")
+    p.add_argument("--variant", required=True, help="model variant name (a key of the config's variants)%(default).0s")
+    p.add_argument("--out", default=None, help="output folder (default <results_dir>/<dataset>/<variant>)%(default).0s")
+    p.add_argument("--data-dir", default=None, help="folder of canonical datasets (default: config data_dir, 'data')%(default).0s")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
-                   help="training device (default: config train.device, 'auto' = CUDA if available)")
+                   help="training device (default: config train.device, 'auto' = CUDA if available)%(default).0s")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads per process (default: torch's default, all cores or OMP_NUM_THREADS)%(default).0s")
+    p.add_argument("--pretrained", default=None,
+                   help="encoder weights (.pt state dict, e.g. from seg pretrain) overriding the variant's "
+                   "pretrained setting (default: the variant's setting)%(default).0s")
     p.add_argument("--nproc", type=int, default=1,
-                   help="processes (GPUs) on this node; >1 launches torchrun with DDP (default 1)")
+                   help="processes (GPUs) on this node; >1 launches torchrun with DDP")
     p.add_argument("--iterations", type=int, default=None,
-                   help="override the budget in optimiser steps (default: config train.iterations/epochs)")
+                   help="override the budget in optimiser steps (default: config train.iterations/epochs)%(default).0s")
     p.add_argument("--print-slurm-launch", action="store_true",
-                   help="print the srun/torchrun command for the current SLURM allocation and exit")
+                   help="print the srun/torchrun command for the current SLURM allocation and exit%(default).0s")
 
 
 def forwarded_args(args: argparse.Namespace) -> list[str]:
     """The command-line arguments of ``args`` minus the launcher options (for the launched processes)."""
     out = ["--config", args.config, "--dataset", args.dataset, "--variant", args.variant]
     for flag, value in (("--out", args.out), ("--data-dir", args.data_dir), ("--device", args.device),
-                        ("--iterations", args.iterations)):
+                        ("--iterations", args.iterations), ("--threads", args.threads),
+                        ("--pretrained", args.pretrained)):
         if value is not None:
             out += [flag, str(value)]
     return out
@@ -79,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from seg.train.loop import train
 
     train(cfg, args.dataset, args.variant, out, data_dir=args.data_dir, device=args.device,
-          iterations=args.iterations)
+          iterations=args.iterations, pretrained=args.pretrained, threads=args.threads)
     return 0
 
 

@@ -7,8 +7,8 @@
 - ``fp16``: CUDA only (with a GradScaler).
 - ``none``: fp32.
 
-``configure_determinism`` switches on deterministic algorithms (bit-identical reruns on CPU); with
-determinism off on CUDA it enables ``cudnn.benchmark`` instead.
+``configure_determinism`` switches on deterministic algorithms (bit-identical reruns on CPU; on CUDA
+deterministic kernels where they exist); with determinism off on CUDA it enables ``cudnn.benchmark``.
 """
 
 from __future__ import annotations
@@ -101,17 +101,24 @@ def seed_everything(seed: int) -> None:
 
 
 def configure_determinism(deterministic: bool, device: torch.device) -> None:
-    """Deterministic algorithms on/off; cudnn.benchmark only when determinism is not asked for."""
+    """Deterministic algorithms on/off; cudnn.benchmark only when determinism is not asked for.
+
+    On CPU every op the models use has a deterministic kernel (bit-identical reruns). On CUDA some
+    ops have none (e.g. ``nll_loss2d`` forward inside cross-entropy, adaptive pooling backward), so
+    there determinism is ``warn_only``: deterministic kernels where they exist, a warning elsewhere,
+    never a crash.
+    """
+    warn_only = device.type == "cuda"
     if deterministic and device.type == "cuda":
-        # cuBLAS needs a fixed workspace for deterministic matmuls; must be set before first use.
+        # cuBLAS needs a fixed workspace for deterministic matmuls; read when its handle is created.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if "torch._inductor" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
-        torch.use_deterministic_algorithms(deterministic, warn_only=False)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
     else:
         # torch.use_deterministic_algorithms also sets torch._inductor.config.deterministic, which
         # imports the whole compiler stack (~2 s CPU per process). Nothing here uses torch.compile,
         # so set only the eager-mode flag, exactly as that function does for eager code.
-        torch._C._set_deterministic_algorithms(deterministic, warn_only=False)
+        torch._C._set_deterministic_algorithms(deterministic, warn_only=warn_only)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic

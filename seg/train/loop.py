@@ -17,28 +17,26 @@ weights as an uninterrupted one, bit for bit on CPU.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from seg.config import variant_section
 from seg.errors import SegError
-from seg.io import atomic_path, write_json
+from seg.io import write_json
 from seg.train import checkpoint as ckpt
 from seg.train import distributed as ddp
 from seg.train.device import configure_determinism, peak_memory_mb, precision_for, resolve_device, seed_everything
 from seg.train.losses import build_loss, needs_weights
 from seg.train.optim import build_optimizer, build_scheduler
+from seg.train.records import TrainLog, device_name, param_digest, versions
 from seg.train.sampling import PatchDataset, load_training_slices, make_loader, patch_geometry
 from seg.train.state import completed_summary, effective_config, run_identity
+from seg.train.validate import load_val_slices, validate
 
-LOG_COLUMNS = ("iteration", "epoch", "loss", "lr", "val_iou", "samples_per_s", "data_wait", "wall_s")
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -46,41 +44,28 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(rank), int(step)]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def versions() -> dict[str, str]:
-    """Versions of torch, monai, smp and seg (from package metadata: importing monai costs seconds)."""
-    from importlib.metadata import PackageNotFoundError, version
+def build_training_model(cfg: dict, dataset: str, variant: str, classes: int, *,
+                         pretrained: str | Path | None = None) -> torch.nn.Module:
+    """The variant's model (``seg.models.build_model``) with pretrained encoder weights if asked.
 
-    import seg
-
-    def v(dist: str) -> str:
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            return "not installed"
-
-    return {"torch": torch.__version__, "monai": v("monai"), "smp": v("segmentation-models-pytorch"),
-            "seg": seg.__version__}
-
-
-def build_training_model(cfg: dict, dataset: str, variant: str, classes: int) -> torch.nn.Module:
-    """The variant's model (``seg.models.build_model``), with pretrained encoder weights if asked:
-    ``pretrained: inhouse`` reads ``<results_dir>/<dataset>/pretrain/<encoder>/encoder.pt``; a path reads
-    that file (both state dicts for ``model.encoder``, loaded by ``seg.models.load_encoder_weights``)."""
-    from seg.models import build_model, load_encoder_weights
+    ``pretrained`` (a ``.pt`` state dict for ``model.encoder``, e.g. ``seg pretrain``'s ``encoder.pt``)
+    wins over the variant's ``pretrained`` setting: ``inhouse`` reads
+    ``<results_dir>/<dataset>/pretrain/<encoder>/encoder.pt``, a path reads that file, ``none`` nothing.
+    Loaded by ``seg.models.load_pretrained`` (weights_only).
+    """
+    from seg.models import build_model, load_pretrained
 
     var = cfg["variants"][variant]
     model = build_model(var["model"], in_channels=1, classes=classes, **(var.get("params") or {}))
-    pre = var.get("pretrained", "none") or "none"
+    pre = str(pretrained) if pretrained else (var.get("pretrained") or "none")
+    if pre == "inhouse":
+        if "-" not in var["model"]:
+            raise SegError(f"variants.{variant}.pretrained: 'inhouse' needs an encoder model such as "
+                           f"unet-resnet34, not {var['model']!r} (or pass --pretrained <encoder.pt>)")
+        encoder = var["model"].split("-", 1)[1]
+        pre = str(Path(cfg.get("results_dir", "results")) / dataset / "pretrain" / encoder / "encoder.pt")
     if pre != "none":
-        if pre == "inhouse":
-            encoder = var["model"].split("-", 1)[1] if "-" in var["model"] else var["model"]
-            path = Path(cfg.get("results_dir", "results")) / dataset / "pretrain" / encoder / "encoder.pt"
-        else:
-            path = Path(pre)
-        if not path.is_file():
-            raise SegError(f"variants.{variant}.pretrained: {path}: encoder weights not found")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        load_encoder_weights(model, state)
+        load_pretrained(model, pre)
     return model
 
 
@@ -102,55 +87,9 @@ def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer
     return loss.detach()
 
 
-def _read_log(path: Path, upto: int) -> list[dict[str, str]]:
-    """Rows of an existing log with iteration <= ``upto`` (a torn last line from a kill is dropped)."""
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                if int(row["iteration"]) <= upto and all(row.get(c) is not None for c in LOG_COLUMNS):
-                    rows.append({c: row[c] for c in LOG_COLUMNS})
-            except (TypeError, ValueError, KeyError):
-                continue
-    return rows
-
-
-class _Log:
-    """Append-only CSV log, rewritten atomically at start (rows of undone steps removed)."""
-
-    def __init__(self, path: Path, start: int):
-        rows = _read_log(path, start)
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-        with atomic_path(path) as tmp:
-            tmp.write_text(buf.getvalue())
-        self.f = open(path, "a", newline="")
-        self.w = csv.DictWriter(self.f, fieldnames=LOG_COLUMNS, lineterminator="\n")
-
-    def write(self, **row: Any) -> None:
-        self.w.writerow({c: row.get(c, "") for c in LOG_COLUMNS})
-        self.f.flush()
-
-    def close(self) -> None:
-        self.f.close()
-
-
-def _param_digest(model: torch.nn.Module) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in ckpt.model_state_cpu(model).items():
-        h.update(k.encode())
-        h.update(v.numpy().tobytes())
-    return h.hexdigest()
-
-
 def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_dir: str | Path | None = None,
-          device: str | None = None, iterations: int | None = None) -> dict:
+          device: str | None = None, iterations: int | None = None, pretrained: str | Path | None = None,
+          threads: int | None = None) -> dict:
     """Train ``variant`` on ``dataset``; returns the summary (also written to ``train_summary.json``).
 
     Args:
@@ -160,6 +99,8 @@ def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_di
         data_dir: folder of canonical datasets (default ``cfg["data_dir"]``).
         device: ``auto|cpu|cuda`` overriding ``train.device``.
         iterations: overrides the budget (``train.iterations``; ``epochs`` ignored).
+        pretrained: encoder weights file overriding the variant's ``pretrained`` source.
+        threads: torch intra-op threads of this process (default: torch's choice).
 
     Returns:
         The summary dict: iterations, wall_time_s, best_val_iou, best_iteration, samples_per_s,
@@ -175,18 +116,22 @@ def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_di
         print(f"seg train: {out / 'train_summary.json'} is complete for this config ({chash}); nothing to do")
         return done
 
+    if threads is not None:
+        if threads < 1:
+            raise SegError(f"--threads: must be >= 1, got {threads}")
+        torch.set_num_threads(int(threads))
     env = ddp.dist_env_from_environ()
     dev = resolve_device(device or tcfg["device"], local_rank=env.local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     ddp.init_process_group(env, dev.type)
     try:
-        return _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir)
+        return _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir, pretrained)
     finally:
         ddp.destroy_process_group()
 
 
-def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir) -> dict:
+def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir, pretrained) -> dict:
     from tqdm import tqdm
 
     from seg.data.canonical import load_meta
@@ -195,7 +140,7 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir) ->
     seed_everything(seed)
     ds_dir = Path(data_dir or cfg.get("data_dir", "data")) / dataset
     classes = len(load_meta(ds_dir)["classes"])
-    model = build_training_model(cfg, dataset, variant, classes)
+    model = build_training_model(cfg, dataset, variant, classes, pretrained=pretrained)
     n_params = sum(p.numel() for p in model.parameters())
     geometry = patch_geometry(model, int(tcfg["patch_size"]))
     loss_fn = build_loss(tcfg["loss"])
@@ -223,7 +168,8 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir) ->
             ckpt.unwrap(model).load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
+            if scaler.is_enabled() and state.get("scaler"):  # fp16 only; empty for bf16/fp32 runs
+                scaler.load_state_dict(state["scaler"])
             ckpt.set_rng_state(state["rng"])
             start, best_iou = int(state["iteration"]), state.get("best_val_iou")
             best_it, wall_before = state.get("best_iteration"), float(state.get("wall_time_s", 0.0))
@@ -236,8 +182,8 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir) ->
     if env.distributed:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     infer_cfg = {**variant_section(cfg, variant, "inference"), "tta": False}
-    val_slices = validate_mod().load_val_slices(ds_dir, "val") if env.is_main else []
-    log = _Log(out / "train_log.csv", start) if env.is_main else None
+    val_slices = load_val_slices(ds_dir, "val") if env.is_main else []
+    log = TrainLog(out / "train_log.csv", start) if env.is_main else None
 
     def save_last(iteration: int, wall: float) -> None:
         if env.is_main:
@@ -270,7 +216,7 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir) ->
         scheduler.step()
         it += 1
         done = time.perf_counter()
-        win["loss"] += float(loss.detach())
+        win["loss"] += loss  # a tensor: no device sync per step
         win["n"] += 1
         win["wait"] += got - tick
         win["time"] += done - tick
@@ -279,7 +225,7 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir) ->
         bar.update(1)
 
         if it % int(tcfg["log_every"]) == 0 or it == total:
-            mean_loss = win["loss"] / win["n"]
+            mean_loss = float(win["loss"]) / win["n"]
             if env.distributed:
                 t = torch.tensor([mean_loss], dtype=torch.float64)
                 torch.distributed.all_reduce(t)
@@ -293,12 +239,12 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir) ->
 
         if it % int(tcfg["val_every"]) == 0 or it == total:
             if env.is_main and val_slices:
-                iou, _ = validate_mod().validate(ckpt.unwrap(model), val_slices, infer_cfg, dev, classes)
+                iou, _ = validate(ckpt.unwrap(model), val_slices, infer_cfg, dev, classes)
                 log.write(iteration=it, epoch=(it - 1) // iters_per_epoch, val_iou=f"{iou:.6f}", lr=f"{lr:.6g}",
                           wall_s=f"{wall_before + time.perf_counter() - t0:.2f}")
                 if best_iou is None or iou > best_iou:
                     best_iou, best_it = iou, it
-                    ckpt.save_checkpoint(best_path_of(out), {
+                    ckpt.save_checkpoint(out / "checkpoints/best.pt", {
                         "model": ckpt.model_state_cpu(model), "iteration": it, "best_val_iou": iou,
                         "best_iteration": it, "config_hash": chash, "seed": seed,
                     })
@@ -321,13 +267,13 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir) ->
     wall = wall_before + time.perf_counter() - t0
     if saved_at != it:
         save_last(it, wall)
-    digests = ddp.all_gather_object(env, _param_digest(model))
+    digests = ddp.all_gather_object(env, param_digest(model))
     if not env.is_main:
         ddp.barrier(env)
         return {}
     log.close()
     if best_iou is None:  # no val slices: the final model is the one to use
-        ckpt.save_checkpoint(best_path_of(out), {
+        ckpt.save_checkpoint(out / "checkpoints/best.pt", {
             "model": ckpt.model_state_cpu(model), "iteration": it, "best_val_iou": None, "best_iteration": it,
             "config_hash": chash, "seed": seed,
         })
@@ -337,7 +283,7 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir) ->
         "wall_time_s": round(wall, 3), "best_val_iou": best_iou, "best_iteration": best_it,
         "samples_per_s": round(it * B * W / (step_before + step_sum), 4) if step_before + step_sum > 0 else None,
         "data_wait": round((wait_before + wait_sum) / (step_before + step_sum), 5) if step_before + step_sum > 0 else None,
-        "peak_memory_mb": round(peak_memory_mb(dev), 1), "device": _device_name(dev), "amp": prec.name,
+        "peak_memory_mb": round(peak_memory_mb(dev), 1), "device": device_name(dev), "amp": prec.name,
         "channels_last": prec.channels_last, "params": int(n_params), "versions": versions(), "seed": seed,
         "config_hash": chash, "batch_size": B, "world_size": W, "effective_batch_size": B * W,
         "iterations_per_epoch": iters_per_epoch, "patch_input_size": geometry.input_size,
@@ -349,18 +295,3 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir) ->
     ddp.barrier(env)
     return summary
 
-
-def best_path_of(out: Path) -> Path:
-    return out / "checkpoints" / "best.pt"
-
-
-def validate_mod():
-    from seg.train import validate
-
-    return validate
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return f"cuda:{dev.index} ({torch.cuda.get_device_name(dev)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
