@@ -6,9 +6,8 @@ from __future__ import annotations
 import csv
 import json
 
-import pytest
 
-from conftest import ROOT, snakemake
+from conftest import snakemake
 
 
 def test_quick_workflow_end_to_end(quick_run):

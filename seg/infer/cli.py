@@ -20,13 +20,18 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="canonical data folder; unset = the config's data_dir")
     p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
                    help="override inference.device of the config; unset = the config's value")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (capped at the machine's cores; default: torch's choice)")
 
 
 def _run(args: argparse.Namespace) -> int:
     from seg.config import load_config
     from seg.infer.predict import run_predict
 
+    from seg.device import set_threads
+
     cfg = load_config(args.config)
+    set_threads(args.threads)
     s = run_predict(cfg, dataset=args.dataset, variant=args.variant, checkpoint=args.checkpoint,
                     split=args.split, out=args.out, data_dir=args.data_dir, device=args.device)
     print(f"seg predict: {s['n_slices']} slices of {args.dataset}/{args.split} -> {args.out} "

@@ -12,36 +12,18 @@ from typing import Callable
 
 import torch
 
-from seg.errors import SegError
+from seg import device as _device
 
-DEVICES = ("auto", "cpu", "cuda")
-AMP_MODES = ("auto", "none", "bf16", "fp16")
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """``auto`` -> cuda if available else cpu; a torch.device passes through."""
-    if isinstance(name, torch.device):
-        return name
-    if name not in DEVICES:
-        raise SegError(f"inference.device: unknown option {name!r} (choices: {', '.join(DEVICES)})")
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise SegError("inference.device: 'cuda' requested but no CUDA device is available")
-    return torch.device("cuda")
+    return _device.resolve_device(name, section="inference")
 
 
 def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
     """Autocast dtype for ``amp`` on ``device``; None = fp32."""
-    if amp not in AMP_MODES:
-        raise SegError(f"inference.amp: unknown option {amp!r} (choices: {', '.join(AMP_MODES)})")
-    if amp == "none" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp == "fp16" and device.type != "cuda":
-        raise SegError("inference.amp: 'fp16' needs a CUDA device (use 'bf16' or 'none' on CPU)")
-    return torch.bfloat16 if amp == "bf16" else torch.float16
+    return _device.amp_dtype(device, amp, section="inference")
 
 
 def make_predictor(

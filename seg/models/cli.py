@@ -73,12 +73,9 @@ def _pretrain_run(args: argparse.Namespace) -> int:
     from seg.models.pretrain import run_pretrain
 
     cfg = load_config(args.config)
-    if args.threads is not None:
-        import os
+    from seg.device import set_threads
 
-        import torch
-
-        torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
+    set_threads(args.threads)
     if args.iterations is not None and args.iterations < 1:
         raise SegError(f"--iterations: must be >= 1, got {args.iterations}")
     encoder, params = args.encoder, _parse_params(args.params)

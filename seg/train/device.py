@@ -22,34 +22,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from seg.errors import SegError
+from seg import device as _device
 
-DEVICES = ("auto", "cpu", "cuda")
-AMP_MODES = ("auto", "none", "bf16", "fp16")
 
 
 def resolve_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
     """``auto`` -> ``cuda:<local_rank>`` if CUDA is available else ``cpu``; ``cuda`` without CUDA fails."""
-    if name not in DEVICES:
-        raise SegError(f"train.device: {name!r} is not one of {list(DEVICES)}")
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise SegError("train.device: 'cuda' requested but no CUDA device is available")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return _device.resolve_device(name, section="train", local_rank=local_rank)
 
 
 def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
     """The autocast dtype for ``amp`` on ``device`` (None = fp32)."""
-    if amp not in AMP_MODES:
-        raise SegError(f"train.amp: {amp!r} is not one of {list(AMP_MODES)}")
-    if amp == "none" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp == "fp16" and device.type != "cuda":
-        raise SegError("train.amp: 'fp16' needs a CUDA device (use 'bf16' or 'none' on CPU)")
-    return torch.bfloat16 if amp == "bf16" else torch.float16
+    return _device.amp_dtype(device, amp, section="train")
 
 
 @dataclass(frozen=True)

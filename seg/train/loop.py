@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from seg.config import variant_section
+from seg.device import set_threads
 from seg.errors import SegError
 from seg.io import write_json
 from seg.train import checkpoint as ckpt
@@ -116,10 +117,7 @@ def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_di
         print(f"seg train: {out / 'train_summary.json'} is complete for this config ({chash}); nothing to do")
         return done
 
-    if threads is not None:
-        if threads < 1:
-            raise SegError(f"--threads: must be >= 1, got {threads}")
-        torch.set_num_threads(int(threads))
+    set_threads(threads)
     env = ddp.dist_env_from_environ()
     dev = resolve_device(device or tcfg["device"], local_rank=env.local_rank)
     if dev.type == "cuda":
