@@ -1,5 +1,7 @@
 # Training, one job per dataset x variant. Only train_summary.json (written last) is a declared output,
 # so that Snakemake never deletes the resumable checkpoints of a killed job: rerunning resumes.
+# A job given N > 1 GPUs (resource `gpu`, e.g. `--set-resources train:gpu=4`) trains with DDP on
+# N processes (torchrun); multi-node training: see the README.
 
 
 rule train:
@@ -20,10 +22,12 @@ rule train:
         out=f"{RESULTS}/{{dataset}}/{{variant}}",
         hash=run_hash,
         pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if input.pretrained else "",
+        nproc=lambda wc, resources: max(1, int(getattr(resources, "gpu", 0) or 0)),
     threads: 8
     resources:
         mem_mb=8000,
     shell:
         "{params.seg} train --config {params.cfg} --dataset {wildcards.dataset} "
         "--variant {wildcards.variant} --data-dir {params.data} --threads {threads} {params.pretrained} "
+        "--nproc {params.nproc} "
         "--out {params.out} > {log} 2>&1"

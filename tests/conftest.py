@@ -36,6 +36,37 @@ def isbi_stacks(shared_data: Path) -> dict[str, np.ndarray]:
     return out
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models: torch threads only add contention on a shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def tiny_isbi(tmp_path, isbi_stacks):
+    """A canonical ISBI dataset of 4 real slices (2 train, 1 val, 1 test) and a config pointing at
+    it: returns (config path, dataset folder)."""
+    from skimage.measure import label
+
+    from seg.data.canonical import canonical_writer
+
+    data = tmp_path / "data"
+    with canonical_writer(data / "isbi2012", name="isbi2012", kind="isbi2012", source={"test": True}) as w:
+        for i, split in enumerate(["train", "train", "val", "test"]):
+            lab = isbi_stacks["labels"][i]
+            w.add(f"train_{i:02d}", isbi_stacks["train"][i], split=split, frame=i,
+                  instances=label(lab == 255, connectivity=1), semantic=(lab == 255).astype(np.uint8))
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"data_dir: {data}\ndatasets:\n  isbi2012: {{kind: isbi2012}}\n"
+                   "variants:\n  unet: {model: unet}\naugment: {copies: 2}\n")
+    return cfg, data / "isbi2012"
+
+
 def snakemake(args: list[str], *, cwd: Path = ROOT, env_extra: dict | None = None, timeout: int = 1800):
     """Run the project's Snakemake (from the venv that runs the tests) and return the CompletedProcess."""
     import os

@@ -160,27 +160,11 @@ def test_bad_config_and_inputs():
         aug(np.zeros((8, 8), np.float32), {})
 
 
-@pytest.fixture
-def tiny_dataset(tmp_path, isbi_stacks):
-    from seg.data.canonical import canonical_writer
-
-    data = tmp_path / "data"
-    with canonical_writer(data / "isbi2012", name="isbi2012", kind="isbi2012", source={"test": True}) as w:
-        for i, split in enumerate(["train", "train", "val", "test"]):
-            lab = isbi_stacks["labels"][i]
-            w.add(f"train_{i:02d}", isbi_stacks["train"][i], split=split, frame=i,
-                  instances=label(lab == 255, connectivity=1), semantic=(lab == 255).astype(np.uint8))
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(f"data_dir: {data}\ndatasets:\n  isbi2012: {{kind: isbi2012}}\n"
-                   "variants:\n  unet: {model: unet}\naugment: {copies: 1}\n")
-    return cfg, data / "isbi2012"
-
-
-def test_cli_augment_reproducible_train_only(tiny_dataset, tmp_path):
+def test_cli_augment_reproducible_train_only(tiny_isbi, tmp_path):
     from seg.cli import main
     from seg.data.canonical import load_meta
 
-    cfg, ds = tiny_dataset
+    cfg, ds = tiny_isbi
     outs = [tmp_path / "a", tmp_path / "b"]
     for out in outs:
         assert main(["augment", "--config", str(cfg), "--dataset", "isbi2012", "--copies", "2",

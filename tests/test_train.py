@@ -17,13 +17,7 @@ from seg.train.optim import build_optimizer, build_scheduler, lr_factor
 from seg.train.sampling import IterationBatchSampler, PatchDataset, PatchGeometry, load_training_slices
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: threads only add contention on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- schedules, optimisers

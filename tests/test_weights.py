@@ -116,29 +116,12 @@ def test_bad_inputs():
         border_weight_map(np.zeros((4, 4), np.int32), semantic=np.full((4, 4), 2, np.uint8), class_weights=[1, 1])
 
 
-@pytest.fixture
-def tiny_dataset(tmp_path, isbi_stacks):
-    """A canonical ISBI dataset of 4 slices (2 train, 1 val, 1 test) and a config pointing at it."""
-    from seg.data.canonical import canonical_writer
-
-    data = tmp_path / "data"
-    with canonical_writer(data / "isbi2012", name="isbi2012", kind="isbi2012", source={"test": True}) as w:
-        for i, split in enumerate(["train", "train", "val", "test"]):
-            lab = isbi_stacks["labels"][i]
-            w.add(f"train_{i:02d}", isbi_stacks["train"][i], split=split, frame=i,
-                  instances=label(lab == 255, connectivity=1), semantic=(lab == 255).astype(np.uint8))
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(f"data_dir: {data}\ndatasets:\n  isbi2012: {{kind: isbi2012}}\n"
-                   "variants:\n  unet: {model: unet}\naugment: {copies: 2}\n")
-    return cfg, data / "isbi2012"
-
-
-def test_cli_weights(tiny_dataset):
+def test_cli_weights(tiny_isbi):
     from seg.cli import main
     from seg.data.canonical import load_semantic, load_meta, slices
     from seg.io import read_tiff
 
-    cfg, ds = tiny_dataset
+    cfg, ds = tiny_isbi
     assert main(["weights", "--config", str(cfg), "--dataset", "isbi2012"]) == 0
     cw = json.loads((ds / "weights" / "class_weights.json").read_text())
     meta = load_meta(ds)
