@@ -76,14 +76,26 @@ def validate_config(cfg: dict, *, where: str = "config", schema: dict | None = N
         raise SegError(_format_error(errors[0], where))
     # Variant overrides must be valid keys of the section they override.
     for name, var in cfg["variants"].items():
+        for ds in var.get("per_dataset") or {}:
+            if ds not in cfg["datasets"]:
+                raise SegError(
+                    f"{where}: variants.{name}.per_dataset: unknown dataset {ds!r} "
+                    f"(configured: {', '.join(cfg['datasets'])})"
+                )
         for section in _OVERRIDABLE:
-            merged = _deep_merge(cfg[section], var.get(section, {}))
+            layers = [(f"variants.{name}.{section}", var.get(section, {}))] + [
+                (f"variants.{name}.per_dataset.{ds}.{section}", over.get(section, {}))
+                for ds, over in (var.get("per_dataset") or {}).items()
+            ]
             sub = {**schema["$defs"][section], "$defs": schema["$defs"]}
-            errs = list(_validator(sub, set_default=False).iter_errors(merged))
-            if errs:
-                e = errs[0]
-                msg = _format_error(e, where)
-                raise SegError(msg.replace(f"{where}: ", f"{where}: variants.{name}.{section}.", 1))
+            base = cfg[section]
+            for i, (key, layer) in enumerate(layers):
+                # the variant's own overrides first, then each dataset's on top of them
+                merged = _deep_merge(base if i == 0 else _deep_merge(cfg[section], layers[0][1]), layer)
+                errs = list(_validator(sub, set_default=False).iter_errors(merged))
+                if errs:
+                    msg = _format_error(errs[0], where)
+                    raise SegError(msg.replace(f"{where}: ", f"{where}: {key}.", 1))
         for ds in var.get("datasets") or []:
             if ds not in cfg["datasets"]:
                 raise SegError(
@@ -119,11 +131,16 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def variant_section(cfg: dict, variant: str, section: str) -> dict:
-    """The ``section`` (train, augment or inference) settings of ``variant``: top level + overrides."""
+def variant_section(cfg: dict, variant: str, section: str, dataset: str | None = None) -> dict:
+    """The ``section`` (train, augment or inference) settings of ``variant``: the top-level section,
+    then the variant's overrides, then (given ``dataset``) the variant's ``per_dataset`` overrides."""
     if variant not in cfg["variants"]:
         raise SegError(f"config: unknown variant {variant!r} (configured: {', '.join(cfg['variants'])})")
-    return _deep_merge(cfg[section], cfg["variants"][variant].get(section, {}))
+    var = cfg["variants"][variant]
+    out = _deep_merge(cfg[section], var.get(section, {}))
+    if dataset is not None:
+        out = _deep_merge(out, ((var.get("per_dataset") or {}).get(dataset) or {}).get(section, {}))
+    return out
 
 
 def variant_datasets(cfg: dict, variant: str) -> list[str]:
@@ -144,8 +161,8 @@ def run_config_hash(cfg: dict, dataset: str, variant: str) -> str:
     different seeds merge into mean +- spread)."""
     relevant = {
         "dataset": cfg["datasets"][dataset],
-        "variant": {k: v for k, v in cfg["variants"][variant].items() if k != "label"},
-        **{s: variant_section(cfg, variant, s) for s in _OVERRIDABLE},
+        "variant": {k: v for k, v in cfg["variants"][variant].items() if k not in ("label", "per_dataset")},
+        **{s: variant_section(cfg, variant, s, dataset) for s in _OVERRIDABLE},
         "weights": cfg["weights"],
         "pretrain": cfg["pretrain"],
         "postprocess": cfg["postprocess"],

@@ -1,9 +1,11 @@
 """Device, mixed-precision and thread selection shared by training, pretraining and inference.
 
 - device ``auto``: CUDA when available, else CPU; ``cuda`` without CUDA is an error.
-- amp ``auto``: bf16 on a CUDA device that supports it, else fp16; fp32 on CPU (CPU results stay
-  exact and reproducible). ``bf16`` also works on CPU (faster on CPUs with bf16 support, changes
-  outputs at the 1e-2 level); ``fp16`` needs CUDA.
+- amp ``auto``: bf16 on a CUDA device that supports it, else fp16; on CPU bf16 only where the CPU
+  has native bf16 arithmetic (AVX512-BF16 or AMX: 1.5-3.9x faster steps, bench/train.py), else
+  fp32. Without native support bf16 is emulated and several times *slower* than fp32 (measured
+  ~30x on an AVX2-only AMD EPYC), so ``bf16`` on such a CPU runs but warns. ``fp16`` needs CUDA.
+  Outputs in bf16 differ from fp32 at the 1e-2 level; each is reproducible on a given machine.
 
 ``section`` names the config section in error messages (``train``, ``inference``).
 """
@@ -11,6 +13,8 @@
 from __future__ import annotations
 
 import os
+import warnings
+from functools import lru_cache
 
 import torch
 
@@ -34,16 +38,34 @@ def resolve_device(name: str | torch.device = "auto", *, section: str = "train",
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
+@lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX), i.e. bf16 autocast
+    is faster than fp32 rather than emulated."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def amp_dtype(device: torch.device, amp: str = "auto", *, section: str = "train") -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (None = fp32)."""
+    """The autocast dtype for ``amp`` on ``device`` (None = fp32); see the module doc for ``auto``."""
     if amp not in AMP_MODES:
         raise SegError(f"{section}.amp: {amp!r} is not one of {list(AMP_MODES)}")
-    if amp == "none" or (amp == "auto" and device.type != "cuda"):
+    if amp == "none":
         return None
+    if device.type != "cuda":
+        if amp == "fp16":
+            raise SegError(f"{section}.amp: 'fp16' needs a CUDA device (use 'bf16', 'auto' or 'none' on CPU)")
+        if amp == "auto":
+            return torch.bfloat16 if cpu_has_native_bf16() else None
+        if not cpu_has_native_bf16():
+            warnings.warn(f"{section}.amp: 'bf16' on a CPU without native bf16 (AVX512-BF16/AMX) is "
+                          "emulated and usually several times slower than fp32; 'auto' picks fp32 here",
+                          RuntimeWarning, stacklevel=2)
+        return torch.bfloat16
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp == "fp16" and device.type != "cuda":
-        raise SegError(f"{section}.amp: 'fp16' needs a CUDA device (use 'bf16' or 'none' on CPU)")
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
 

@@ -46,6 +46,11 @@ def test_defaults_are_filled_from_schema():
         (lambda c: c["variants"]["u"].update(train={"optimizer": {"name": "lbfgs"}}), "variants.u.train.optimizer.name: 'lbfgs' is not one of"),
         (lambda c: c["variants"]["u"].update(datasets=["hela"]), "variants.u.datasets: unknown dataset 'hela'"),
         (lambda c: c.pop("variants"), "'variants' is a required property"),
+        (lambda c: c["variants"]["u"].update(per_dataset={"hela": {}}), "variants.u.per_dataset: unknown dataset 'hela'"),
+        (lambda c: c["variants"]["u"].update(per_dataset={"isbi2012": {"train": {"iterations": -1}}}),
+         "variants.u.per_dataset.isbi2012.train.iterations: -1 is less than the minimum of 1"),
+        (lambda c: c["variants"]["u"].update(per_dataset={"isbi2012": {"predict": {}}}),
+         "variants.u.per_dataset.isbi2012.predict: unknown key (allowed: augment, inference, train)"),
     ],
 )
 def test_bad_config_names_the_key(mutate, expected):
@@ -65,6 +70,22 @@ def test_variant_overrides_merge_deeply():
     t = variant_section(cfg, "u", "train")
     assert t["optimizer"]["name"] == "sgd" and t["optimizer"]["lr"] == 0.05 and t["iterations"] == 7
     assert cfg["train"]["optimizer"]["lr"] == 0.01  # the top level is untouched
+
+
+def test_per_dataset_overrides_apply_to_their_dataset_only():
+    cfg = _minimal()
+    cfg["datasets"]["gowt1"] = {"kind": "ctc"}
+    cfg["variants"]["u"]["train"] = {"iterations": 70, "patch_size": 128}
+    cfg["variants"]["u"]["per_dataset"] = {"gowt1": {"train": {"iterations": 30}}}
+    validate_config(cfg)
+    assert variant_section(cfg, "u", "train", "gowt1")["iterations"] == 30
+    assert variant_section(cfg, "u", "train", "gowt1")["patch_size"] == 128  # variant override kept
+    assert variant_section(cfg, "u", "train", "isbi2012")["iterations"] == 70
+    assert variant_section(cfg, "u", "train")["iterations"] == 70
+    h = run_config_hash(cfg, "isbi2012", "u")
+    cfg["variants"]["u"]["per_dataset"]["gowt1"]["train"]["iterations"] = 31
+    assert run_config_hash(cfg, "isbi2012", "u") == h  # another dataset's budget is not this result's
+    assert run_config_hash(cfg, "gowt1", "u") != h
 
 
 def test_run_hash_ignores_seed_and_label_but_not_settings():

@@ -224,12 +224,19 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 def test_device_and_amp_selection():
+    from seg.device import cpu_has_native_bf16
     from seg.train.device import amp_dtype, resolve_device
 
     cpu = torch.device("cpu")
     assert resolve_device("cpu") == cpu
-    assert amp_dtype(cpu, "auto") is None and amp_dtype(cpu, "none") is None
-    assert amp_dtype(cpu, "bf16") == torch.bfloat16
+    assert amp_dtype(cpu, "none") is None
+    # auto: bf16 only where the CPU does it natively (emulated bf16 is slower than fp32).
+    assert amp_dtype(cpu, "auto") == (torch.bfloat16 if cpu_has_native_bf16() else None)
+    if cpu_has_native_bf16():
+        assert amp_dtype(cpu, "bf16") == torch.bfloat16
+    else:
+        with pytest.warns(RuntimeWarning, match="emulated"):
+            assert amp_dtype(cpu, "bf16") == torch.bfloat16
     with pytest.raises(SegError, match="fp16"):
         amp_dtype(cpu, "fp16")
     if not torch.cuda.is_available():

@@ -200,8 +200,7 @@ def ingest_ctc(folder: Path, out: Path, *, name: str, entry: dict, source: dict,
 
 def _ingest_root(root: Path, rel_to: Path, out: Path, *, name: str, entry: dict, source: dict,
                  extra_files: dict | None = None, prefix: str | None = None) -> dict:
-    from tqdm import tqdm
-
+    from seg.progress import progress
     from seg.data.canonical import canonical_writer
 
     where = f"config: datasets.{name}.split"
@@ -216,7 +215,7 @@ def _ingest_root(root: Path, rel_to: Path, out: Path, *, name: str, entry: dict,
 
     with canonical_writer(out, name=name, kind="ctc", source=source) as w:
         w.record_files(extra_files or {})
-        for seq, f, img, msk in tqdm(todo, desc=f"ingest {name}", unit="frame", disable=None):
+        for seq, f, img, msk in progress(todo, desc=f"ingest {name}", unit="frame"):
             image, inst = load_ctc_frame(img, msk)
             w.add(f"{seq}_t{f:03d}", image, split=assignment[(seq, f)], frame=f, sequence=seq,
                   instances=inst, semantic=ctc_semantic(inst))

@@ -61,15 +61,14 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None, timeout: 
 
 def _fetch(url: str, dest: Path, expected: str, timeout: float) -> None:
     """Stream ``url`` to a temporary name beside ``dest``, hashing in chunks; rename if it matches."""
-    from tqdm import tqdm
-
+    from seg.progress import progress
     h = hashlib.sha256()
     with atomic_path(dest) as tmp:
         try:
             with urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as f:
                 total = resp.headers.get("Content-Length") if getattr(resp, "headers", None) else None
-                bar = tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
-                           desc=f"download {dest.name}", disable=None)
+                bar = progress(total=int(total) if total else None, unit="B", unit_scale=True,
+                           desc=f"download {dest.name}")
                 with bar:
                     while block := resp.read(CHUNK):
                         f.write(block)
@@ -128,8 +127,7 @@ def safe_extract(zip_path: str | os.PathLike, target: str | os.PathLike) -> list
         SegError: the archive is unreadable, or a member has an absolute path, a ``..`` part or
             would land outside ``target`` (the message names the member; nothing is extracted).
     """
-    from tqdm import tqdm
-
+    from seg.progress import progress
     zp, root = Path(zip_path), Path(target)
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()
@@ -140,7 +138,7 @@ def safe_extract(zip_path: str | os.PathLike, target: str | os.PathLike) -> list
                 problem = _member_problem(info.filename, root)
                 if problem:
                     raise SegError(f"{zp}: unsafe member {info.filename!r} ({problem}); nothing extracted")
-            for info in tqdm(infos, desc=f"extract {zp.name}", unit="file", disable=None):
+            for info in progress(infos, desc=f"extract {zp.name}", unit="file"):
                 zf.extract(info, root)
             return [i.filename for i in infos]
     except zipfile.BadZipFile as e:

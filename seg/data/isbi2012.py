@@ -158,8 +158,7 @@ def load_isbi2012(paths: dict[str, Path]) -> dict:
 
 def ingest_isbi2012(folder: Path, out: Path, *, name: str, entry: dict, source: dict) -> dict:
     """Ingest the raw folder into the canonical form at ``out``; returns meta."""
-    from tqdm import tqdm
-
+    from seg.progress import progress
     from seg.data.canonical import canonical_writer
     from seg.data.splits import isbi_split
 
@@ -171,7 +170,7 @@ def ingest_isbi2012(folder: Path, out: Path, *, name: str, entry: dict, source: 
               "citation": "Arganda-Carreras et al., Front. Neuroanat. 9:142, 2015"}
     with canonical_writer(out, name=name, kind="isbi2012", source=source) as w:
         w.record_files(data["files"])
-        for i in tqdm(sorted(assignment), desc=f"ingest {name}", unit="slice", disable=None):
+        for i in progress(sorted(assignment), desc=f"ingest {name}", unit="slice"):
             lab = data["labels"][i]
             w.add(f"train_{i:0{width}d}", data["train"][i], split=assignment[i], frame=i,
                   instances=interior_instances(lab), semantic=(lab == INTERIOR).astype(np.uint8))

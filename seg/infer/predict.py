@@ -107,8 +107,7 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
         The summary written to ``predict_summary.json``.
     """
     import tifffile
-    from tqdm import tqdm
-
+    from seg.progress import progress
     from seg.config import variant_section
     from seg.data import canonical
     from seg.infer.device import resolve_device
@@ -118,7 +117,7 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
 
     if dataset not in cfg["datasets"]:
         raise SegError(f"config: unknown dataset {dataset!r} (configured: {', '.join(cfg['datasets'])})")
-    infer_cfg = {**DEFAULT_INFER, **variant_section(cfg, variant, "inference")}
+    infer_cfg = {**DEFAULT_INFER, **variant_section(cfg, variant, "inference", dataset)}
     if device is not None:
         infer_cfg["device"] = device
     pp = cfg.get("postprocess", {})
@@ -136,7 +135,7 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
     seconds = []
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        for entry in tqdm(entries, desc=f"predict {dataset}/{variant}/{split}", disable=None):
+        for entry in progress(entries, desc=f"predict {dataset}/{variant}/{split}"):
             image = canonical.load_image(ds_dir, entry)
             t0 = time.perf_counter()
             probs = predict_slice(model, image, infer_cfg, dev)

@@ -119,8 +119,7 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
     Raises:
         SegError: no annotated slice in the split, a prediction file missing or of the wrong shape.
     """
-    from tqdm import tqdm
-
+    from seg.progress import progress
     from seg.data import canonical
 
     ds_dir, pred_dir = Path(ds_dir), Path(pred_dir)
@@ -136,7 +135,7 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
     per_slice: list[dict] = []
     cm_total = np.zeros((len(classes), len(classes)), dtype=np.int64)
     isbi_stats, ctc_pairs, ctc_objects = [], PairStats(), ObjectCounts()
-    for e in tqdm(entries, desc=f"score {meta['name']}/{split}", disable=None):
+    for e in progress(entries, desc=f"score {meta['name']}/{split}"):
         shape = tuple(e["shape"])
         gt_sem = canonical.load_semantic(ds_dir, e)
         gt_inst = canonical.load_instances(ds_dir, e)
@@ -191,7 +190,7 @@ def metrics_report(cfg: dict, dataset: str, variant: str, scores: dict, *, pred_
 
     train = dict(train_summary or {})
     pred_sum = dict(predict_summary or {})
-    inference = pred_sum or {**variant_section(cfg, variant, "inference"), "seconds_per_slice": None,
+    inference = pred_sum or {**variant_section(cfg, variant, "inference", dataset), "seconds_per_slice": None,
                              "source": "config (no predict_summary.json found)"}
     checkpoint = pred_sum.get("checkpoint")
     if checkpoint is None:

@@ -209,10 +209,9 @@ def pretrain(task, encoder: str, out: Path, *, iterations: int, batch_size: int,
     eval_at = sorted({int(round(v)) for v in np.linspace(0, iterations, eval_points + 1)})
     losses: list[float] = []
     evals: list[dict] = []
-    from tqdm import tqdm
-
+    from seg.progress import progress
     t0 = time.perf_counter()
-    for it in tqdm(range(iterations + 1), desc=f"pretrain {encoder}", disable=None):
+    for it in progress(range(iterations + 1), desc=f"pretrain {encoder}"):
         if it in eval_at:
             acc, vloss = _accuracy(model, x_eval, y_eval, dev, max(batch_size, 64))
             evals.append({"iteration": it, "accuracy": acc, "loss": vloss})

@@ -47,8 +47,7 @@ def run_weights(args: argparse.Namespace) -> int:
     """Write weights/<id>.tif (float32) for every annotated slice, class_weights.json, preview.png."""
     from pathlib import Path
 
-    from tqdm import tqdm
-
+    from seg.progress import progress
     from seg.config import load_config
     from seg.data import canonical
     from seg.errors import SegError
@@ -71,7 +70,7 @@ def run_weights(args: argparse.Namespace) -> int:
     annotated = [e for e in meta["slices"] if e.get("instances") and e.get("semantic")]
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        for e in tqdm(annotated, desc=f"weights {args.dataset}", unit="slice", disable=None):
+        for e in progress(annotated, desc=f"weights {args.dataset}", unit="slice"):
             w = border_weight_map(canonical.load_instances(ds, e), w0=wcfg["w0"], sigma=wcfg["sigma"],
                                   class_weights=wc, semantic=canonical.load_semantic(ds, e))
             write_tiff(tmp / f"{e['id']}.tif", w)
@@ -93,8 +92,7 @@ def run_augment(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import numpy as np
-    from tqdm import tqdm
-
+    from seg.progress import progress
     from seg.config import load_config, variant_section
     from seg.data import canonical
     from seg.errors import SegError
@@ -132,7 +130,7 @@ def run_augment(args: argparse.Namespace) -> int:
     with atomic_path(out) as tmp:
         for sub in ("images", "instances", "semantic", "weights"):
             (tmp / sub).mkdir(parents=True)
-        for i, e in enumerate(tqdm(train, desc=f"augment {args.dataset}", unit="slice", disable=None)):
+        for i, e in enumerate(progress(train, desc=f"augment {args.dataset}", unit="slice")):
             image = canonical.load_image(ds, e)
             inst = canonical.load_instances(ds, e)
             sem = canonical.load_semantic(ds, e)

@@ -110,7 +110,7 @@ def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_di
     """
     cfg = effective_config(cfg, variant, iterations=iterations)
     chash, seed = run_identity(cfg, dataset, variant)
-    tcfg = variant_section(cfg, variant, "train")
+    tcfg = variant_section(cfg, variant, "train", dataset)
     out = Path(out_dir)
     done = completed_summary(cfg, dataset, variant, out)
     if done is not None:
@@ -130,8 +130,7 @@ def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_di
 
 
 def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir, pretrained) -> dict:
-    from tqdm import tqdm
-
+    from seg.progress import progress
     from seg.data.canonical import load_meta
 
     configure_determinism(bool(tcfg["deterministic"]), dev)
@@ -145,7 +144,7 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir, pr
     data = PatchDataset(
         load_training_slices(ds_dir, "train", with_weights=needs_weights(tcfg["loss"])),
         geometry,
-        augment_cfg=variant_section(cfg, variant, "augment"),
+        augment_cfg=variant_section(cfg, variant, "augment", dataset),
         seed=seed,
         border_sampling=float(tcfg["border_sampling"]),
     )
@@ -179,7 +178,7 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir, pr
 
     if env.distributed:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    infer_cfg = {**variant_section(cfg, variant, "inference"), "tta": False}
+    infer_cfg = {**variant_section(cfg, variant, "inference", dataset), "tta": False}
     val_slices = load_val_slices(ds_dir, "val") if env.is_main else []
     log = TrainLog(out / "train_log.csv", start) if env.is_main else None
 
@@ -196,7 +195,7 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir, pr
 
     loader = make_loader(data, start=start, stop=total, batch_size=B, rank=env.rank, world_size=W,
                          num_workers=int(tcfg["num_workers"]), seed=seed, pin_memory=dev.type == "cuda")
-    bar = tqdm(total=total, initial=start, disable=None if env.is_main else True, desc=f"train {dataset}/{variant}",
+    bar = progress(total=total, initial=start, disable=not env.is_main, desc=f"train {dataset}/{variant}",
                unit="it", dynamic_ncols=True)
     max_s = float(tcfg["max_minutes"]) * 60 if tcfg.get("max_minutes") else None
     t0 = time.perf_counter()

@@ -26,8 +26,12 @@ def effective_config(cfg: dict, variant: str, *, iterations: int | None = None) 
     if iterations is not None:
         if iterations < 1:
             raise SegError(f"--iterations: must be >= 1, got {iterations}")
-        tr = cfg["variants"][variant].setdefault("train", {})
+        var = cfg["variants"][variant]
+        tr = var.setdefault("train", {})
         tr["iterations"], tr["epochs"] = int(iterations), None
+        for over in (var.get("per_dataset") or {}).values():  # the command line wins over these too
+            for key in ("iterations", "epochs"):
+                (over or {}).get("train", {}).pop(key, None)
     return cfg
 
 
