@@ -147,6 +147,7 @@ def main() -> None:
     import tifffile
 
     from seg.config import load_config
+    from seg.device import cpu_has_native_bf16
     from seg.train.device import configure_determinism
     from seg.train.toy import write_isbi_subset
 
@@ -200,9 +201,11 @@ def main() -> None:
     bf16 = next(r for r in rows if r["variant"] == DEFAULT and r["amp"] == "bf16")
     ratios = [a / b for a, b in zip(default["step_s_all"], bf16["step_s_all"])]  # same rounds: paired
     speedup = float(np.median(ratios))
-    print(f"\n{DEFAULT}: bf16 autocast vs fp32 = {speedup:.2f}x patches/s")
+    print(f"\n{DEFAULT}: bf16 autocast vs fp32 = {speedup:.2f}x patches/s "
+          f"({'native' if cpu_has_native_bf16() else 'emulated'} bf16 on this CPU)")
     result = {
         "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "native_bf16": cpu_has_native_bf16(),
                     "python": sys.version.split()[0],
                     # the machine is shared: the load average says how much of it this run had
                     "load_average_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)]},
