@@ -30,9 +30,10 @@ def write_metrics(root: Path, dataset: str, variant: str, *, iou: float, seed: i
     """A metrics.json as `seg score` writes it, at root/<dataset>/<variant>/metrics.json."""
     agg = {"iou_mean": iou, "dice_mean": iou + 0.05, "pixel_error": (1 - iou) / 2}
     if dataset == "isbi2012":
-        agg.update(vrand=iou + 0.03, rand_error=(1 - iou) / 3, pixel_error_isbi=(1 - iou) / 4)
+        agg.update(vrand=iou + 0.03, rand_error=(1 - iou) / 3, pixel_error_isbi=(1 - iou) / 4,
+                   iou={"membrane": iou - 0.1, "interior": iou + 0.1})
     else:
-        agg.update(seg=iou - 0.1)
+        agg.update(seg=iou - 0.1, iou={"background": iou + 0.1, "cell": iou - 0.1})
     agg.update(extra.pop("aggregate", {}))
     m = {"dataset": dataset, "variant": variant, "label": None, "split": "test",
          "config_hash": config_hash, "seed": seed, "date": date, "primary": "iou_mean",
@@ -133,6 +134,9 @@ def test_csv_columns_and_values(two_runs, cfg, tmp_path):
     assert float(unet["train_time_s"]) == 600 and unet["device"] == "cpu"
     assert recs[0]["iou_mean_std"] == ""  # single run: empty spread
     assert recs[3]["vrand"] == "" and float(recs[3]["seg"]) == pytest.approx(0.61)
+    # class 0 = membrane (ISBI) / background (CTC), class 1 = interior / cell (foreground IoU)
+    assert float(unet["iou_class0"]) == pytest.approx(0.72) and float(unet["iou_class1"]) == pytest.approx(0.92)
+    assert float(recs[3]["iou_class1"]) == pytest.approx(0.61) and float(recs[3]["iou_class0"]) == pytest.approx(0.81)
 
 
 def test_markdown_and_terminal_tables(two_runs, cfg):
@@ -145,7 +149,8 @@ def test_markdown_and_terminal_tables(two_runs, cfg):
     term = tables.terminal(board)
     assert "0.8200 +- 0.0283" in term and term.isascii()
     header = next(line for line in term.splitlines() if line.startswith("#"))
-    assert "V_rand" in header and "IoU" in header
+    assert "V_rand" in header and "IoU" in header and "membrane IoU" in header and "1-F1 interior" in header
+    assert "foreground IoU" in md and "0.7200 ± 0.0283" in md  # unet's membrane IoU over 2 seeds
 
 
 def test_bad_inputs(tmp_path, cfg):

@@ -12,6 +12,9 @@ was run with different settings) and exactly the columns of :data:`CSV_COLUMNS`:
   ``pixel_error_isbi`` (ISBI 2012 challenge pixel error), ``vrand``, ``vinfo``, ``seg``,
   ``precision_iou50``, ``recall_iou50``): ``<metric>`` (mean over runs) and ``<metric>_std``
   (sample std over runs, empty for a single run); all are unitless fractions;
+- ``iou_class0``, ``iou_class1`` (and their ``_std``): IoU of class 0 (ISBI: membrane, CTC:
+  background) and class 1 (ISBI: interior, CTC: cell, i.e. foreground IoU), classes as in the
+  dataset's ``meta.json``;
 - ``params`` (parameter count), ``iterations``, ``best_val_iou``, ``train_time_s`` and
   ``train_time_s_std`` (training wall-clock, seconds), ``seconds_per_slice`` and
   ``seconds_per_slice_std`` (inference, seconds per test slice), ``device``, ``date`` (newest run,
@@ -35,6 +38,7 @@ CSV_COLUMNS = (
     "dataset", "kind", "rank", "variant", "label", "model", "config_hash", "primary",
     "n_runs", "seeds", "duplicates_dropped",
     *[c for m in METRICS for c in (m, f"{m}_std")],
+    "iou_class0", "iou_class0_std", "iou_class1", "iou_class1_std",
     "params", "iterations", "best_val_iou", "train_time_s", "train_time_s_std",
     "seconds_per_slice", "seconds_per_slice_std", "device", "date", "sources",
 )
@@ -44,7 +48,11 @@ METRIC_NAMES = {
     "pixel_error_isbi": "pixel error (1-F1)", "pixel_error": "misclassified",
     "dice_mean": "Dice", "f1_interior_error": "1-F1 interior",
     "vinfo": "V_info", "precision_iou50": "precision@IoU0.5", "recall_iou50": "recall@IoU0.5",
+    "iou_membrane": "membrane IoU", "iou_interior": "interior IoU", "iou_cell": "foreground IoU",
+    "iou_background": "background IoU",
 }
+# Per-class IoU keys of a leaderboard row (``iou_<class name>``), by dataset kind, in class order.
+CLASS_IOU = {"isbi2012": ("iou_membrane", "iou_interior"), "ctc": ("iou_background", "iou_cell")}
 
 
 def _g(v: float) -> str:
@@ -64,6 +72,8 @@ def csv_records(board: Leaderboard) -> list[dict[str, str]]:
         }
         for m in METRICS:
             rec[m], rec[f"{m}_std"] = _g(row.mean[m]), _g(row.std[m])
+        for i, key in enumerate(CLASS_IOU.get(row.kind, ())):
+            rec[f"iou_class{i}"], rec[f"iou_class{i}_std"] = _g(row.mean.get(key)), _g(row.std.get(key))
         for k in ("params", "iterations", "best_val_iou"):
             rec[k] = _g(row.mean[k])
         for k in ("train_time_s", "seconds_per_slice"):
@@ -103,11 +113,13 @@ def _fmt_params(p: float) -> str:
 
 
 def metric_columns(kind: str) -> list[str]:
-    """Metric columns shown for a dataset kind: IoU first, then V_rand (ISBI) or SEG (CTC)."""
+    """Metric columns shown for a dataset kind: mean IoU first, the class IoU that matters (ISBI:
+    membrane, CTC: foreground), then the challenge's own measures."""
     if kind == "isbi2012":
-        return ["iou_mean", "vrand", "rand_error", "pixel_error_isbi", "pixel_error"]
+        return ["iou_mean", "iou_membrane", "f1_interior_error", "vrand", "rand_error", "pixel_error_isbi",
+                "pixel_error"]
     if kind == "ctc":
-        return ["iou_mean", "seg", "precision_iou50", "recall_iou50"]
+        return ["iou_mean", "iou_cell", "seg", "precision_iou50", "recall_iou50"]
     return ["iou_mean", "dice_mean", "pixel_error"]
 
 
