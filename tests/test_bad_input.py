@@ -4,6 +4,7 @@ and no partial output (neither the dataset folder nor a temporary one beside it)
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -53,7 +54,8 @@ def run_ingest(tmp_path: Path, capsys, entry: dict, name: str = "ds") -> tuple[i
 
 def assert_failed_cleanly(rc: int, err: str, out: Path, *needles: str) -> None:
     assert rc == 2
-    lines = err.strip().splitlines()
+    # progress bars (tqdm: "desc:  40%|####  | 2/5 [...]") may precede the error; nothing else may
+    lines = [ln for ln in err.strip().splitlines() if ln.strip() and not re.search(r"\d+%\|", ln)]
     assert len(lines) == 1, err
     assert lines[0].startswith("seg ingest: error: "), err
     for n in needles:
