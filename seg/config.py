@@ -83,16 +83,15 @@ def validate_config(cfg: dict, *, where: str = "config", schema: dict | None = N
                     f"(configured: {', '.join(cfg['datasets'])})"
                 )
         for section in _OVERRIDABLE:
-            layers = [(f"variants.{name}.{section}", var.get(section, {}))] + [
-                (f"variants.{name}.per_dataset.{ds}.{section}", over.get(section, {}))
+            check = _validator({**schema["$defs"][section], "$defs": schema["$defs"]}, set_default=False)
+            own = _deep_merge(cfg[section], var.get(section, {}))
+            # the variant's own overrides, then each dataset's on top of them
+            candidates = [(f"variants.{name}.{section}", own)] + [
+                (f"variants.{name}.per_dataset.{ds}.{section}", _deep_merge(own, over.get(section, {})))
                 for ds, over in (var.get("per_dataset") or {}).items()
             ]
-            sub = {**schema["$defs"][section], "$defs": schema["$defs"]}
-            base = cfg[section]
-            for i, (key, layer) in enumerate(layers):
-                # the variant's own overrides first, then each dataset's on top of them
-                merged = _deep_merge(base if i == 0 else _deep_merge(cfg[section], layers[0][1]), layer)
-                errs = list(_validator(sub, set_default=False).iter_errors(merged))
+            for key, merged in candidates:
+                errs = list(check.iter_errors(merged))
                 if errs:
                     msg = _format_error(errs[0], where)
                     raise SegError(msg.replace(f"{where}: ", f"{where}: {key}.", 1))

@@ -4,8 +4,8 @@
 - amp ``auto``: bf16 on a CUDA device that supports it, else fp16; on CPU bf16 only where the CPU
   has native bf16 arithmetic (AVX512-BF16 or AMX: 1.5-3.9x faster steps, bench/train.py), else
   fp32. Without native support bf16 is emulated and several times *slower* than fp32 (measured
-  ~12x for a DenseNet-121 U-Net step on an AVX2-only AMD EPYC), so ``bf16`` on such a CPU runs but warns. ``fp16`` needs CUDA.
-  Outputs in bf16 differ from fp32 at the 1e-2 level; each is reproducible on a given machine.
+  ~12x for a DenseNet-121 U-Net step on an AVX2-only AMD EPYC), so ``bf16`` on such a CPU runs
+  but warns. ``fp16`` needs CUDA. Outputs in bf16 differ from fp32 at the 1e-2 level; each is reproducible on a given machine.
 
 ``section`` names the config section in error messages (``train``, ``inference``).
 """

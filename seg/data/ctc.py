@@ -200,8 +200,8 @@ def ingest_ctc(folder: Path, out: Path, *, name: str, entry: dict, source: dict,
 
 def _ingest_root(root: Path, rel_to: Path, out: Path, *, name: str, entry: dict, source: dict,
                  extra_files: dict | None = None, prefix: str | None = None) -> dict:
-    from seg.progress import progress
     from seg.data.canonical import canonical_writer
+    from seg.progress import progress
 
     where = f"config: datasets.{name}.split"
     frames = ctc_paths(root, list(entry.get("sequences") or ["01", "02"]))

@@ -62,6 +62,7 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None, timeout: 
 def _fetch(url: str, dest: Path, expected: str, timeout: float) -> None:
     """Stream ``url`` to a temporary name beside ``dest``, hashing in chunks; rename if it matches."""
     from seg.progress import progress
+
     h = hashlib.sha256()
     with atomic_path(dest) as tmp:
         try:
@@ -128,6 +129,7 @@ def safe_extract(zip_path: str | os.PathLike, target: str | os.PathLike) -> list
             would land outside ``target`` (the message names the member; nothing is extracted).
     """
     from seg.progress import progress
+
     zp, root = Path(zip_path), Path(target)
     root.mkdir(parents=True, exist_ok=True)
     root = root.resolve()

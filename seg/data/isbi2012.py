@@ -158,9 +158,9 @@ def load_isbi2012(paths: dict[str, Path]) -> dict:
 
 def ingest_isbi2012(folder: Path, out: Path, *, name: str, entry: dict, source: dict) -> dict:
     """Ingest the raw folder into the canonical form at ``out``; returns meta."""
-    from seg.progress import progress
     from seg.data.canonical import canonical_writer
     from seg.data.splits import isbi_split
+    from seg.progress import progress
 
     data = load_isbi2012(isbi2012_paths(folder))
     n = len(data["train"])

@@ -107,13 +107,14 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
         The summary written to ``predict_summary.json``.
     """
     import tifffile
-    from seg.progress import progress
+
     from seg.config import variant_section
     from seg.data import canonical
     from seg.infer.device import resolve_device
     from seg.infer.postprocess import ctc_mask_name, instances_from_probability, isbi_maps
     from seg.io import atomic_path, sha256_file, write_json
     from seg.models import build_model
+    from seg.progress import progress
 
     if dataset not in cfg["datasets"]:
         raise SegError(f"config: unknown dataset {dataset!r} (configured: {', '.join(cfg['datasets'])})")

@@ -119,8 +119,8 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
     Raises:
         SegError: no annotated slice in the split, a prediction file missing or of the wrong shape.
     """
-    from seg.progress import progress
     from seg.data import canonical
+    from seg.progress import progress
 
     ds_dir, pred_dir = Path(ds_dir), Path(pred_dir)
     meta = canonical.load_meta(ds_dir)

@@ -210,6 +210,7 @@ def pretrain(task, encoder: str, out: Path, *, iterations: int, batch_size: int,
     losses: list[float] = []
     evals: list[dict] = []
     from seg.progress import progress
+
     t0 = time.perf_counter()
     for it in progress(range(iterations + 1), desc=f"pretrain {encoder}"):
         if it in eval_at:

@@ -47,11 +47,11 @@ def run_weights(args: argparse.Namespace) -> int:
     """Write weights/<id>.tif (float32) for every annotated slice, class_weights.json, preview.png."""
     from pathlib import Path
 
-    from seg.progress import progress
     from seg.config import load_config
     from seg.data import canonical
     from seg.errors import SegError
     from seg.io import atomic_path, write_json, write_tiff
+    from seg.progress import progress
     from seg.targets.weights import border_weight_map, class_weights
 
     cfg = load_config(args.config)
@@ -92,11 +92,12 @@ def run_augment(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import numpy as np
-    from seg.progress import progress
+
     from seg.config import load_config, variant_section
     from seg.data import canonical
     from seg.errors import SegError
     from seg.io import atomic_path, read_json, write_json, write_tiff
+    from seg.progress import progress
     from seg.targets.augment import Augmenter
     from seg.targets.weights import border_weight_map, class_weights
 

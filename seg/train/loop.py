@@ -130,8 +130,8 @@ def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_di
 
 
 def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir, pretrained) -> dict:
-    from seg.progress import progress
     from seg.data.canonical import load_meta
+    from seg.progress import progress
 
     configure_determinism(bool(tcfg["deterministic"]), dev)
     seed_everything(seed)
