@@ -82,6 +82,11 @@ def test_per_dataset_overrides_apply_to_their_dataset_only():
     assert variant_section(cfg, "u", "train", "gowt1")["patch_size"] == 128  # variant override kept
     assert variant_section(cfg, "u", "train", "isbi2012")["iterations"] == 70
     assert variant_section(cfg, "u", "train")["iterations"] == 70
+    from seg.train.state import effective_config
+
+    cli = effective_config(cfg, "u", iterations=5)  # `seg train --iterations 5` wins over per_dataset
+    assert variant_section(cli, "u", "train", "gowt1")["iterations"] == 5
+    assert variant_section(cfg, "u", "train", "gowt1")["iterations"] == 30  # the config is not changed
     h = run_config_hash(cfg, "isbi2012", "u")
     cfg["variants"]["u"]["per_dataset"]["gowt1"]["train"]["iterations"] = 31
     assert run_config_hash(cfg, "isbi2012", "u") == h  # another dataset's budget is not this result's

@@ -30,6 +30,7 @@ import io
 import math
 import os
 
+from seg.data.canonical import KINDS
 from seg.io import atomic_path
 from seg.report.leaderboard import METRICS, Leaderboard, Row
 from seg.report.references import references_for
@@ -52,7 +53,7 @@ METRIC_NAMES = {
     "iou_background": "background IoU",
 }
 # Per-class IoU keys of a leaderboard row (``iou_<class name>``), by dataset kind, in class order.
-CLASS_IOU = {"isbi2012": ("iou_membrane", "iou_interior"), "ctc": ("iou_background", "iou_cell")}
+CLASS_IOU = {kind: tuple(f"iou_{c}" for c in classes) for kind, classes in KINDS.items()}
 
 
 def _g(v: float) -> str:
