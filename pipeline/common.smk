@@ -93,6 +93,13 @@ def pretrained_input(wildcards):
     return f"{RESULTS}/{wildcards.dataset}/pretrain/{enc}/encoder.pt"
 
 
+def threshold_input(wildcards):
+    """The val-chosen threshold file the test predictions need, if calibration is on."""
+    if wildcards.split == "test" and config["postprocess"]["calibrate"]:
+        return f"{RESULTS}/{wildcards.dataset}/{wildcards.variant}/calibration.json"
+    return []
+
+
 def data_dir(wildcards, input):
     """The data folder, derived from the dataset's meta.json input (`<data_dir>/<dataset>/meta.json`)."""
     return os.path.dirname(os.path.dirname(input.meta))

@@ -27,6 +27,10 @@ def test_quick_workflow_end_to_end(quick_run):
         assert 0.0 <= m["aggregate"]["iou_mean"] <= 1.0
         assert (res / ds / var / "train_summary.json").is_file()
         assert (res / ds / var / "checkpoints" / "best.pt").is_file()
+        # the test predictions use the threshold chosen on the val split (postprocess.calibrate)
+        chosen = json.loads((res / ds / var / "calibration.json").read_text())
+        assert chosen["split"] == "val" and m["inference"]["threshold"] == chosen["threshold"]
+        assert (res / ds / var / "pred" / "val" / "predict_summary.json").is_file()
     gowt1 = json.loads((res / "Fluo-N2DH-GOWT1" / "unet-same" / "metrics.json").read_text())
     assert "seg" in gowt1["aggregate"]
     assert sorted(s["id"] for s in gowt1["per_slice"]) == ["01_t004", "01_t005"]
@@ -59,7 +63,8 @@ def test_default_config_dag_and_missing_hela_message(tmp_path):
     # HeLa is not on this machine: one clear message that says where to put it and where it comes from
     assert "SKIPPING dataset DIC-C2DH-HeLa" in out
     assert "celltrackingchallenge.net" in out
-    for rule in ("ingest", "weights", "augment", "pretrain", "train", "predict", "score", "leaderboard"):
+    for rule in ("ingest", "weights", "augment", "pretrain", "train", "predict", "calibrate", "score",
+                 "leaderboard"):
         assert f"rule {rule}" in out or f"{rule} " in out
 
 

@@ -1,4 +1,5 @@
-"""``seg predict``: whole-slice predictions of a trained checkpoint for one dataset split."""
+"""``seg predict``: whole-slice predictions of a trained checkpoint for one dataset split;
+``seg calibrate``: the decision threshold chosen on the val split's predictions."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import argparse
 from seg.cli import Command
 
 
-def _add_arguments(p: argparse.ArgumentParser) -> None:
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """--config, --dataset, --variant: which configured run the command is about."""
     p.add_argument("--config", default="configs/config.yaml", help="workflow config (YAML)")
     p.add_argument("--dataset", required=True, help="dataset name (a key of config datasets)")
     p.add_argument("--variant", required=True, help="model variant (a key of config variants)")
+
+
+def _add_arguments(p: argparse.ArgumentParser) -> None:
+    _add_run_arguments(p)
     p.add_argument("--checkpoint", required=True,
                    help="checkpoint .pt (e.g. results/<dataset>/<variant>/checkpoints/best.pt)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "unlabeled"],
@@ -22,6 +28,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override inference.device of the config; unset = the config's value")
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (capped at the machine's cores; default: torch's choice)")
+    p.add_argument("--threshold-file", default=None,
+                   help="JSON of seg calibrate whose threshold replaces postprocess.threshold "
+                        "(unset = the config's threshold)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -33,9 +42,30 @@ def _run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     set_threads(args.threads)
     s = run_predict(cfg, dataset=args.dataset, variant=args.variant, checkpoint=args.checkpoint,
-                    split=args.split, out=args.out, data_dir=args.data_dir, device=args.device)
+                    split=args.split, out=args.out, data_dir=args.data_dir, device=args.device,
+                    threshold_file=args.threshold_file)
     print(f"seg predict: {s['n_slices']} slices of {args.dataset}/{args.split} -> {args.out} "
-          f"({s['seconds_per_slice']:.2f} s/slice, tile {s['tile']}, tta {s['tta']}, {s['device']})")
+          f"({s['seconds_per_slice']:.2f} s/slice, tile {s['tile']}, tta {s['tta']}, "
+          f"threshold {s['threshold']:g}, {s['device']})")
+    return 0
+
+
+def _add_calibrate_arguments(p: argparse.ArgumentParser) -> None:
+    _add_run_arguments(p)
+    p.add_argument("--pred", required=True, help="folder of `seg predict --split val`")
+    p.add_argument("--out", required=True, help="output JSON (e.g. results/<dataset>/<variant>/calibration.json)")
+    p.add_argument("--data-dir", default=None, help="canonical data folder; unset = the config's data_dir")
+
+
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from seg.config import load_config
+    from seg.infer.calibrate import run_calibrate
+
+    doc = run_calibrate(load_config(args.config), dataset=args.dataset, variant=args.variant,
+                        pred=args.pred, out=args.out, data_dir=args.data_dir)
+    print(f"seg calibrate: {args.dataset}/{args.variant}: threshold {doc['threshold']:g} "
+          f"(val mean IoU {doc['at_chosen']['iou_mean']:.4f}; "
+          f"{doc['at_fixed']['iou_mean']:.4f} at {doc['at_fixed']['threshold']:g}) -> {args.out}")
     return 0
 
 
@@ -46,5 +76,13 @@ COMMANDS = {
         run=_run,
         description="Tiled whole-slice inference (overlap in inference.overlap, blending, optional 8-fold "
         "TTA), then ISBI interior maps (1 = interior) or CTC instance masks (mask000.tif).",
-    )
+    ),
+    "calibrate": Command(
+        help="choose the decision threshold on the val split's predictions",
+        add_arguments=_add_calibrate_arguments,
+        run=_run_calibrate,
+        description="Reads the probability maps of `seg predict --split val`, scores the thresholds "
+        "0.05-0.95 (step 0.05) by the mean IoU of the two classes pooled over the val slices and writes "
+        "the best one (JSON) for `seg predict --threshold-file`. The test split is never used.",
+    ),
 }

@@ -7,7 +7,8 @@ of the split and writes, into a temporary folder renamed into place at the end:
 
 - ``<id>_prob.tif``: float32; ISBI: (H, W) interior probability (1 = interior, 0 = membrane, the
   challenge's convention); CTC: (classes, H, W) probabilities.
-- ISBI ``<id>_seg.tif``: uint8 (H, W), 1 = interior (p >= threshold), 0 = membrane.
+- ISBI ``<id>_seg.tif``: uint8 (H, W), 1 = interior (p >= threshold), 0 = membrane. The threshold
+  is ``postprocess.threshold``, or the one ``seg calibrate`` chose on the val split (``threshold_file``).
 - CTC ``<sequence>_RES/mask<frame:03d>.tif``: uint16 instance labels (``seg.infer.postprocess``).
 - ``predict_summary.json``: timing, tiling/TTA settings, device, checkpoint and its SHA-256.
 """
@@ -100,8 +101,10 @@ def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> None:
 
 def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.PathLike, split: str,
                 out: str | os.PathLike, data_dir: str | os.PathLike | None = None,
-                device: str | None = None) -> dict:
+                device: str | None = None, threshold_file: str | os.PathLike | None = None) -> dict:
     """Predict every slice of ``split`` and write the outputs to ``out`` atomically (see module doc).
+
+    ``threshold_file`` (JSON of ``seg calibrate``) replaces ``postprocess.threshold``.
 
     Returns:
         The summary written to ``predict_summary.json``.
@@ -121,7 +124,12 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
     infer_cfg = {**DEFAULT_INFER, **variant_section(cfg, variant, "inference", dataset)}
     if device is not None:
         infer_cfg["device"] = device
-    pp = cfg.get("postprocess", {})
+    pp = dict(cfg.get("postprocess", {}))
+    threshold, source = float(pp.get("threshold", 0.5)), "config"
+    if threshold_file is not None:
+        from seg.infer.calibrate import read_threshold
+
+        threshold, source = read_threshold(threshold_file), str(threshold_file)
     ds_dir = Path(data_dir if data_dir is not None else cfg.get("data_dir", "data")) / dataset
     meta = canonical.load_meta(ds_dir)
     entries = canonical.slices(meta, split)
@@ -142,14 +150,14 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
             probs = predict_slice(model, image, infer_cfg, dev)
             seconds.append(time.perf_counter() - t0)
             if meta["kind"] == "isbi2012":
-                interior, segm = isbi_maps(probs, threshold=pp.get("threshold", 0.5))
+                interior, segm = isbi_maps(probs, threshold=threshold)
                 tifffile.imwrite(tmp / f"{entry['id']}_prob.tif", interior)
                 tifffile.imwrite(tmp / f"{entry['id']}_seg.tif", segm)
             else:
                 tifffile.imwrite(tmp / f"{entry['id']}_prob.tif", probs)
                 labels = instances_from_probability(
                     probs[1], method=pp.get("method", "connected_components"),
-                    threshold=pp.get("threshold", 0.5), min_size=pp.get("min_size", 50))
+                    threshold=threshold, min_size=pp.get("min_size", 50))
                 res = tmp / f"{entry.get('sequence') or '01'}_RES"
                 res.mkdir(exist_ok=True)
                 tifffile.imwrite(res / ctc_mask_name(int(entry["frame"])), labels)
@@ -161,6 +169,7 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
             "tta": bool(infer_cfg["tta"]), "batch_size": infer_cfg["batch_size"], "device": str(dev),
             "amp": infer_cfg["amp"], "model": var["model"], "checkpoint": str(checkpoint),
             "checkpoint_sha256": sha256_file(checkpoint), "postprocess": pp,
+            "threshold": threshold, "threshold_source": source,
         }
         write_json(tmp / "predict_summary.json", summary)
     return summary

@@ -6,9 +6,9 @@ the prediction files of ``seg predict`` in ``pred_dir``:
 - ISBI (``kind`` isbi2012): ``<id>_prob.tif`` float (H, W) interior probability (1 = interior; a
   (2, H, W) probability stack is also accepted, channel 1 is used) and ``<id>_seg.tif`` {0, 1}
   class map (1 = interior).
-- CTC: ``<id>_prob.tif`` float (classes, H, W) (class map = argmax; an (H, W) foreground
-  probability is also accepted, class map = p > 0.5) and ``<sequence>_RES/mask<frame:03d>.tif``
-  instance labels.
+- CTC: ``<id>_prob.tif`` float (classes, H, W) (two classes: class map = p[1] >= the threshold
+  ``seg predict`` used (``predict_summary.json``, default 0.5); more classes: argmax; an (H, W)
+  foreground probability is also accepted) and ``<sequence>_RES/mask<frame:03d>.tif`` instance labels.
 
 Metrics (definitions in ``overlap``, ``rand`` and ``ctc``):
 
@@ -78,13 +78,16 @@ def _interior_probability(arr: np.ndarray, path: Path) -> np.ndarray:
     return p
 
 
-def _class_map(arr: np.ndarray, n_classes: int, path: Path) -> np.ndarray:
-    """Class map from a (C, H, W) probability stack (argmax) or an (H, W) foreground probability."""
+def _class_map(arr: np.ndarray, n_classes: int, path: Path, threshold: float = 0.5) -> np.ndarray:
+    """Class map from a (C, H, W) probability stack or an (H, W) foreground probability: two classes
+    -> ``p[1] >= threshold``, more -> argmax."""
     if arr.ndim == 3:
         if arr.shape[0] != n_classes:
             raise SegError(f"{path}: {arr.shape[0]} probability channels, expected {n_classes}")
-        return np.argmax(arr, axis=0).astype(np.uint8)
-    return (np.asarray(arr, dtype=np.float64) > 0.5).astype(np.uint8)
+        if n_classes != 2:
+            return np.argmax(arr, axis=0).astype(np.uint8)
+        arr = arr[1]
+    return (np.asarray(arr, dtype=np.float64) >= threshold).astype(np.uint8)
 
 
 def _clean(d: dict) -> dict:
@@ -131,6 +134,7 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
     if not pred_dir.is_dir():
         raise SegError(f"{pred_dir}: prediction folder not found (run seg predict for split {split!r})")
     thresholds = challenge_thresholds() if thresholds is None else list(thresholds)
+    decision = float(_find_predict_summary(pred_dir).get("threshold", 0.5))
 
     per_slice: list[dict] = []
     cm_total = np.zeros((len(classes), len(classes)), dtype=np.int64)
@@ -155,7 +159,7 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
             inst = _read(mask_path, shape, "instance mask")
             if inst.ndim != 2:
                 raise SegError(f"{mask_path}: instance mask must be 2D (H, W), got {inst.shape}")
-            cm = confusion_matrix(gt_sem, _class_map(prob, len(classes), prob_path), len(classes))
+            cm = confusion_matrix(gt_sem, _class_map(prob, len(classes), prob_path, decision), len(classes))
             ps = pair_stats(gt_inst, thin_boundaries(inst, gt_inst > 0))
             oc = object_counts(gt_inst, inst)
             ctc_pairs, ctc_objects = ctc_pairs + ps, ctc_objects + oc

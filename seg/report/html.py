@@ -37,7 +37,8 @@ pre { background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 nav a { margin-right: 1em; }
 """
 
-_NUMERIC_HEADERS = {"#", "n", "warping error", "params", "train time", "inference s/slice", *tables.METRIC_NAMES.values()}
+_NUMERIC_HEADERS = {"#", "n", "warping error", "params", "train time", "inference s/slice", "threshold",
+                    *tables.METRIC_NAMES.values()}
 
 
 def _table(header: list[str], cells: list[list[str]], *, best_first: bool = False) -> str:

@@ -38,7 +38,7 @@ LOWER_IS_BETTER = {"pixel_error", "f1_interior_error", "rand_error", "pixel_erro
 # Shown beside IoU: V_rand for ISBI, SEG for Cell Tracking Challenge data.
 SECONDARY = {"isbi2012": "vrand", "ctc": "seg"}
 # Run facts averaged over merged runs (seconds, counts).
-NUMERIC_FACTS = ("train_time_s", "seconds_per_slice", "params", "iterations", "best_val_iou")
+NUMERIC_FACTS = ("train_time_s", "seconds_per_slice", "params", "iterations", "best_val_iou", "threshold")
 
 
 @dataclass
@@ -49,7 +49,8 @@ class Run:
         path: the metrics.json file; ``run_dir`` is its folder (holds train_log.csv and pred/).
         metrics: aggregate metric values (floats; NaN where the run did not report the metric).
         facts: ``train_time_s`` (wall-clock training, s), ``seconds_per_slice`` (inference, s),
-            ``params`` (parameter count), ``iterations``, ``best_val_iou`` (floats or NaN).
+            ``params`` (parameter count), ``iterations``, ``best_val_iou``, ``threshold`` (the
+            class-1 probability threshold of the test predictions) (floats or NaN).
         date: ISO date string of the scoring (may be empty); ``mtime`` the file's modification time.
     """
 
@@ -180,6 +181,7 @@ def load_run(path: Path, cfg: dict | None = None) -> Run:
             "params": _num(train.get("params")),
             "iterations": _num(train.get("iterations")),
             "best_val_iou": _num(train.get("best_val_iou")),
+            "threshold": _num(inference.get("threshold")),
         },
         device=str(train.get("device") or ""),
         model=str(var_cfg.get("model") or train.get("model") or ""),

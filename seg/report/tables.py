@@ -15,7 +15,9 @@ was run with different settings) and exactly the columns of :data:`CSV_COLUMNS`:
 - ``iou_class0``, ``iou_class1`` (and their ``_std``): IoU of class 0 (ISBI: membrane, CTC:
   background) and class 1 (ISBI: interior, CTC: cell, i.e. foreground IoU), classes as in the
   dataset's ``meta.json``;
-- ``params`` (parameter count), ``iterations``, ``best_val_iou``, ``train_time_s`` and
+- ``params`` (parameter count), ``iterations``, ``best_val_iou``, ``threshold`` (class-1
+  probability threshold of the test predictions: ``postprocess.threshold`` or chosen on the val
+  split by ``seg calibrate``), ``train_time_s`` and
   ``train_time_s_std`` (training wall-clock, seconds), ``seconds_per_slice`` and
   ``seconds_per_slice_std`` (inference, seconds per test slice), ``device``, ``date`` (newest run,
   ISO), ``sources`` (``;``-separated metrics.json paths).
@@ -40,7 +42,7 @@ CSV_COLUMNS = (
     "n_runs", "seeds", "duplicates_dropped",
     *[c for m in METRICS for c in (m, f"{m}_std")],
     "iou_class0", "iou_class0_std", "iou_class1", "iou_class1_std",
-    "params", "iterations", "best_val_iou", "train_time_s", "train_time_s_std",
+    "params", "iterations", "best_val_iou", "threshold", "train_time_s", "train_time_s_std",
     "seconds_per_slice", "seconds_per_slice_std", "device", "date", "sources",
 )
 
@@ -75,7 +77,7 @@ def csv_records(board: Leaderboard) -> list[dict[str, str]]:
             rec[m], rec[f"{m}_std"] = _g(row.mean[m]), _g(row.std[m])
         for i, key in enumerate(CLASS_IOU.get(row.kind, ())):
             rec[f"iou_class{i}"], rec[f"iou_class{i}_std"] = _g(row.mean.get(key)), _g(row.std.get(key))
-        for k in ("params", "iterations", "best_val_iou"):
+        for k in ("params", "iterations", "best_val_iou", "threshold"):
             rec[k] = _g(row.mean[k])
         for k in ("train_time_s", "seconds_per_slice"):
             rec[k], rec[f"{k}_std"] = _g(row.mean[k]), _g(row.std[k])
@@ -129,7 +131,7 @@ def table(board: Leaderboard, dataset: str, *, pm: str = "±") -> tuple[list[str
     kind = board.kinds.get(dataset, "")
     metrics = metric_columns(kind)
     header = ["#", "variant", "model", *[METRIC_NAMES[m] for m in metrics], "n", "seeds",
-              "params", "train time", "device", "inference s/slice", "config", "date"]
+              "params", "train time", "device", "inference s/slice", "threshold", "config", "date"]
     cells = []
     for row in board.datasets[dataset]:
         cells.append([
@@ -138,7 +140,7 @@ def table(board: Leaderboard, dataset: str, *, pm: str = "±") -> tuple[list[str
             str(row.n), ",".join("?" if s is None else str(s) for s in row.seeds),
             _fmt_params(row.mean["params"]), _fmt_time(row.mean["train_time_s"]),
             row.devices or "-", fmt_value(row, "seconds_per_slice", pm=pm, digits=2),
-            row.config_hash, row.date[:16].replace("T", " ") or "-",
+            fmt_value(row, "threshold", pm=pm, digits=2), row.config_hash, row.date[:16].replace("T", " ") or "-",
         ])
     return header, cells
 

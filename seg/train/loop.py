@@ -3,7 +3,8 @@
 Outputs in ``out_dir`` (``results/<dataset>/<variant>/``):
 
 - ``checkpoints/last.pt`` every ``train.checkpoint_every`` steps and at the end; ``checkpoints/best.pt``
-  at each new best val IoU (see :mod:`seg.train.checkpoint` for the contents);
+  at each new best val IoU (at the val-chosen threshold with ``postprocess.calibrate``; see
+  :mod:`seg.train.checkpoint` for the contents);
 - ``train_log.csv`` with columns :data:`LOG_COLUMNS` (``val_iou`` only on validation rows);
 - ``train_summary.json`` when the budget is complete (see :func:`train`).
 
@@ -236,7 +237,8 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir, pr
 
         if it % int(tcfg["val_every"]) == 0 or it == total:
             if env.is_main and val_slices:
-                iou, _ = validate(ckpt.unwrap(model), val_slices, infer_cfg, dev, classes)
+                iou, _ = validate(ckpt.unwrap(model), val_slices, infer_cfg, dev, classes,
+                                  calibrate=bool((cfg.get("postprocess") or {}).get("calibrate")))
                 log.write(iteration=it, epoch=(it - 1) // iters_per_epoch, val_iou=f"{iou:.6f}", lr=f"{lr:.6g}",
                           wall_s=f"{wall_before + time.perf_counter() - t0:.2f}")
                 if best_iou is None or iou > best_iou:

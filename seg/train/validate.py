@@ -3,7 +3,9 @@
 The prediction is ``argmax`` of ``seg.infer.predict_slice`` probabilities (the same tiled inference
 ``seg predict`` uses). IoU per class is pooled over all val slices (sum of intersections / sum of
 unions); the val IoU is the mean over classes (a class absent from both prediction and truth
-everywhere counts as IoU 1).
+everywhere counts as IoU 1). With ``calibrate`` (``postprocess.calibrate``, two classes) the
+prediction is ``p[1] >= t`` with the threshold ``t`` of the grid that is best on these slices, the
+rule ``seg calibrate`` applies after training, so the best checkpoint is chosen for that rule.
 """
 
 from __future__ import annotations
@@ -46,25 +48,39 @@ def load_val_slices(ds_dir: str | os.PathLike, split: str = "val") -> list[dict]
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, device: torch.device,
-             classes: int) -> tuple[float, list[float]]:
+             classes: int, *, calibrate: bool = False) -> tuple[float, list[float]]:
     """Mean class IoU of ``model`` on ``val_slices`` (model is put in eval mode and back).
+
+    Args:
+        calibrate: score ``p[1] >= t`` at the best grid threshold ``t`` instead of the argmax
+            (two classes only; ignored otherwise).
 
     Returns:
         (mean IoU, per-class IoU list).
     """
     from seg.infer import predict_slice
+    from seg.infer.calibrate import ThresholdCounts, choose_threshold
 
+    calibrate = calibrate and classes == 2
     was_training = model.training
     model.eval()
     inter = np.zeros(classes, np.int64)
     union = np.zeros(classes, np.int64)
+    counts = ThresholdCounts()
     try:
         for s in val_slices:
-            probs = predict_slice(model, s["image"], infer_cfg, device)
-            i, u = confusion_counts(np.argmax(np.asarray(probs), axis=0), s["target"], classes)
+            probs = np.asarray(predict_slice(model, s["image"], infer_cfg, device))
+            if calibrate:
+                counts.add(probs[1], s["target"] == 1)
+                continue
+            i, u = confusion_counts(np.argmax(probs, axis=0), s["target"], classes)
             inter += i
             union += u
     finally:
         model.train(was_training)
+    if calibrate:
+        t, _ = choose_threshold(counts)
+        best = counts.scores(t)
+        return float(best["iou_mean"]), [float(best["iou_class0"]), float(best["iou_class1"])]
     iou = iou_from_counts(inter, union)
     return float(iou.mean()), [float(v) for v in iou]
