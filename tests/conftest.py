@@ -67,6 +67,13 @@ def tiny_isbi(tmp_path, isbi_stacks):
     return cfg, data / "isbi2012"
 
 
+def error_lines(err: str) -> list[str]:
+    """The non-empty lines of a command's stderr minus tqdm progress bars ("desc:  40%|####  | 2/5")."""
+    import re
+
+    return [ln for ln in err.strip().splitlines() if ln.strip() and not re.search(r"\d+%\|", ln)]
+
+
 def snakemake(args: list[str], *, cwd: Path = ROOT, env_extra: dict | None = None, timeout: int = 1800):
     """Run the project's Snakemake (from the venv that runs the tests) and return the CompletedProcess."""
     import os

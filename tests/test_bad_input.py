@@ -4,7 +4,6 @@ and no partial output (neither the dataset folder nor a temporary one beside it)
 from __future__ import annotations
 
 import hashlib
-import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -13,6 +12,8 @@ import numpy as np
 import pytest
 import tifffile
 import yaml
+
+from conftest import error_lines
 
 from seg.cli import main
 from seg.data.synth import write_synth
@@ -54,8 +55,8 @@ def run_ingest(tmp_path: Path, capsys, entry: dict, name: str = "ds") -> tuple[i
 
 def assert_failed_cleanly(rc: int, err: str, out: Path, *needles: str) -> None:
     assert rc == 2
-    # progress bars (tqdm: "desc:  40%|####  | 2/5 [...]") may precede the error; nothing else may
-    lines = [ln for ln in err.strip().splitlines() if ln.strip() and not re.search(r"\d+%\|", ln)]
+    # progress bars may precede the error; nothing else may
+    lines = error_lines(err)
     assert len(lines) == 1, err
     assert lines[0].startswith("seg ingest: error: "), err
     for n in needles:

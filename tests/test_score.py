@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+
+from conftest import error_lines
 
 from seg.cli import main
 from seg.config import load_config, run_config_hash
@@ -189,5 +190,5 @@ def test_cli_error_is_one_line_and_leaves_no_output(project, capsys):
                "--pred", str(pred), "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and "01_t004_prob.tif: probability map has shape (2, 48, 10)" in err
-    lines = [ln for ln in err.strip().splitlines() if ln.strip() and not re.search(r"\d+%\|", ln)]  # minus tqdm bars
+    lines = error_lines(err)
     assert len(lines) == 1 and not out.exists()
