@@ -42,14 +42,15 @@ class ThresholdCounts:
         self.neg += np.bincount(idx[~truth], minlength=_BINS)
 
     def scores(self, threshold: float) -> dict:
-        """Pooled IoU of class 0, class 1 and their mean for the prediction ``p >= threshold``."""
+        """Pooled IoU of class 0, class 1 and their mean for the prediction ``p >= threshold``
+        (``seg.metrics.overlap.overlap_scores`` of the pooled 2x2 confusion matrix)."""
+        from seg.metrics.overlap import overlap_scores
+
         k = int(round(threshold * _BINS))
-        tp, fn = int(self.pos[k:].sum()), int(self.pos[:k].sum())
-        fp, tn = int(self.neg[k:].sum()), int(self.neg[:k].sum())
-        iou1 = tp / max(tp + fp + fn, 1)
-        iou0 = tn / max(tn + fn + fp, 1)
-        return {"threshold": float(threshold), "iou_class0": iou0, "iou_class1": iou1,
-                "iou_mean": (iou0 + iou1) / 2}
+        cm = np.array([[self.neg[:k].sum(), self.neg[k:].sum()], [self.pos[:k].sum(), self.pos[k:].sum()]])
+        s = overlap_scores(cm, ["class0", "class1"])
+        return {"threshold": float(threshold), "iou_class0": s["iou"]["class0"],
+                "iou_class1": s["iou"]["class1"], "iou_mean": s["iou_mean"]}
 
 
 def choose_threshold(counts: ThresholdCounts, grid: tuple[float, ...] = GRID) -> tuple[float, list[dict]]:
