@@ -194,6 +194,15 @@ def test_watershed_separates_touching_discs_and_min_size_removes_specks():
     assert ws[40, 40] != ws[40, 72] and ws[6, 110] == 0
     keep = instances_from_probability(prob, method="connected_components", min_size=0)
     assert keep.max() == 2 and keep[6, 110] > 0
+    # a 14 px disc whose centre stands ~8.5 px above the neck to an 18 px one: two seeds at the
+    # default h = 2, one (both discs one object) once h exceeds that depth
+    pair = (_discs((80, 120), [(40, 40)], 18) | _discs((80, 120), [(40, 70)], 14)).astype(np.float32)
+    split = instances_from_probability(pair, method="watershed", min_size=10)
+    merged = instances_from_probability(pair, method="watershed", min_size=10, h=10.0)
+    assert split.max() == 2 and split[40, 40] != split[40, 70]
+    assert merged.max() == 1 and merged[40, 40] == merged[40, 70] == 1
+    with pytest.raises(SegError, match=r"postprocess\.h: must be > 0"):
+        instances_from_probability(prob, method="watershed", h=0)
 
 
 def test_isbi_maps_convention():

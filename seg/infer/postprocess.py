@@ -50,7 +50,8 @@ def instances_from_probability(
             ``h`` pixels; flooding ``-distance`` inside the mask), which splits touching round cells.
         threshold: foreground threshold in [0, 1].
         min_size: objects with fewer pixels are removed (0 keeps all).
-        h: minimal depth (pixels of distance) of a distance maximum to seed its own object.
+        h: minimal depth (pixels of distance) of a distance maximum to seed its own object
+            (``postprocess.h``; larger merges more, smaller splits more).
 
     Returns:
         uint16 (H, W) labels, 0 = background, objects numbered 1..N (sequential).
@@ -70,6 +71,8 @@ def instances_from_probability(
         raise SegError(f"postprocess: foreground probability must be (H, W), got shape {fg.shape}")
     if min_size < 0:
         raise SegError(f"postprocess.min_size: must be >= 0, got {min_size}")
+    if not h > 0:
+        raise SegError(f"postprocess.h: must be > 0 pixels, got {h}")
     mask = fg >= threshold
     if method == "connected_components":
         labels = label(mask, connectivity=1)

@@ -157,7 +157,7 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
                 tifffile.imwrite(tmp / f"{entry['id']}_prob.tif", probs)
                 labels = instances_from_probability(
                     probs[1], method=pp.get("method", "connected_components"),
-                    threshold=threshold, min_size=pp.get("min_size", 50))
+                    threshold=threshold, min_size=pp.get("min_size", 50), h=pp.get("h", 2.0))
                 res = tmp / f"{entry.get('sequence') or '01'}_RES"
                 res.mkdir(exist_ok=True)
                 tifffile.imwrite(res / ctc_mask_name(int(entry["frame"])), labels)

@@ -106,7 +106,7 @@ def _clean(d: dict) -> dict:
 
 
 def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split: str = "test",
-                thresholds: list[float] | None = None) -> dict:
+                thresholds: list[float] | None = None, predict_summary: dict | None = None) -> dict:
     """Score the predictions in ``pred_dir`` against the canonical dataset in ``ds_dir``.
 
     Args:
@@ -115,6 +115,9 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
         split: which slices (train|val|test).
         thresholds: probability thresholds for the ISBI maximisation (default
             :func:`seg.metrics.rand.challenge_thresholds`).
+        predict_summary: ``seg predict``'s summary of these predictions (its ``threshold`` turns CTC
+            probabilities into class maps; default 0.5); None reads ``predict_summary.json`` from
+            ``pred_dir`` or its parent.
 
     Returns:
         {"kind", "classes", "split", "aggregate": {...}, "per_slice": [{"id", ...}]}.
@@ -134,7 +137,9 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
     if not pred_dir.is_dir():
         raise SegError(f"{pred_dir}: prediction folder not found (run seg predict for split {split!r})")
     thresholds = challenge_thresholds() if thresholds is None else list(thresholds)
-    decision = float(_find_predict_summary(pred_dir).get("threshold", 0.5))
+    if predict_summary is None:
+        predict_summary = _find_predict_summary(pred_dir)
+    decision = float(predict_summary.get("threshold", 0.5))
 
     per_slice: list[dict] = []
     cm_total = np.zeros((len(classes), len(classes)), dtype=np.int64)
@@ -233,9 +238,10 @@ def run_score(cfg: dict, *, dataset: str, variant: str, pred: str | os.PathLike,
     thresholds = challenge_thresholds(th.get("start", 0.0), th.get("stop", 1.0), th.get("step", 0.1))
     ds_dir = Path(data_dir if data_dir is not None else cfg.get("data_dir", "data")) / dataset
     pred_dir = Path(pred)
-    scores = score_split(ds_dir, pred_dir, split=split, thresholds=thresholds)
+    pred_summary = _find_predict_summary(pred_dir)
+    scores = score_split(ds_dir, pred_dir, split=split, thresholds=thresholds, predict_summary=pred_summary)
     train = read_json(train_summary) if train_summary is not None else None
     doc = metrics_report(cfg, dataset, variant, scores, pred_dir=pred_dir, train_summary=train,
-                         predict_summary=_find_predict_summary(pred_dir))
+                         predict_summary=pred_summary)
     write_json(out, doc)
     return doc
