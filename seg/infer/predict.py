@@ -104,6 +104,7 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
                 device: str | None = None, threshold_file: str | os.PathLike | None = None) -> dict:
     """Predict every slice of ``split`` and write the outputs to ``out`` atomically (see module doc).
 
+    ``cfg`` is a config from :func:`seg.config.load_config` (schema defaults filled in).
     ``threshold_file`` (JSON of ``seg calibrate``) replaces ``postprocess.threshold``.
 
     Returns:
@@ -124,8 +125,8 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
     infer_cfg = {**DEFAULT_INFER, **variant_section(cfg, variant, "inference", dataset)}
     if device is not None:
         infer_cfg["device"] = device
-    pp = dict(cfg.get("postprocess", {}))
-    threshold, source = float(pp.get("threshold", 0.5)), "config"
+    pp = cfg["postprocess"]  # filled with the schema's defaults by load_config
+    threshold, source = float(pp["threshold"]), "config"
     if threshold_file is not None:
         from seg.infer.calibrate import read_threshold
 
@@ -156,8 +157,8 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
             else:
                 tifffile.imwrite(tmp / f"{entry['id']}_prob.tif", probs)
                 labels = instances_from_probability(
-                    probs[1], method=pp.get("method", "connected_components"),
-                    threshold=threshold, min_size=pp.get("min_size", 50), h=pp.get("h", 2.0))
+                    probs[1], method=pp["method"], threshold=threshold,
+                    min_size=pp["min_size"], h=pp["h"])
                 res = tmp / f"{entry.get('sequence') or '01'}_RES"
                 res.mkdir(exist_ok=True)
                 tifffile.imwrite(res / ctc_mask_name(int(entry["frame"])), labels)
