@@ -48,8 +48,10 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def amp_dtype(device: torch.device, amp: str = "auto", *, section: str = "train") -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (None = fp32); see the module doc for ``auto``."""
+def amp_dtype(device: torch.device, amp: str = "auto", *, section: str = "train",
+              stacklevel: int = 2) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device`` (None = fp32); see the module doc for ``auto``.
+    ``stacklevel`` is passed to the emulated-bf16 warning (wrappers add one per level)."""
     if amp not in AMP_MODES:
         raise SegError(f"{section}.amp: {amp!r} is not one of {list(AMP_MODES)}")
     if amp == "none":
@@ -62,7 +64,7 @@ def amp_dtype(device: torch.device, amp: str = "auto", *, section: str = "train"
         if not cpu_has_native_bf16():
             warnings.warn(f"{section}.amp: 'bf16' on a CPU without native bf16 (AVX512-BF16/AMX) is "
                           "emulated and usually several times slower than fp32; 'auto' picks fp32 here",
-                          RuntimeWarning, stacklevel=2)
+                          RuntimeWarning, stacklevel=stacklevel)
         return torch.bfloat16
     if amp == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

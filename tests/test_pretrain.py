@@ -11,7 +11,8 @@ import torch
 from seg.config import validate_config
 from seg.errors import SegError
 from seg.models import build_model, load_encoder_weights, load_pretrained
-from seg.models.pretrain import balanced_centres, extract_patches, run_pretrain
+from seg.models.pretrain import run_pretrain
+from seg.models.pretrain_tasks import balanced_centres, extract_patches
 
 TINY_UNET = {"base_channels": 4, "depth": 2}
 SPLITS = ["train"] * 4 + ["val", "test"]

@@ -23,7 +23,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
 def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
     """Autocast dtype for ``amp`` on ``device``; None = fp32."""
-    return _device.amp_dtype(device, amp, section="inference")
+    return _device.amp_dtype(device, amp, section="inference", stacklevel=3)
 
 
 def make_predictor(

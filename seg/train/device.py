@@ -33,7 +33,7 @@ def resolve_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
 
 def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
     """The autocast dtype for ``amp`` on ``device`` (None = fp32)."""
-    return _device.amp_dtype(device, amp, section="train")
+    return _device.amp_dtype(device, amp, section="train", stacklevel=3)
 
 
 @dataclass(frozen=True)
