@@ -240,6 +240,11 @@ def test_device_and_amp_selection():
             assert amp_dtype(cpu, "bf16") == torch.bfloat16
         # The warning points at the caller of the train-side wrapper, not at seg/*/device.py.
         assert record[0].filename == __file__
+        from seg.train.device import precision_for
+
+        with pytest.warns(RuntimeWarning, match="emulated") as record:
+            assert precision_for({"amp": "bf16"}, cpu).dtype == torch.bfloat16
+        assert record[0].filename == __file__
     with pytest.raises(SegError, match="fp16"):
         amp_dtype(cpu, "fp16")
     if not torch.cuda.is_available():

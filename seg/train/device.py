@@ -74,7 +74,9 @@ class Precision:
 
 def precision_for(train_cfg: dict, device: torch.device) -> Precision:
     """Precision settings from the ``train`` config section (``amp``, ``channels_last``)."""
-    return Precision(device, amp_dtype(device, train_cfg.get("amp", "auto")), bool(train_cfg.get("channels_last", True)))
+    # stacklevel 3: an emulated-bf16 warning names the line that asked for these settings
+    dtype = _device.amp_dtype(device, train_cfg.get("amp", "auto"), section="train", stacklevel=3)
+    return Precision(device, dtype, bool(train_cfg.get("channels_last", True)))
 
 
 def seed_everything(seed: int) -> None:
