@@ -332,3 +332,18 @@ def test_seg_predict_writes_isbi_maps(tmp_path, isbi_stacks):
     np.testing.assert_array_equal(segm, (prob >= 0.5).astype(np.uint8))
     summary = json.loads((out / "predict_summary.json").read_text())
     assert summary["tta"] is True and summary["tile"] == 64 and summary["ids"] == ["train_25", "train_26"]
+
+
+def test_inference_amp_selection():
+    from seg.device import cpu_has_native_bf16
+    from seg.infer.device import amp_dtype
+
+    cpu = torch.device("cpu")
+    assert amp_dtype(cpu, "none") is None
+    assert amp_dtype(cpu, "auto") == (torch.bfloat16 if cpu_has_native_bf16() else None)
+    with pytest.raises(SegError, match="inference.amp: 'fp16'"):
+        amp_dtype(cpu, "fp16")
+    if not cpu_has_native_bf16():
+        with pytest.warns(RuntimeWarning, match="inference.amp: 'bf16'.*emulated") as record:
+            assert amp_dtype(cpu, "bf16") == torch.bfloat16
+        assert record[0].filename == __file__  # the caller's line, not seg/*/device.py

@@ -226,27 +226,26 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 def test_device_and_amp_selection():
     from seg.device import cpu_has_native_bf16
-    from seg.train.device import amp_dtype, resolve_device
+    from seg.train.device import precision_for, resolve_device
 
     cpu = torch.device("cpu")
+
+    def amp_dtype(amp: str) -> torch.dtype | None:  # the train side's autocast dtype for train.amp
+        return precision_for({"amp": amp}, cpu).dtype
+
     assert resolve_device("cpu") == cpu
-    assert amp_dtype(cpu, "none") is None
+    assert amp_dtype("none") is None
     # auto: bf16 only where the CPU does it natively (emulated bf16 is slower than fp32).
-    assert amp_dtype(cpu, "auto") == (torch.bfloat16 if cpu_has_native_bf16() else None)
+    assert amp_dtype("auto") == (torch.bfloat16 if cpu_has_native_bf16() else None)
     if cpu_has_native_bf16():
-        assert amp_dtype(cpu, "bf16") == torch.bfloat16
+        assert amp_dtype("bf16") == torch.bfloat16
     else:
         with pytest.warns(RuntimeWarning, match="emulated") as record:
-            assert amp_dtype(cpu, "bf16") == torch.bfloat16
-        # The warning points at the caller of the train-side wrapper, not at seg/*/device.py.
-        assert record[0].filename == __file__
-        from seg.train.device import precision_for
-
-        with pytest.warns(RuntimeWarning, match="emulated") as record:
             assert precision_for({"amp": "bf16"}, cpu).dtype == torch.bfloat16
+        # The warning points at the line that asked for the settings, not at seg/*/device.py.
         assert record[0].filename == __file__
     with pytest.raises(SegError, match="fp16"):
-        amp_dtype(cpu, "fp16")
+        amp_dtype("fp16")
     if not torch.cuda.is_available():
         assert resolve_device("auto") == cpu
         with pytest.raises(SegError, match="cuda"):

@@ -31,11 +31,6 @@ def resolve_device(name: str = "auto", *, local_rank: int = 0) -> torch.device:
     return _device.resolve_device(name, section="train", local_rank=local_rank)
 
 
-def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (None = fp32)."""
-    return _device.amp_dtype(device, amp, section="train", stacklevel=3)
-
-
 @dataclass(frozen=True)
 class Precision:
     """How a training step runs: device, autocast dtype (None = fp32), memory layout."""
