@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from seg.config import run_config_hash, validate_config, variant_datasets
+from seg.config import config_hash, run_config_hash, validate_config, variant_datasets
 from seg.errors import SegError
 
 # 1. Validate: seg's own checks first (they name the key and list what is allowed), then Snakemake's
@@ -103,6 +103,10 @@ def threshold_input(wildcards):
 def data_dir(wildcards, input):
     """The data folder, derived from the dataset's meta.json input (`<data_dir>/<dataset>/meta.json`)."""
     return os.path.dirname(os.path.dirname(input.meta))
+
+
+def dataset_hash(wildcards):
+    return config_hash(config["datasets"][wildcards.dataset])
 
 
 def run_hash(wildcards):

@@ -12,6 +12,8 @@ rule ingest:
         seg=SEG,
         cfg=RESOLVED,
         out=f"{DATA}/{{dataset}}",
+        # rerun when the dataset's config entry (split, sequences, align_images, ...) changes
+        hash=dataset_hash,
     resources:
         mem_mb=4000,
     shell:

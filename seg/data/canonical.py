@@ -13,7 +13,10 @@ Layout (one folder per dataset)::
 
 Each entry of ``meta["slices"]`` is ``{"id", "split" (train|val|test|unlabeled), "image",
 "instances" (path or null), "semantic" (path or null), "sequence" ("01" or null), "frame" (int),
-"shape" [H, W]}``; paths are relative to the dataset folder.
+"shape" [H, W]}``; paths are relative to the dataset folder. With ``align_images`` (dataset config)
+every entry also has ``"image_shift": [dy, dx]`` (px): the offset of the images from the annotation
+grid, estimated on the training split (:mod:`seg.data.align`); :func:`load_image` resamples by it, and
+``meta["alignment"]`` records the estimate.
 
 :func:`canonical_writer` builds the folder under a temporary name beside the target and renames it
 into place only when everything was written, so an error never leaves a partial ``data/<dataset>/``.
@@ -71,11 +74,17 @@ def normalise(image: np.ndarray) -> np.ndarray:
 
 
 def load_image(ds_dir: str | os.PathLike, entry: dict) -> np.ndarray:
-    """The slice's image as float32 (H, W), normalised per slice to zero mean / unit std.
+    """The slice's image as float32 (H, W), resampled onto the annotation grid when the entry has an
+    ``image_shift`` (see :mod:`seg.data.align`), then normalised per slice to zero mean / unit std.
 
     The same function serves training and inference.
     """
-    return normalise(read_tiff(Path(ds_dir) / entry["image"], ndim=2))
+    image = read_tiff(Path(ds_dir) / entry["image"], ndim=2)
+    if entry.get("image_shift"):
+        from seg.data.align import shift_image
+
+        image = shift_image(image, entry["image_shift"])
+    return normalise(image)
 
 
 def load_raw_image(ds_dir: str | os.PathLike, entry: dict) -> np.ndarray:
@@ -102,10 +111,11 @@ def load_semantic(ds_dir: str | os.PathLike, entry: dict) -> np.ndarray:
 class CanonicalWriter:
     """Adds slices to a dataset folder being built (use :func:`canonical_writer`)."""
 
-    def __init__(self, root: Path, *, name: str, kind: str, source: dict):
+    def __init__(self, root: Path, *, name: str, kind: str, source: dict, align: bool = False):
         if kind not in KINDS:
             raise SegError(f"kind: {kind!r} is not one of {sorted(KINDS)}")
         self.root = root
+        self.align = bool(align)
         self.meta: dict[str, Any] = {
             "name": name, "kind": kind, "classes": KINDS[kind], "source": dict(source),
             "conventions": CONVENTIONS[kind], "slices": [], "files": {},
@@ -141,23 +151,43 @@ class CanonicalWriter:
         """Record ``{raw path relative to the raw folder: sha256}`` of raw files used."""
         self.meta["files"].update(files)
 
+    def _align(self) -> None:
+        """Estimate the image/annotation offset on the train split; record it on every entry."""
+        from seg.data.align import estimate_image_shift
+
+        train = [s for s in self.meta["slices"] if s["split"] == "train" and s["semantic"]]
+        pairs = ((normalise(read_tiff(self.root / s["image"], ndim=2)),
+                  read_tiff(self.root / s["semantic"], ndim=2)) for s in train)
+        shift, per = estimate_image_shift(pairs, where=f"dataset {self.meta['name']}")
+        for s in self.meta["slices"]:
+            s["image_shift"] = shift
+        self.meta["alignment"] = {
+            "image_shift": shift, "units": "px (rows, cols), applied to the images by load_image",
+            "estimated_on": [s["id"] for s in train], "per_slice": per,
+            "method": "median over training slices of skimage phase_cross_correlation(class-0 map, image)",
+        }
+
     def finish(self) -> dict:
         labelled = [s for s in self.meta["slices"] if s["split"] != "unlabeled"]
         if not labelled:
             raise SegError(f"dataset {self.meta['name']}: no annotated slice was ingested")
+        if self.align:
+            self._align()
         write_json(self.root / "meta.json", self.meta)
         return self.meta
 
 
 @contextlib.contextmanager
-def canonical_writer(out: str | os.PathLike, *, name: str, kind: str, source: dict) -> Iterator[CanonicalWriter]:
+def canonical_writer(out: str | os.PathLike, *, name: str, kind: str, source: dict,
+                     align: bool = False) -> Iterator[CanonicalWriter]:
     """Build ``out`` atomically: yields a :class:`CanonicalWriter` on a temporary folder beside it.
+    ``align``: estimate the images' offset from the annotation grid on finishing (``align_images``).
 
     On normal exit ``meta.json`` is written and the folder renamed to ``out`` (replacing an older
     one); on any exception the temporary folder is removed and ``out`` is left as it was.
     """
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        w = CanonicalWriter(tmp, name=name, kind=kind, source=source)
+        w = CanonicalWriter(tmp, name=name, kind=kind, source=source, align=align)
         yield w
         w.finish()

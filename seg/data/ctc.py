@@ -213,7 +213,8 @@ def _ingest_root(root: Path, rel_to: Path, out: Path, *, name: str, entry: dict,
         r = p.relative_to(rel_to if prefix is None else root).as_posix()
         return r if prefix is None else f"{prefix}/{r}"
 
-    with canonical_writer(out, name=name, kind="ctc", source=source) as w:
+    with canonical_writer(out, name=name, kind="ctc", source=source,
+                          align=bool(entry.get("align_images", False))) as w:
         w.record_files(extra_files or {})
         for seq, f, img, msk in progress(todo, desc=f"ingest {name}", unit="frame"):
             image, inst = load_ctc_frame(img, msk)

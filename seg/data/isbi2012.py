@@ -168,7 +168,8 @@ def ingest_isbi2012(folder: Path, out: Path, *, name: str, entry: dict, source: 
     width = max(2, len(str(n - 1)))
     source = {**source, "format": data["format"], **data["notes"],
               "citation": "Arganda-Carreras et al., Front. Neuroanat. 9:142, 2015"}
-    with canonical_writer(out, name=name, kind="isbi2012", source=source) as w:
+    with canonical_writer(out, name=name, kind="isbi2012", source=source,
+                          align=bool(entry.get("align_images", False))) as w:
         w.record_files(data["files"])
         for i in progress(sorted(assignment), desc=f"ingest {name}", unit="slice"):
             lab = data["labels"][i]
