@@ -7,7 +7,7 @@ import csv
 import json
 
 
-from conftest import snakemake
+from conftest import ROOT, snakemake
 
 
 def test_quick_workflow_end_to_end(quick_run):
@@ -31,6 +31,8 @@ def test_quick_workflow_end_to_end(quick_run):
         chosen = json.loads((res / ds / var / "calibration.json").read_text())
         assert chosen["split"] == "val" and m["inference"]["threshold"] == chosen["threshold"]
         assert (res / ds / var / "pred" / "val" / "predict_summary.json").is_file()
+    # the quick config aligns the ISBI images to their labels (estimated on the training slices)
+    assert json.loads((data / "isbi2012" / "meta.json").read_text())["alignment"]["image_shift"][0] < -0.3
     gowt1 = json.loads((res / "Fluo-N2DH-GOWT1" / "unet-same" / "metrics.json").read_text())
     assert "seg" in gowt1["aggregate"]
     assert sorted(s["id"] for s in gowt1["per_slice"]) == ["01_t004", "01_t005"]
@@ -53,6 +55,26 @@ def test_rerun_is_a_noop(quick_run):
                       "--config", f"results_dir={res}", f"data_dir={data}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_changed_dataset_entry_reingests_only_that_dataset(quick_run, tmp_path):
+    """Changing a dataset's config entry (here align_images) reruns its ingest and what follows."""
+    import yaml
+
+    res, data = quick_run["results"], quick_run["data"]
+    cfg = yaml.safe_load((ROOT / "configs" / "quick.yaml").read_text())
+    cfg["datasets"]["isbi2012"]["align_images"] = False
+    changed = tmp_path / "quick_unaligned.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(["-n", "--cores", "2", "--configfile", str(changed),
+                      "--config", f"results_dir={res}", f"data_dir={data}"])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    ingest_jobs = [b for b in out.split("rule ")[1:] if b.startswith("ingest")]
+    assert len(ingest_jobs) == 1 and "dataset=isbi2012" in ingest_jobs[0], out[-3000:]
+    assert "Fluo-N2DH-GOWT1/meta.json" not in ingest_jobs[0]
+    # the unchanged config is still up to date (the dry run wrote nothing)
+    test_rerun_is_a_noop(quick_run)
 
 
 def test_default_config_dag_and_missing_hela_message(tmp_path):
