@@ -1,7 +1,7 @@
 """Sub-pixel offset between a dataset's images and its annotation grid, and resampling onto that grid.
 
 Why. The ISBI 2012 membrane labels sit about 0.56 px above and 0.13 px left of the dark membranes of
-the images they annotate (the same on all 30 slices, spread ~0.1 px). Flips and rotations in
+the images they annotate (the same direction on all 30 slices, spread ~0.1 px). Flips and rotations in
 training turn that fixed offset into a random one the network cannot learn, so it learns membranes
 centred on the dark lines and misses the labels by half a pixel on one side of every membrane;
 predictions shifted by the offset score val mean IoU 0.809 instead of 0.800. Resampling the images
