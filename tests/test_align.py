@@ -6,24 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import tifffile
-import yaml
 
-from seg.cli import main
 from seg.data import canonical
 from seg.data.align import shift_image, slice_shift
-
-
-@pytest.fixture(autouse=True)
-def no_env_raw_root(monkeypatch):
-    monkeypatch.delenv("SEG_RAW_ROOT", raising=False)
+from test_ingest import no_env_raw_root, write_config  # noqa: F401 (autouse fixture: SEG_RAW_ROOT unset)
+from test_ingest import ingest as run_ingest
 
 
 def ingest(tmp_path: Path, name: str, entry: dict, out: Path) -> int:
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump({"datasets": {name: entry}, "variants": {"unet": {"model": "unet"}}}))
-    return main(["ingest", "--config", str(cfg), "--dataset", name, "--out", str(out)])
+    return run_ingest(write_config(tmp_path, {name: entry}), name, out)
 
 
 def membrane_contrast(images, semantics, move=(0.0, 0.0)) -> float:

@@ -73,7 +73,8 @@ def test_changed_dataset_entry_reingests_only_that_dataset(quick_run, tmp_path):
     ingest_jobs = [b for b in out.split("rule ")[1:] if b.startswith("ingest")]
     assert len(ingest_jobs) == 1 and "dataset=isbi2012" in ingest_jobs[0], out[-3000:]
     assert "Fluo-N2DH-GOWT1/meta.json" not in ingest_jobs[0]
-    # the unchanged config is still up to date (the dry run wrote nothing)
+    # the unchanged config is still up to date (the dry run ran no job; it only rewrote
+    # config.resolved.yaml, which is a parameter, not an input, of the rules)
     test_rerun_is_a_noop(quick_run)
 
 

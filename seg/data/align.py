@@ -61,8 +61,10 @@ def estimate_image_shift(pairs, *, where: str = "dataset") -> tuple[list[float],
         raise SegError(f"{where}: images and labels are offset by {med.round(2).tolist()} px (more than "
                        f"{MAX_SHIFT} px): that is a misregistration, not an annotation-grid offset; check the "
                        "raw files or set align_images: false")
-    r = lambda v: [round(float(x) * UPSAMPLE) / UPSAMPLE + 0.0 for x in v]  # noqa: E731 (+0.0: no -0.0)
-    return r(med), [r(p) for p in per]
+    def on_grid(v) -> list[float]:  # rounded to 1/UPSAMPLE px; + 0.0 turns -0.0 into 0.0
+        return (np.round(np.asarray(v) * UPSAMPLE) / UPSAMPLE + 0.0).tolist()
+
+    return on_grid(med), [on_grid(p) for p in per]
 
 
 def shift_image(image: np.ndarray, shift) -> np.ndarray:

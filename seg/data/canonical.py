@@ -156,8 +156,8 @@ class CanonicalWriter:
         from seg.data.align import estimate_image_shift
 
         train = [s for s in self.meta["slices"] if s["split"] == "train" and s["semantic"]]
-        pairs = ((normalise(read_tiff(self.root / s["image"], ndim=2)),
-                  read_tiff(self.root / s["semantic"], ndim=2)) for s in train)
+        pairs = ((read_tiff(self.root / s["image"], ndim=2), read_tiff(self.root / s["semantic"], ndim=2))
+                 for s in train)
         shift, per = estimate_image_shift(pairs, where=f"dataset {self.meta['name']}")
         for s in self.meta["slices"]:
             s["image_shift"] = shift
