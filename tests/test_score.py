@@ -111,17 +111,26 @@ def test_perfect_isbi_prediction_scores_perfectly(project):
     assert agg["f1_interior_error"] == 0.0
     assert agg["vrand"] == pytest.approx(1.0) and agg["vinfo"] == pytest.approx(1.0)
     assert agg["rand_error"] == pytest.approx(0.0) and agg["pixel_error_isbi"] == 0.0
+    assert agg["edge_errors"]["count"] == [0, 0, 0, 0]
+    assert agg["edge_errors"]["iou_without_bin1"] == {"membrane": 1.0, "interior": 1.0}
     assert "seg" not in agg
 
 
 def test_isbi_merge_lowers_the_merge_score_only(project):
     pred = project["root"] / "pred"
     _isbi_predictions(pred, merge_row=True)
-    agg = score_split(project["data"] / "isbi2012", pred)["aggregate"]
+    s = score_split(project["data"] / "isbi2012", pred)
+    agg = s["aggregate"]
     assert agg["vrand_split"] == pytest.approx(1.0) and agg["vrand_merge"] < 0.9
     assert agg["vinfo_split"] == pytest.approx(1.0) and agg["vinfo_merge"] < 1.0
     assert agg["rand_error"] > 0.05
     assert 0 < agg["pixel_error"] < 0.05 and agg["iou"]["membrane"] < 1.0
+    # the missed membrane row: every wrong pixel is counted once, pooled over the two slices; most
+    # are > 1 px from any predicted membrane, so putting one-pixel edges right does not restore it
+    edges = agg["edge_errors"]
+    assert sum(edges["count"]) == round(agg["pixel_error"] * 2 * H * W) == 2 * W
+    assert edges["count"] == [sum(r["edge_errors"]["count"][i] for r in s["per_slice"]) for i in range(4)]
+    assert edges["count"][0] < W and edges["iou_without_bin1"]["membrane"] < 1.0
 
 
 def test_perfect_ctc_prediction_scores_perfectly(project):

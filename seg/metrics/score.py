@@ -14,6 +14,9 @@ Metrics (definitions in ``overlap``, ``rand`` and ``ctc``):
 
 - Every kind: ``iou`` per class, ``iou_mean``, ``dice_mean``, ``pixel_error``, ``f1_interior_error``
   from the class maps. Aggregates pool all pixels of the split (sum of confusion matrices).
+  ``edge_errors``: the misclassified pixels binned by how far apart the predicted and the true
+  class edges run there (1 px = an edge one pixel off; > 5 px = a structure missed or invented),
+  and (two classes) each class's IoU with the one-pixel errors put right (:mod:`.edges`).
 - ISBI: ``vrand``, ``vinfo`` (after border thinning, best threshold of the probability map),
   ``rand_error`` (1 - best F-score of the unthinned foreground-restricted Rand index) and
   ``pixel_error_isbi`` (1 - best F-score of interior pixels), against the GT instances
@@ -39,6 +42,7 @@ import numpy as np
 
 from seg.errors import SegError
 from seg.metrics.ctc import ObjectCounts, object_counts
+from seg.metrics.edges import BINS, edge_error_counts, edge_error_summary
 from seg.metrics.overlap import confusion_matrix, overlap_scores
 from seg.metrics.rand import (
     PairStats, best_over_thresholds, challenge_thresholds, pair_stats, probability_stats, thin_boundaries,
@@ -143,6 +147,7 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
 
     per_slice: list[dict] = []
     cm_total = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    edges_total = np.zeros(len(BINS), dtype=np.int64)
     isbi_stats, ctc_pairs, ctc_objects = [], PairStats(), ObjectCounts()
     for e in progress(entries, desc=f"score {meta['name']}/{split}"):
         shape = tuple(e["shape"])
@@ -155,7 +160,8 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
             cls = _read(seg_path, shape, "segmentation")
             if cls.ndim != 2:
                 raise SegError(f"{seg_path}: segmentation must be 2D (H, W), got {cls.shape}")
-            cm = confusion_matrix(gt_sem, (cls > 0).astype(np.uint8), len(classes))
+            pred_cls = (cls > 0).astype(np.uint8)
+            cm = confusion_matrix(gt_sem, pred_cls, len(classes))
             st = probability_stats(gt_inst, _interior_probability(prob, prob_path), thresholds)
             isbi_stats.append(st)
             row = {**overlap_scores(cm, classes), **best_over_thresholds([st])}
@@ -164,16 +170,21 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
             inst = _read(mask_path, shape, "instance mask")
             if inst.ndim != 2:
                 raise SegError(f"{mask_path}: instance mask must be 2D (H, W), got {inst.shape}")
-            cm = confusion_matrix(gt_sem, _class_map(prob, len(classes), prob_path, decision), len(classes))
+            pred_cls = _class_map(prob, len(classes), prob_path, decision)
+            cm = confusion_matrix(gt_sem, pred_cls, len(classes))
             ps = pair_stats(gt_inst, thin_boundaries(inst, gt_inst > 0))
             oc = object_counts(gt_inst, inst)
             ctc_pairs, ctc_objects = ctc_pairs + ps, ctc_objects + oc
             row = {**overlap_scores(cm, classes), **ps.rand(), **ps.info(), **oc.scores(),
                    "n_ref": oc.n_ref, "n_pred": oc.n_pred}
+        edges = edge_error_counts(gt_sem, pred_cls)
+        row["edge_errors"] = edge_error_summary(edges, cm, classes)
         cm_total += cm
+        edges_total += edges
         per_slice.append(_clean({"id": e["id"], **row}))
 
     agg = overlap_scores(cm_total, classes)
+    agg["edge_errors"] = edge_error_summary(edges_total, cm_total, classes)
     if kind == "isbi2012":
         agg.update(best_over_thresholds(isbi_stats))
     else:
