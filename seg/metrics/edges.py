@@ -24,21 +24,21 @@ from scipy import ndimage as ndi
 from seg.errors import SegError
 
 BINS = ("1", "2", "3-5", ">5")
-_UPPER = (1, 2, 5)  # bin i holds ceil(distance) <= _UPPER[i]; the rest is ">5"
+_UPPER = (1, 2, 5)  # bin i: _UPPER[i-1] < ceil(distance) <= _UPPER[i]; the last bin the rest
 
 
 def edge_distance(labels: np.ndarray) -> np.ndarray:
     """float64 (H, W): distance (px) from each pixel to the nearest pixel of another class in the
     class map ``labels`` (>= 1 everywhere; ``inf`` everywhere when it has one class only)."""
-    gt = np.asarray(labels)
-    if gt.ndim != 2:
-        raise SegError(f"class map must be 2D (H, W), got shape {gt.shape}")
-    out = np.full(gt.shape, np.inf)
-    values = np.unique(gt)
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise SegError(f"class map must be 2D (H, W), got shape {labels.shape}")
+    out = np.full(labels.shape, np.inf)
+    values = np.unique(labels)
     if len(values) < 2:
         return out
     for c in values:
-        inside = gt == c
+        inside = labels == c
         out[inside] = ndi.distance_transform_edt(inside)[inside]
     return out
 
@@ -51,9 +51,7 @@ def edge_error_counts(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
         raise SegError(f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}")
     wrong = gt != pred
     d = np.ceil(np.maximum(edge_distance(gt)[wrong], edge_distance(pred)[wrong]))
-    return np.array([np.count_nonzero(d <= _UPPER[0])]
-                    + [np.count_nonzero((d > lo) & (d <= hi)) for lo, hi in zip(_UPPER, _UPPER[1:])]
-                    + [np.count_nonzero(d > _UPPER[-1])], dtype=np.int64)
+    return np.bincount(np.searchsorted(_UPPER, d), minlength=len(BINS)).astype(np.int64)
 
 
 def edge_error_summary(counts: np.ndarray, cm: np.ndarray | None = None,
