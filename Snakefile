@@ -27,6 +27,7 @@ include: "pipeline/models.smk"
 include: "pipeline/train.smk"
 include: "pipeline/predict.smk"
 include: "pipeline/report.smk"
+include: "pipeline/export.smk"
 
 
 rule all:

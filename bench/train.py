@@ -1,5 +1,5 @@
 """Training throughput on this machine: patches/s per model family, data-wait fraction, fp32 vs bf16
-autocast on CPU, and achieved FLOP/s as a fraction of the measured fp32 matmul peak.
+autocast on CPU, and achieved FLOP/s as a fraction of the measured matmul peak of the precision used.
 
 Run: ``.venv/bin/python bench/train.py [--steps N] [--config configs/config.yaml]``
 
@@ -8,23 +8,29 @@ PatchDataset + DataLoader with ``train.num_workers`` augmentation workers, ``seg
 the config's loss, optimiser, patch size, batch size, channels_last and determinism settings) on
 real ISBI 2012 slices (full 512^2, with weight maps, written to a temporary canonical folder).
 
+Precisions: every model family runs in the precision ``train.amp`` picks on this CPU (``auto``: bf16
+where the CPU has native bf16, AVX512-BF16/AMX; fp32 elsewhere). On a CPU with native bf16 every
+family also runs in the other precision (fp32), so both are measured; on one without, bf16 would
+only be emulated (an order of magnitude slower) and is left out.
+
 The machine is shared with other jobs, whose load comes in bursts, so the comparisons are paired:
-after one warm-up step of every set-up, ``--steps`` rounds run; each round probes the fp32 matmul
-peak (2048^3, best of 2) and then times one training step of every set-up (the 4 model families in
-the config's precision, plus unet-resnet34 with bf16 autocast where the CPU has native bf16; emulated
-bf16 is an order of magnitude slower and is left out). A burst hits all of a round alike.
+after one warm-up step of every set-up, ``--steps`` rounds run; each round probes the matmul peak
+(2048^3, best of 2) of each precision measured and then times one training step of every set-up. A
+burst hits all of a round alike.
 
 - patches/s = batch / median step time (compute only: batches are prefetched).
 - flop_utilization = median over rounds of (FLOPs of one step / step time) / that round's matmul
-  peak; FLOPs are nominal, from ``torch.utils.flop_counter.FlopCounterMode`` over one training step
-  (forward + backward), so a value near or above 1 means the convolutions run at matmul speed.
-- bf16 speedup = median over rounds of the paired fp32 / bf16 step-time ratio.
+  peak of the step's own precision (fp32 steps against the fp32 peak, bf16 steps against the bf16
+  peak); FLOPs are nominal, from ``torch.utils.flop_counter.FlopCounterMode`` over one training step
+  (forward + backward), so a value near 1 means the convolutions run at matmul speed.
+- bf16 speedup = median over rounds of the paired fp32 / bf16 step-time ratio (native bf16 only).
 - data_wait = time blocked on the loader / step time, over ``--steps`` consecutive steps with a
   fresh loader (as in training; its first batch, with worker start-up, is not counted), measured for
-  the default model and for the fastest family (classic U-Net, the hardest case for the loader).
+  the default model and for the fastest family (classic U-Net, the hardest case for the loader), in
+  the config's precision.
 
 Writes bench/results/train.json and ends with ``RESULT train patches_per_s=<x> flop_utilization=<f>
-data_wait=<f>`` for the default model in the config's default precision.
+data_wait=<f> amp=<fp32|bf16>`` for the default model in the precision the config picks on this CPU.
 """
 
 from __future__ import annotations
@@ -149,7 +155,7 @@ def main() -> None:
 
     from seg.config import load_config
     from seg.device import cpu_has_native_bf16
-    from seg.train.device import configure_determinism
+    from seg.train.device import configure_determinism, precision_for
     from seg.train.toy import write_isbi_subset
 
     t_start = time.perf_counter()
@@ -157,30 +163,37 @@ def main() -> None:
     cfg = load_config(args.config)
     configure_determinism(bool(cfg["train"]["deterministic"]), torch.device("cpu"))
     native = cpu_has_native_bf16()
-    peak32 = matmul_peak(torch.float32)
-    peak16 = matmul_peak(torch.bfloat16) if native else float("nan")
-    print(f"matmul 2048^3 peak: fp32 {peak32 / 1e9:.1f} GFLOP/s, bf16 {peak16 / 1e9:.1f} GFLOP/s "
-          f"({torch.get_num_threads()} threads; {'native' if native else 'no native'} bf16)")
+    # the precision amp (auto) picks here first; on a native-bf16 CPU the other one (fp32) as well
+    chosen = precision_for(cfg["train"], torch.device("cpu")).name
+    precisions = [chosen] + (["fp32" if chosen == "bf16" else "bf16"] if native else [])
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    peaks0 = {p: matmul_peak(dtypes[p]) for p in precisions}
+    print("matmul 2048^3 peak: " + ", ".join(f"{p} {v / 1e9:.1f} GFLOP/s" for p, v in peaks0.items())
+          + f" ({torch.get_num_threads()} threads; {'native' if native else 'no native'} bf16; "
+          f"amp {cfg['train']['amp']} -> {chosen})")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         ds = write_isbi_subset(Path(tmp) / "isbi2012", tifffile.imread(SHARED / "train-volume.tif"),
                                tifffile.imread(SHARED / "train-labels.tif"), splits=(args.slices, 0, 0))
-        runners = [Runner(cfg, v, ds) for v in MODELS] + ([Runner(cfg, DEFAULT, ds, amp="bf16")] if native else [])
+        amp_of = {"fp32": "none", "bf16": "bf16"}
+        runners = [Runner(cfg, v, ds, amp=amp_of[p]) for p in precisions for v in MODELS]
         for r in runners:  # warm-up (oneDNN kernel selection)
             r.step(r.first)
-        # Interleaved rounds: every set-up steps once per round, right after a matmul peak probe, so a
-        # burst of load from other jobs on this shared machine hits all of them alike.
+        # Interleaved rounds: every set-up steps once per round, right after the matmul peak probes,
+        # so a burst of load from other jobs on this shared machine hits all of them alike.
         times = {id(r): [] for r in runners}
         util = {id(r): [] for r in runners}
         flops = {id(r): step_flops(r) for r in runners}
-        peaks = []
+        peaks = {p: [] for p in precisions}
         for _ in range(args.steps):
-            peaks.append(matmul_peak(torch.float32, reps=2))
+            for p in precisions:
+                peaks[p].append(matmul_peak(dtypes[p], reps=2))
             for r in runners:
                 t = r.step(next(r.batches))
                 times[id(r)].append(t)
-                util[id(r)].append(flops[id(r)] / t / peaks[-1])
-        waits = {id(r): r.data_wait(args.steps) for r in runners if r.prec.name == "fp32" and r.variant in (DEFAULT, "unet")}
+                util[id(r)].append(flops[id(r)] / t / peaks[r.prec.name][-1])
+        waits = {id(r): r.data_wait(args.steps) for r in runners
+                 if r.prec.name == chosen and r.variant in (DEFAULT, "unet")}
         for r in runners:
             step_s = float(np.median(times[id(r)]))
             rows.append({
@@ -191,19 +204,21 @@ def main() -> None:
                 "data_wait": round(waits[id(r)], 4) if id(r) in waits else None,
                 "gflop_per_step": round(flops[id(r)] / 1e9, 2), "achieved_gflop_s": round(flops[id(r)] / step_s / 1e9, 2),
                 "flop_utilization": round(float(np.median(util[id(r)])), 4),
+                "peak_precision": r.prec.name,
             })
             print(rows[-1])
-        peak32 = float(np.median(peaks + [peak32]))
+        peak = {p: float(np.median(peaks[p] + [peaks0[p]])) for p in precisions}
 
     hdr = ("variant", "amp", "input_size", "output_size", "batch_size", "step_s", "patches_per_s", "data_wait",
            "gflop_per_step", "achieved_gflop_s", "flop_utilization")
     print("\n| " + " | ".join(hdr) + " |\n|" + "---|" * len(hdr))
     for r in rows:
         print("| " + " | ".join(str(r[h]) for h in hdr) + " |")
-    default = next(r for r in rows if r["variant"] == DEFAULT and r["amp"] == "fp32")
+    default = next(r for r in rows if r["variant"] == DEFAULT and r["amp"] == chosen)
+    fp32 = next((r for r in rows if r["variant"] == DEFAULT and r["amp"] == "fp32"), None)
     bf16 = next((r for r in rows if r["variant"] == DEFAULT and r["amp"] == "bf16"), None)
-    if bf16 is not None:
-        ratios = [a / b for a, b in zip(default["step_s_all"], bf16["step_s_all"])]  # same rounds: paired
+    if fp32 is not None and bf16 is not None:
+        ratios = [a / b for a, b in zip(fp32["step_s_all"], bf16["step_s_all"])]  # same rounds: paired
         speedup = round(float(np.median(ratios)), 3)
         print(f"\n{DEFAULT}: bf16 autocast vs fp32 = {speedup:.2f}x patches/s")
     else:
@@ -215,7 +230,9 @@ def main() -> None:
                     "python": sys.version.split()[0],
                     # the machine is shared: the load average says how much of it this run had
                     "load_average_1min_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)]},
-        "matmul_peak_gflop_s": {"fp32": round(peak32 / 1e9, 2), "bf16": round(peak16 / 1e9, 2) if native else None},
+        "matmul_peak_gflop_s": {p: round(peak[p] / 1e9, 2) if p in peak else None
+                                for p in ("fp32", "bf16")},
+        "amp_config": cfg["train"]["amp"], "amp_chosen": chosen,
         "config": str(Path(args.config).relative_to(ROOT)) if Path(args.config).is_relative_to(ROOT) else args.config,
         "steps": args.steps, "models": rows, "default": DEFAULT, "bf16_speedup": speedup,
         "wall_s": round(time.perf_counter() - t_start, 1),
@@ -226,7 +243,7 @@ def main() -> None:
 
     write_json(out, result)
     print(f"RESULT train patches_per_s={default['patches_per_s']} flop_utilization={default['flop_utilization']} "
-          f"data_wait={default['data_wait']}")
+          f"data_wait={default['data_wait']} amp={chosen}")
 
 
 if __name__ == "__main__":

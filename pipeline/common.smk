@@ -1,17 +1,19 @@
 # Validation, the resolved config file every `seg` command reads, dataset availability, target lists.
-# Logic lives in the tested `seg` package; this file only wires it into the workflow.
+# Logic lives in the tested `seg` package; this file only wires it into the workflow. Nothing here
+# writes a file while the workflow is parsed (`-n`, `--lint` and `--report` leave the tree as it is).
 
 import copy
 import os
 import re
 import shlex
+import sys
 
-import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from seg.config import config_hash, run_config_hash, validate_config, variant_datasets
+from seg.config import step_hash, validate_config, variant_datasets, write_resolved_config
 from seg.errors import SegError
 
 # 1. Validate: seg's own checks first (they name the key and list what is allowed), then Snakemake's
@@ -25,20 +27,27 @@ validate_config(config, where="config")
 
 DATA = config["data_dir"]
 RESULTS = config["results_dir"]
-# Every rule runs `python -m seg <command>` (the `seg` console script) from the project's environment
-# (.venv, or pipeline/envs/seg.yaml with --sdm conda); the package comes from this repository.
-SEG = f"PYTHONPATH={shlex.quote(workflow.basedir)}${{PYTHONPATH:+:$PYTHONPATH}} python -m seg"
+# Every rule runs `<python> -m seg <command>` with the package from this repository. <python> is the
+# interpreter running Snakemake itself (so `.venv/bin/snakemake ...` works without activating the
+# venv, also in SLURM jobs, which start that same interpreter), or the env's own `python` when a
+# conda env is requested (--sdm conda: pipeline/envs/seg.yaml).
+_PYTHON = (
+    "python"
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+    else shlex.quote(sys.executable)
+)
+SEG = f"PYTHONPATH={shlex.quote(workflow.basedir)}${{PYTHONPATH:+:$PYTHONPATH}} {_PYTHON} -m seg"
 ENV = "envs/seg.yaml"
 
-# 2. The resolved config (defaults filled) that every rule passes to `seg --config`. Rewritten only
-#    when its content changes; per-job rerun triggers come from params.hash (run_config_hash).
+# 2. The resolved config (defaults filled) that every rule passes to `seg --config`. Written when
+#    the workflow starts executing jobs (not in dry runs, lint or report), and only if its content
+#    changed; it is not an input of any rule. What makes a job rerun is its params.hash: the hash of
+#    the config settings that step reads (seg.config.step_settings), see step_hash_of below.
 RESOLVED = os.path.join(RESULTS, "config.resolved.yaml")
-_text = yaml.safe_dump(config, sort_keys=True)
-if not os.path.exists(RESOLVED) or open(RESOLVED).read() != _text:
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(f"{RESOLVED}.tmp", "w") as f:
-        f.write(_text)
-    os.replace(f"{RESOLVED}.tmp", RESOLVED)
+
+
+onstart:
+    write_resolved_config(config, RESOLVED)
 
 
 # 3. Datasets: those whose raw files are here (or downloadable) run; a missing one is skipped with
@@ -65,13 +74,14 @@ if not DATASETS:
     raise WorkflowError("no dataset is available: see the messages above")
 
 
-def kind(dataset):
-    return config["datasets"][dataset]["kind"]
-
-
 def runs():
     """(dataset, variant) pairs of this run, in config order."""
     return [(d, v) for v in config["variants"] for d in variant_datasets(config, v) if d in DATASETS]
+
+
+def dataset_variants(dataset):
+    """Variants of this run on `dataset`, in config order."""
+    return [v for d, v in runs() if d == dataset]
 
 
 def encoder_of(variant):
@@ -105,12 +115,16 @@ def data_dir(wildcards, input):
     return os.path.dirname(os.path.dirname(input.meta))
 
 
-def dataset_hash(wildcards):
-    return config_hash(config["datasets"][wildcards.dataset])
+def step_hash_of(step):
+    """A rule's params.hash: the hash of the config settings `step` reads besides its input files
+    (seg.config.step_settings), so a job reruns exactly when one of them changes."""
 
+    def _hash(wildcards):
+        return step_hash(
+            config, step, getattr(wildcards, "dataset", None), getattr(wildcards, "variant", None)
+        )
 
-def run_hash(wildcards):
-    return run_config_hash(config, wildcards.dataset, wildcards.variant)
+    return _hash
 
 
 wildcard_constraints:
@@ -120,7 +134,12 @@ wildcard_constraints:
 
 
 def all_targets():
+    """The default run: leaderboard and report, weight-map and augmentation previews, and per dataset
+    the best row's model package with its TorchScript, ONNX and bioimage.io exports. Segmenting every
+    unannotated image is the separate target `segment_all` (it would not fit the default run's hour)."""
     targets = [f"{RESULTS}/leaderboard.csv", f"{RESULTS}/report.html"]
     for d in DATASETS:
         targets += [f"{DATA}/{d}/weights/class_weights.json", f"{DATA}/{d}/augmented"]
+        models = f"{RESULTS}/models/{d}"
+        targets += [f"{models}/package", f"{models}/torchscript", f"{models}/onnx", f"{models}/bioimageio.zip"]
     return targets

@@ -11,9 +11,8 @@ rule ingest:
     params:
         seg=SEG,
         cfg=RESOLVED,
+        hash=step_hash_of("ingest"),  # rerun when the settings it reads change
         out=f"{DATA}/{{dataset}}",
-        # rerun when the dataset's config entry (split, sequences, align_images, ...) changes
-        hash=dataset_hash,
     resources:
         mem_mb=4000,
     shell:

@@ -22,6 +22,7 @@ rule pretrain:
         seg=SEG,
         data=data_dir,
         cfg=RESOLVED,
+        hash=step_hash_of("pretrain"),  # rerun when the settings it reads change
         out=f"{RESULTS}/{{dataset}}/pretrain/{{encoder}}",
     threads: 8
     resources:

@@ -18,8 +18,8 @@ rule predict:
         seg=SEG,
         data=data_dir,
         cfg=RESOLVED,
+        hash=step_hash_of("predict"),  # rerun when the settings it reads change
         ckpt=f"{RESULTS}/{{dataset}}/{{variant}}/checkpoints/best.pt",
-        hash=run_hash,
         threshold=lambda wc, input: f"--threshold-file {input.threshold}" if input.threshold else "",
     threads: 8
     resources:
@@ -44,7 +44,7 @@ rule calibrate:
         seg=SEG,
         data=data_dir,
         cfg=RESOLVED,
-        hash=run_hash,
+        hash=step_hash_of("calibrate"),  # rerun when the settings it reads change
     resources:
         mem_mb=2000,
     shell:
@@ -68,6 +68,7 @@ rule score:
         seg=SEG,
         data=data_dir,
         cfg=RESOLVED,
+        hash=step_hash_of("score"),  # rerun when the settings it reads change
     resources:
         mem_mb=4000,
     shell:

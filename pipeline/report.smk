@@ -36,6 +36,7 @@ rule leaderboard:
         data=lambda wc: DATA,
         results=lambda wc, output: os.path.dirname(output[0]),
         cfg=RESOLVED,
+        hash=step_hash_of("leaderboard"),  # rerun when the settings it reads change
     localrule: True
     shell:
         "{params.seg} leaderboard --config {params.cfg} --data-dir {params.data} --out {params.results} "

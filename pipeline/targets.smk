@@ -20,6 +20,7 @@ rule weights:
         seg=SEG,
         data=data_dir,
         cfg=RESOLVED,
+        hash=step_hash_of("weights"),  # rerun when the settings it reads change
     resources:
         mem_mb=4000,
     shell:
@@ -47,6 +48,7 @@ rule augment:
         seg=SEG,
         data=data_dir,
         cfg=RESOLVED,
+        hash=step_hash_of("augment"),  # rerun when the settings it reads change
         copies=config["augment"]["copies"],
     resources:
         mem_mb=4000,

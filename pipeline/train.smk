@@ -19,8 +19,8 @@ rule train:
         seg=SEG,
         data=data_dir,
         cfg=RESOLVED,
+        hash=step_hash_of("train"),  # rerun when the settings it reads change
         out=f"{RESULTS}/{{dataset}}/{{variant}}",
-        hash=run_hash,
         pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if input.pretrained else "",
         nproc=lambda wc, resources: max(1, int(getattr(resources, "gpu", 0) or 0)),
     threads: 8

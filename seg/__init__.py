@@ -6,7 +6,8 @@ The package is a library of small modules, one per stage of the workflow:
 - ``seg.targets``  U-Net border-weight maps and elastic-deformation augmentation
 - ``seg.models``   model registry (classic U-Net, FCN-8s/16s/32s, smp encoder U-Nets), pretraining, zoo
 - ``seg.train``    training loop (weighted loss, resume, DDP)
-- ``seg.infer``    tiled inference with overlap and post-processing
+- ``seg.infer``    tiled inference with overlap and post-processing; ``seg segment`` on new images
+- ``seg.export``   self-contained model packages; bioimage.io, TorchScript and ONNX exports
 - ``seg.metrics``  IoU, Dice, pixel error, ISBI V_rand/V_info, CTC SEG
 - ``seg.report``   leaderboard and HTML report
 
@@ -14,3 +15,14 @@ Every stage is also a ``seg <command>`` (see ``seg --help``), and every Snakemak
 """
 
 __version__ = "0.1.0"
+
+
+def segment(image, model, **kwargs):
+    """Segment an image (H, W) or stack (Z, H, W) with a model package (path or loaded package):
+    returns (class-1 probabilities float32, labels); see :func:`seg.infer.segment.segment`."""
+    from seg.infer.segment import segment as _segment
+
+    return _segment(image, model, **kwargs)
+
+
+__all__ = ["segment", "__version__"]

@@ -74,6 +74,13 @@ def validate_config(cfg: dict, *, where: str = "config", schema: dict | None = N
     errors = sorted(v.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise SegError(_format_error(errors[0], where))
+    # Dataset overrides of the postprocess section must be valid keys of that section.
+    pp_check = _validator({**schema["$defs"]["postprocess"], "$defs": schema["$defs"]}, set_default=False)
+    for name, entry in cfg["datasets"].items():
+        errs = list(pp_check.iter_errors(_deep_merge(cfg["postprocess"], entry.get("postprocess") or {})))
+        if errs:
+            msg = _format_error(errs[0], where)
+            raise SegError(msg.replace(f"{where}: ", f"{where}: datasets.{name}.postprocess.", 1))
     # Variant overrides must be valid keys of the section they override.
     for name, var in cfg["variants"].items():
         for ds in var.get("per_dataset") or {}:
@@ -120,6 +127,22 @@ def load_config(path: str | os.PathLike) -> dict:
     return validate_config(cfg, where=str(p))
 
 
+def write_resolved_config(cfg: dict, path: str | os.PathLike) -> bool:
+    """Write the validated config (defaults filled) as key-sorted YAML to ``path``, atomically, unless
+    the file already holds exactly that text. Returns True when it wrote."""
+    import yaml
+
+    from seg.io import atomic_path
+
+    text = yaml.safe_dump(cfg, sort_keys=True)
+    p = Path(path)
+    if p.is_file() and p.read_text() == text:
+        return False
+    with atomic_path(p) as tmp:
+        tmp.write_text(text)
+    return True
+
+
 def _deep_merge(base: dict, override: dict) -> dict:
     out = copy.deepcopy(base)
     for k, v in override.items():
@@ -148,22 +171,98 @@ def variant_datasets(cfg: dict, variant: str) -> list[str]:
     return [d for d, e in cfg["datasets"].items() if e.get("enabled", True) and (wanted is None or d in wanted)]
 
 
+def dataset_entry(cfg: dict, dataset: str) -> dict:
+    """The config entry of ``dataset`` (SegError listing the configured names if unknown)."""
+    if dataset not in cfg["datasets"]:
+        raise SegError(f"config: unknown dataset {dataset!r} (configured: {', '.join(cfg['datasets'])})")
+    return cfg["datasets"][dataset]
+
+
+def dataset_dir(cfg: dict, dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """The canonical folder ``<data_dir>/<dataset>`` of a configured dataset (``data_dir`` default:
+    the config's ``data_dir``); SegError if the dataset is not configured."""
+    dataset_entry(cfg, dataset)
+    return Path(data_dir if data_dir is not None else cfg.get("data_dir", "data")) / dataset
+
+
+def postprocess_section(cfg: dict, dataset: str) -> dict:
+    """The ``postprocess`` settings for ``dataset``: the top-level section, then the dataset's own
+    ``postprocess`` overrides (e.g. a smaller ``min_size`` for a dataset of small nuclei)."""
+    own = dataset_entry(cfg, dataset).get("postprocess") or {}
+    return _deep_merge(cfg["postprocess"], own)
+
+
 def config_hash(obj: Any) -> str:
     """A 12-hex-digit hash of any JSON-serialisable object (key order does not matter)."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+# Keys of a dataset entry that say whether and how the workflow finds it, not what it ingests.
+_AVAILABILITY_KEYS = ("enabled", "on_missing")
+
+
 def run_config_hash(cfg: dict, dataset: str, variant: str) -> str:
-    """Hash of everything that determines a (dataset, variant) result: used for rerun triggers and
-    to merge leaderboard rows of the same setting across runs (the seed is excluded so that runs with
-    different seeds merge into mean +- spread)."""
+    """Hash of everything that determines a trained (dataset, variant) model: the identity stored in
+    checkpoints and summaries and used to merge leaderboard rows of the same setting across runs
+    (the seed is excluded so that runs with different seeds merge into mean +- spread).
+
+    It covers the dataset entry, the variant's model, its train/augment/inference sections, the
+    border weights, the pretraining settings when the variant uses in-house pretrained weights, and
+    the post-processing settings training reads (``calibrate``: how the best checkpoint is chosen;
+    CTC data also method, threshold, h and min_size: validation scores SEG of the instances).
+    """
+    var = cfg["variants"][variant]
     relevant = {
-        "dataset": cfg["datasets"][dataset],
-        "variant": {k: v for k, v in cfg["variants"][variant].items() if k not in ("label", "per_dataset")},
+        "dataset": {k: v for k, v in dataset_entry(cfg, dataset).items() if k not in _AVAILABILITY_KEYS},
+        "variant": {k: v for k, v in var.items() if k not in ("label", "per_dataset", *_OVERRIDABLE)},
         **{s: variant_section(cfg, variant, s, dataset) for s in _OVERRIDABLE},
         "weights": cfg["weights"],
-        "pretrain": cfg["pretrain"],
-        "postprocess": cfg["postprocess"],
+        "calibrate": postprocess_section(cfg, dataset)["calibrate"],
     }
+    if dataset_entry(cfg, dataset)["kind"] == "ctc":  # CTC validation scores SEG of post-processed instances
+        relevant["val_postprocess"] = {k: postprocess_section(cfg, dataset)[k] for k in ("method", "threshold", "h", "min_size")}
+    if var.get("pretrained") == "inhouse":
+        relevant["pretrain"] = cfg["pretrain"]
     return config_hash(relevant)
+
+
+def step_settings(cfg: dict, step: str, dataset: str | None = None, variant: str | None = None) -> dict:
+    """The config settings workflow step ``step`` reads besides its input files.
+
+    Each rule of ``pipeline/*.smk`` passes :func:`step_hash` of these as a parameter, so Snakemake
+    reruns a step exactly when one of them changes (its inputs' own reruns propagate as usual).
+
+    Steps: ``ingest`` (dataset), ``weights`` (dataset), ``augment`` (dataset), ``pretrain`` (dataset),
+    ``train`` / ``predict`` / ``calibrate`` / ``score`` (dataset, variant), ``leaderboard`` (the whole
+    config: the report shows it).
+    """
+    if step == "leaderboard":
+        return cfg
+    entry = dataset_entry(cfg, dataset)
+    seed = int(cfg.get("seed", 0))
+    if step == "ingest":
+        return {k: v for k, v in entry.items() if k not in _AVAILABILITY_KEYS}
+    if step == "weights":
+        return {"weights": cfg["weights"]}
+    if step == "augment":  # deformed copies with their weight maps, seeded
+        return {"augment": cfg["augment"], "weights": cfg["weights"], "seed": seed}
+    if step == "pretrain":
+        return {"pretrain": cfg["pretrain"], "seed": seed}
+    if variant not in cfg["variants"]:
+        raise SegError(f"config: unknown variant {variant!r} (configured: {', '.join(cfg['variants'])})")
+    if step == "train":
+        return {"run": run_config_hash(cfg, dataset, variant), "seed": seed}
+    if step == "predict":
+        return {"inference": variant_section(cfg, variant, "inference", dataset),
+                "postprocess": postprocess_section(cfg, dataset), "kind": entry["kind"]}
+    if step == "calibrate":
+        return {"postprocess": postprocess_section(cfg, dataset), "kind": entry["kind"]}
+    if step == "score":
+        return {"scoring": cfg["scoring"], "label": cfg["variants"][variant].get("label"), "seed": seed}
+    raise SegError(f"unknown workflow step {step!r}")
+
+
+def step_hash(cfg: dict, step: str, dataset: str | None = None, variant: str | None = None) -> str:
+    """:func:`config_hash` of :func:`step_settings` (a rule's ``params.hash``)."""
+    return config_hash(step_settings(cfg, step, dataset, variant))

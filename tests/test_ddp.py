@@ -122,7 +122,9 @@ def test_ddp_two_processes_gloo(tmp_path):
     from seg.train.toy import tiny_config, write_blob_dataset
 
     write_blob_dataset(tmp_path / "data" / "toy", seed=1, splits=(4, 0, 1))  # no val: no MONAI import
-    base = {"iterations": 4, "checkpoint_every": 2, "val_every": 4, "loss": {"name": "ce"}, "num_workers": 0}
+    # fp32 (amp none): the comparison below is exact up to reduction order on every CPU kind
+    base = {"iterations": 4, "checkpoint_every": 2, "val_every": 4, "loss": {"name": "ce"}, "num_workers": 0,
+            "amp": "none"}
     for name, batch in (("ddp", 2), ("single", 4)):
         cfg = tiny_config(train={**base, "batch_size": batch})
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))

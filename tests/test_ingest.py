@@ -76,6 +76,13 @@ def test_isbi_real_stacks(tmp_path, shared_data, isbi_stacks, monkeypatch):
     assert split_ids(meta, "unlabeled") == [f"test_{i:02d}" for i in range(30)]
     assert meta["files"] == ISBI_SHA
     assert meta["source"]["origin"] == "local" and meta["source"]["format"] == "tiff"
+    # the pixels identify the ISBI 2012 data (for its published references), whatever the file bytes
+    from seg.report.references import ISBI2012_TRAIN_PIXELS_SHA256, dataset_identity
+
+    assert meta["source"]["pixels_sha256"] == {
+        "train": ISBI2012_TRAIN_PIXELS_SHA256,
+        "labels": "a7cb64000a1a7e542682927e19c91339f58f9f178e0bcce4e207371116f0ca36"}
+    assert dataset_identity("isbi2012", meta) == "isbi2012"
 
     counts = []
     for e in canonical.slices(meta):
@@ -124,6 +131,10 @@ def test_isbi_hdf5_download_format(tmp_path, isbi_stacks, convention):
     assert (convention == "membrane_is_1") == ("inverted" in meta["source"]["label_convention"])
     assert split_ids(meta, "unlabeled") == []
     assert [len(split_ids(meta, s)) for s in ("train", "val", "test")] == [8, 2, 2]
+    # another EM stack of the same kind (here 12 of the 30 slices) is not the ISBI 2012 data
+    from seg.report.references import dataset_identity
+
+    assert dataset_identity("em", meta) is None
     for e in canonical.slices(meta):
         np.testing.assert_array_equal(canonical.load_semantic(out, e), labels[e["frame"]] == 255)
 
@@ -163,13 +174,18 @@ def test_ctc_synthetic_sparse_touching(tmp_path, synth_ctc_raw):
     out = tmp_path / "syn"
     assert ingest(cfg, "syn", out) == 0
     meta = canonical.load_meta(out)
-    # 2 sequences x 12 frames, every 3rd annotated: only the 8 annotated frames are ingested
-    assert [s["id"] for s in meta["slices"]] == [f"{q}_t{f:03d}" for q in ("01", "02") for f in (0, 3, 6, 9)]
+    # 2 sequences x 12 frames, every 3rd annotated: every frame is ingested, the 16 unannotated
+    # ones as unlabeled (image only), so that silver truth or self-training can reach them
+    assert [s["id"] for s in meta["slices"]] == [f"{q}_t{f:03d}" for q in ("01", "02") for f in range(12)]
+    unlabeled = canonical.slices(meta, "unlabeled")
+    assert [s["frame"] for s in unlabeled if s["sequence"] == "01"] == [f for f in range(12) if f % 3]
+    assert all(s["instances"] is None and s["semantic"] is None and s["labels"] is None for s in unlabeled)
+    assert meta["annotations"] == "full" and meta["labels"] == "gt"
     for q in ("01", "02"):
         assert [s["frame"] for s in meta["slices"] if s["sequence"] == q and s["split"] == "train"] == [0, 3]
         assert [s["frame"] for s in meta["slices"] if s["sequence"] == q and s["split"] == "val"] == [6]
         assert [s["frame"] for s in meta["slices"] if s["sequence"] == q and s["split"] == "test"] == [9]
-    for e in canonical.slices(meta):
+    for e in (e for e in canonical.slices(meta) if e["split"] != "unlabeled"):
         inst, sem = canonical.load_instances(out, e), canonical.load_semantic(out, e)
         n = len(np.unique(inst)) - 1
         assert n >= 8
@@ -212,7 +228,7 @@ def test_ctc_official_zip(tmp_path, synth_ctc_raw):
     assert mz["files"]["Synth-C2DH.zip"] == hashlib.sha256((raw / "Synth-C2DH.zip").read_bytes()).hexdigest()
     assert mz["files"]["Synth-C2DH.zip/Synth-C2DH/01/t000.tif"] == mf["files"]["01/t000.tif"]
     assert [(s["id"], s["split"]) for s in mz["slices"]] == [(s["id"], s["split"]) for s in mf["slices"]]
-    for ez, ef in zip(mz["slices"], mf["slices"]):
+    for ez, ef in ((ez, ef) for ez, ef in zip(mz["slices"], mf["slices"]) if ez["instances"]):
         np.testing.assert_array_equal(canonical.load_instances(tmp_path / "fromzip", ez),
                                       canonical.load_instances(tmp_path / "fromfolder", ef))
 
@@ -270,7 +286,7 @@ def test_ingest_downloads_when_missing(tmp_path, synth_ctc_raw):
     meta = canonical.load_meta(tmp_path / "out")
     assert meta["source"]["origin"] == "download" and meta["files"]["Synth.zip"] == sha
     assert (tmp_path / "raw" / "Synth" / "Synth.zip").is_file()
-    assert len(meta["slices"]) == 8
+    assert len(meta["slices"]) == 24 and len(canonical.slices(meta, "unlabeled")) == 16
 
 
 def test_raw_dir_precedence(tmp_path, monkeypatch):
@@ -313,7 +329,8 @@ def test_ctc_two_digit_frame_numbers(tmp_path, synth_ctc_raw):
     cfg = write_config(tmp_path, {"syn": {"kind": "ctc", "raw_dir": str(raw), "sequences": ["01"]}})
     assert ingest(cfg, "syn", tmp_path / "out") == 0
     meta = canonical.load_meta(tmp_path / "out")
-    assert [s["id"] for s in meta["slices"]] == ["01_t000", "01_t003", "01_t006", "01_t009"]
+    assert [s["id"] for s in meta["slices"] if s["split"] != "unlabeled"] == ["01_t000", "01_t003", "01_t006", "01_t009"]
+    assert [s["id"] for s in meta["slices"]] == [f"01_t{f:03d}" for f in range(12)]
     assert "01_GT/SEG/man_seg09.tif" in meta["files"] and "01/t09.tif" in meta["files"]
 
 

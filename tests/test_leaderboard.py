@@ -139,8 +139,17 @@ def test_csv_columns_and_values(two_runs, cfg, tmp_path):
     assert float(recs[3]["iou_class1"]) == pytest.approx(0.61) and float(recs[3]["iou_class0"]) == pytest.approx(0.81)
 
 
-def test_markdown_and_terminal_tables(two_runs, cfg):
-    board = build_leaderboard(two_runs, cfg)
+def _meta(data: Path, name: str, kind: str, **source) -> None:
+    """A canonical meta.json claiming what the dataset is (kind, source)."""
+    (data / name).mkdir(parents=True, exist_ok=True)
+    (data / name / "meta.json").write_text(json.dumps({"name": name, "kind": kind, "source": source}))
+
+
+def test_markdown_and_terminal_tables(two_runs, cfg, tmp_path):
+    from seg.report.references import ISBI2012_TRAIN_PIXELS_SHA256
+
+    _meta(tmp_path / "data", "isbi2012", "isbi2012", pixels_sha256={"train": ISBI2012_TRAIN_PIXELS_SHA256})
+    board = build_leaderboard(two_runs, cfg, data_dir=tmp_path / "data")
     md = tables.markdown(board)
     assert md.index("U-Net ResNet-34") < md.index("U-Net (paper)") < md.index("| fcn8s |")
     assert "0.8200 ± 0.0283" in md
@@ -175,3 +184,31 @@ def test_lower_is_better_primary_and_missing_values(tmp_path):
         r.primary = "pixel_error"
     rows = sort_rows([merge_group([r], "ctc") for r in runs])
     assert [r.variant for r in rows] == ["a", "b", "c"]  # smallest error first, missing last
+
+
+def test_published_references_only_beside_the_dataset_they_were_measured_on(tmp_path, cfg):
+    """ISBI 2012's errors only for the ISBI 2012 pixels, DIC-HeLa's figure only for DIC-C2DH-HeLa
+    (not Fluo-N2DL-HeLa), and a CTC figure (the challenge's SEG) beside our SEG, not our pixel IoU."""
+    from seg.report.references import ISBI2012_TRAIN_PIXELS_SHA256
+
+    res, data = tmp_path / "results", tmp_path / "data"
+    for ds in ("isbi2012", "other-em", "DIC-C2DH-HeLa", "Fluo-N2DL-HeLa", "no-meta"):
+        write_metrics(res, ds if ds != "no-meta" else "no-meta", "unet", iou=0.8, seed=0)
+    _meta(data, "isbi2012", "isbi2012", pixels_sha256={"train": ISBI2012_TRAIN_PIXELS_SHA256})
+    _meta(data, "other-em", "isbi2012", pixels_sha256={"train": "0" * 64})  # another EM membrane stack
+    _meta(data, "DIC-C2DH-HeLa", "ctc")
+    _meta(data, "Fluo-N2DL-HeLa", "ctc")
+    board = build_leaderboard([res], cfg, data_dir=data)
+    assert board.identities == {"isbi2012": "isbi2012", "other-em": None, "DIC-C2DH-HeLa": "DIC-C2DH-HeLa",
+                                "Fluo-N2DL-HeLa": "Fluo-N2DL-HeLa", "no-meta": None}  # a CTC dataset of its own
+    md = tables.markdown(board)
+    sections = {block.split(" (", 1)[0]: block for block in md.split("\n## ")[1:]}
+    assert "0.0382" in sections["isbi2012"]
+    for ds in ("other-em", "Fluo-N2DL-HeLa", "no-meta"):
+        assert "Published" not in sections[ds] and "0.0382" not in sections[ds] and "0.7756" not in sections[ds]
+    hela = sections["DIC-C2DH-HeLa"]
+    ref_lines = [ln for ln in hela.splitlines() if ln.startswith("| U-Net, published") or ln.startswith("| ours:")
+                 or ln.startswith("|  | test set")]
+    assert ref_lines[0] == "|  | test set | SEG |"  # the published CTC "IoU" is compared with SEG
+    assert ref_lines[1].endswith("| 0.7756 |")
+    assert ref_lines[2].endswith("| 0.7000 |")  # our SEG (0.8 - 0.1), not our pixel mean IoU 0.8

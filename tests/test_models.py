@@ -19,7 +19,6 @@ from seg.models import (
     output_size,
     size_divisor,
 )
-from seg.models.smp_models import DECODERS
 
 TINY_UNET = {"base_channels": 4, "depth": 3}
 TINY_VGG = {"width": 1 / 16}
@@ -94,22 +93,7 @@ def test_fcn_resnet_odd_sizes(name):
         build_model(name, backbone="alexnet")
 
 
-@pytest.mark.parametrize("decoder", list(DECODERS))
-def test_smp_decoders_resnet18(decoder):
-    m = build_model(f"{decoder}-resnet18", classes=2)
-    d = size_divisor(m)
-    assert d in (8, 16, 32)
-    # odd multiples of the divisor, non-square (PAN's pyramid also needs >= 128 pixels)
-    a, b = (9, 11) if decoder == "pan" else (3, 5)
-    assert _out(m, a * d, b * d) == (1, 2, a * d, b * d)
-    assert input_size_for(m, 3 * d - 1) == 3 * d and output_size(m, 3 * d) == 3 * d
-
-
-@pytest.mark.parametrize("enc", ["resnet34", "resnet50", "densenet121", "densenet169"])
-def test_unet_encoders_shapes(enc):
-    m = build_model(f"unet-{enc}", classes=2, **SMALL_DEC)
-    assert size_divisor(m) == 32
-    assert _out(m, 32, 96) == (1, 2, 32, 96)
+# smp decoders and encoders: every registered pair is built and run by tests/test_registry.py
 
 
 # ----------------------------------------------------------------------------- valid U-Net sizes

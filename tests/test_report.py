@@ -41,9 +41,15 @@ def _dataset(data: Path) -> None:
         slices.append({"id": i, "split": "test", "image": f"images/{i}.tif", "instances": None,
                        "semantic": f"semantic/{i}.tif", "sequence": None, "frame": 0,
                        "shape": [48, 48]})
+    from seg.report.references import ISBI2012_TRAIN_PIXELS_SHA256
+
+    # claims to be the ISBI 2012 data (its training pixels' hash), so its published errors are shown
     (ds / "meta.json").write_text(json.dumps({"name": "isbi2012", "kind": "isbi2012",
-                                              "classes": ["membrane", "interior"],
-                                              "slices": slices}))
+                                              "classes": ["membrane", "interior"], "slices": slices,
+                                              "source": {"pixels_sha256": {"train": ISBI2012_TRAIN_PIXELS_SHA256}}}))
+    (data / "DIC-C2DH-HeLa").mkdir()
+    (data / "DIC-C2DH-HeLa" / "meta.json").write_text(json.dumps({"name": "DIC-C2DH-HeLa", "kind": "ctc",
+                                                                  "slices": []}))
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(3, 1))
@@ -115,9 +121,14 @@ def test_report_html_is_self_contained_with_one_image_per_figure(project):
     assert "Published U-Net results" in text and "0.0382" in text and "0.0611" in text
     assert "label: U-Net (paper)" in text  # config as YAML
     # the dataset without data: its leaderboard is there, the figures needing data are noted
-    assert "DIC-C2DH-HeLa" in text and "no canonical dataset at" in text
-    assert "0.7756" in text  # published DIC-HeLa IoU beside our HeLa row
+    assert "DIC-C2DH-HeLa" in text and "no annotated test slices, so no example slices" in text
+    assert "0.7756" in text  # the published DIC-HeLa figure beside our HeLa row (compared with SEG)
     assert "train_log.csv: file not found" in text
+    # the page never widens: every table scrolls inside its own box, long words (paths) wrap
+    assert text.count("<table>") == text.count('<div class="scroll"><table>') > 0
+    css = text[text.index("<style>"):text.index("</style>")]
+    assert re.search(r"body \{[^}]*overflow-wrap: anywhere", css)
+    assert re.search(r"\.scroll \{[^}]*overflow-x: scroll", css)
     # every embedded image is a PNG that decodes
     import base64
 

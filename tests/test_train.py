@@ -6,6 +6,7 @@ import contextlib
 import csv
 import math
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -224,8 +225,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         ckpt.load_checkpoint(tmp_path / "bad.pt")
 
 
-def test_device_and_amp_selection():
-    from seg.device import cpu_has_native_bf16
+def test_device_and_amp_selection(native_bf16):
     from seg.train.device import precision_for, resolve_device
 
     cpu = torch.device("cpu")
@@ -234,11 +234,13 @@ def test_device_and_amp_selection():
         return precision_for({"amp": amp}, cpu).dtype
 
     assert resolve_device("cpu") == cpu
-    assert amp_dtype("none") is None
+    assert amp_dtype("none") is None  # fp32 whatever the CPU
     # auto: bf16 only where the CPU does it natively (emulated bf16 is slower than fp32).
-    assert amp_dtype("auto") == (torch.bfloat16 if cpu_has_native_bf16() else None)
-    if cpu_has_native_bf16():
-        assert amp_dtype("bf16") == torch.bfloat16
+    assert amp_dtype("auto") == (torch.bfloat16 if native_bf16 else None)
+    if native_bf16:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert amp_dtype("bf16") == torch.bfloat16
     else:
         with pytest.warns(RuntimeWarning, match="emulated") as record:
             assert precision_for({"amp": "bf16"}, cpu).dtype == torch.bfloat16
@@ -250,6 +252,19 @@ def test_device_and_amp_selection():
         assert resolve_device("auto") == cpu
         with pytest.raises(SegError, match="cuda"):
             resolve_device("cuda")
+
+
+def test_native_bf16_probe_override(monkeypatch):
+    from seg.device import _probe_native_bf16, cpu_has_native_bf16
+
+    monkeypatch.delenv("SEG_NATIVE_BF16", raising=False)
+    assert cpu_has_native_bf16() == _probe_native_bf16()  # unset: the CPU's own answer
+    for value, expected in (("1", True), ("0", False)):
+        monkeypatch.setenv("SEG_NATIVE_BF16", value)
+        assert cpu_has_native_bf16() is expected
+    monkeypatch.setenv("SEG_NATIVE_BF16", "yes")
+    with pytest.raises(SegError, match="SEG_NATIVE_BF16='yes': must be 1 or 0"):
+        cpu_has_native_bf16()
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -326,7 +341,7 @@ def test_real_isbi_valid_unet_wce_learns(tmp_path, isbi_stacks):
     model.load_state_dict(_weights(tmp_path / "out/checkpoints/best.pt"))
 
 
-def test_budget_in_epochs_wall_clock_stop_and_bf16(tmp_path, toy_ds):
+def test_budget_in_epochs_and_wall_clock_stop(tmp_path, toy_ds):
     from seg.io import read_json
     from seg.train.loop import train
     from seg.train.toy import tiny_config
@@ -335,18 +350,37 @@ def test_budget_in_epochs_wall_clock_stop_and_bf16(tmp_path, toy_ds):
     s = train(tiny_config(train={"epochs": 2, "val_every": 100}), "toy", "tiny", tmp_path / "e", data_dir=toy_ds.parent)
     assert s["iterations_per_epoch"] == 8 and s["iterations"] == s["budget_iterations"] == 16
     # wall-clock budget: stops cleanly after the first step, with a final checkpoint and a summary
-    cfg = tiny_config(train={"iterations": 1000, "max_minutes": 1e-6, "amp": "bf16"})
-    from seg.device import cpu_has_native_bf16
-
-    # bf16 asked for explicitly on a CPU that only emulates it: runs, but says it is slow
-    with contextlib.nullcontext() if cpu_has_native_bf16() else pytest.warns(RuntimeWarning, match="emulated"):
-        s = train(cfg, "toy", "tiny", tmp_path / "m", data_dir=toy_ds.parent)
-    assert s["stopped"] == "max_minutes" and s["iterations"] == 1 and s["amp"] == "bf16"
+    cfg = tiny_config(train={"iterations": 1000, "max_minutes": 1e-6})
+    s = train(cfg, "toy", "tiny", tmp_path / "m", data_dir=toy_ds.parent)
+    assert s["stopped"] == "max_minutes" and s["iterations"] == 1 and s["amp"] == "fp32"
     assert torch.load(tmp_path / "m/checkpoints/last.pt", weights_only=True)["iteration"] == 1
     assert read_json(tmp_path / "m/train_summary.json")["stopped"] == "max_minutes"
     assert (tmp_path / "m/checkpoints/best.pt").is_file()
     # the (wall-clock) budget is complete: a rerun does nothing
     assert train(cfg, "toy", "tiny", tmp_path / "m", data_dir=toy_ds.parent)["iterations"] == 1
+
+
+def test_training_precision_follows_the_native_bf16_probe(tmp_path, toy_ds, native_bf16):
+    """amp auto trains in bf16 exactly where the CPU has native bf16; bf16 asked for on a CPU that
+    only emulates it still runs but warns; amp none stays fp32 whatever the CPU."""
+    from seg.train.loop import train
+    from seg.train.toy import tiny_config
+
+    def run(name: str, amp: str) -> dict:
+        cfg = tiny_config(train={"iterations": 2, "val_every": 2, "amp": amp})
+        return train(cfg, "toy", "tiny", tmp_path / name, data_dir=toy_ds.parent)
+
+    assert run("auto", "auto")["amp"] == ("bf16" if native_bf16 else "fp32")
+    assert run("none", "none")["amp"] == "fp32"
+    with contextlib.nullcontext() if native_bf16 else pytest.warns(RuntimeWarning, match="emulated"):
+        s = run("bf16", "bf16")
+    assert s["amp"] == "bf16" and s["iterations"] == 2
+    with open(tmp_path / "bf16" / "train_log.csv") as f:
+        losses = [float(r["loss"]) for r in csv.DictReader(f) if r["loss"]]
+    assert losses and all(math.isfinite(v) for v in losses)
+    # bf16 weights stay close to the fp32 run's (2 Adam steps of lr 0.01 move a weight by <= ~0.02)
+    a, b = _weights(tmp_path / "bf16/checkpoints/last.pt"), _weights(tmp_path / "none/checkpoints/last.pt")
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) < 0.03
 
 
 def test_pretrained_encoder_weights_are_loaded(tmp_path):

@@ -1,17 +1,27 @@
-"""The Snakemake workflow end to end: one small real run (configs/quick.yaml), the DAG of the
+"""The Snakemake workflow end to end: one small real run (configs/quick.yaml), reruns after config
+changes (exactly the jobs that read a changed setting), no writes at parse time, the DAG of the
 default config, lint, and config errors that stop the run before any job starts."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
+import sys
+from pathlib import Path
 
+import pytest
+import yaml
 
-from conftest import ROOT, snakemake
+from conftest import ROOT, path_without_project_python, snakemake
 
 
 def test_quick_workflow_end_to_end(quick_run):
     res, data = quick_run["results"], quick_run["data"]
+    # it ran through .venv/bin/snakemake with no project Python on PATH (conftest.snakemake)
+    on_path = shutil.which("python", path=path_without_project_python())
+    assert on_path is None or Path(on_path).parent.resolve() != Path(sys.executable).parent.resolve()
     # every stage ran for the real datasets
     for ds in ("isbi2012", "Fluo-N2DH-GOWT1"):
         assert (data / ds / "meta.json").is_file()
@@ -73,18 +83,21 @@ def test_changed_dataset_entry_reingests_only_that_dataset(quick_run, tmp_path):
     ingest_jobs = [b for b in out.split("rule ")[1:] if b.startswith("ingest")]
     assert len(ingest_jobs) == 1 and "dataset=isbi2012" in ingest_jobs[0], out[-3000:]
     assert "Fluo-N2DH-GOWT1/meta.json" not in ingest_jobs[0]
-    # the unchanged config is still up to date (the dry run ran no job; it only rewrote
-    # config.resolved.yaml, which is a parameter, not an input, of the rules)
+    # the unchanged config is still up to date (the dry run wrote nothing)
     test_rerun_is_a_noop(quick_run)
 
 
-def test_default_config_dag_and_missing_hela_message(tmp_path):
+def test_default_config_dag_and_missing_dataset_message(tmp_path, shared_data):
+    # a raw folder with ISBI 2012 only: the CTC datasets are neither here nor downloadable
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "isbi2012").symlink_to(shared_data / "isbi2012")
     proc = snakemake(["-n", "--cores", "8", "--config", f"results_dir={tmp_path / 'r'}",
-                      f"data_dir={tmp_path / 'd'}"])
+                      f"data_dir={tmp_path / 'd'}"], env_extra={"SEG_RAW_ROOT": str(raw)})
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    # HeLa is not on this machine: one clear message that says where to put it and where it comes from
-    assert "SKIPPING dataset DIC-C2DH-HeLa" in out
+    # one clear message per missing dataset: what is missing, where to put it, where it comes from
+    assert "SKIPPING dataset DIC-C2DH-HeLa" in out and "SKIPPING dataset Fluo-N2DH-GOWT1" in out
     assert "celltrackingchallenge.net" in out
     for rule in ("ingest", "weights", "augment", "pretrain", "train", "predict", "calibrate", "score",
                  "leaderboard"):
@@ -111,3 +124,119 @@ def test_unknown_config_key_stops_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "config: trian: unknown key (allowed: augment," in proc.stdout + proc.stderr
     assert not list(tmp_path.glob("*/*")), "no job may have written anything"
+
+
+# ----------------------------------------------------------------------------- reruns after changes
+def _planned_jobs(out: str) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run plans, e.g. ("train", "dataset=isbi2012, variant=unet")."""
+    jobs = set()
+    for block in re.split(r"^(?:local)?rule ", out, flags=re.M)[1:]:
+        rule = block.split(":", 1)[0].strip()
+        m = re.search(r"^\s+wildcards: (.*)$", block, flags=re.M)
+        jobs.add((rule, m.group(1).strip() if m else ""))
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, shared_data) -> dict:
+    """A real run of a two-variant ISBI workflow (scratch U-Net and an in-house pretrained
+    ResNet-18 U-Net, two steps each) whose config the rerun tests change one setting at a time."""
+    base = tmp_path_factory.mktemp("rerun")
+    cfg = yaml.safe_load((ROOT / "configs" / "quick.yaml").read_text())
+    cfg["datasets"] = {"isbi2012": cfg["datasets"]["isbi2012"]}
+    cfg["variants"] = {
+        "unet": {"model": "unet", "params": {"padding": "same", "base_channels": 4, "depth": 2}},
+        "unet-resnet18-inhouse": cfg["variants"]["unet-resnet18-inhouse"],
+    }
+    cfg["train"].update(iterations=2, val_every=2, checkpoint_every=2)
+    cfg["pretrain"]["iterations"] = 2
+    cfg.update(results_dir=str(base / "results"), data_dir=str(base / "data"))
+    path = base / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(["--cores", "2", "--configfile", str(path)])
+    if proc.returncode != 0:
+        pytest.fail(f"workflow failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}")
+    return {"config": cfg, "base": base, "results": base / "results", "data": base / "data"}
+
+
+def _changed(small_run: dict, name: str, section: str, key: str, value) -> Path:
+    cfg = json.loads(json.dumps(small_run["config"]))
+    cfg.setdefault(section, {})[key] = value
+    path = small_run["base"] / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _dry_run(config: Path) -> set[tuple[str, str]]:
+    proc = snakemake(["-n", "--cores", "2", "--configfile", str(config)])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    return _planned_jobs(out)
+
+
+ISBI = "dataset=isbi2012"
+UNET, INHOUSE = f"{ISBI}, variant=unet", f"{ISBI}, variant=unet-resnet18-inhouse"
+
+
+def _downstream_of_training(*variants: str) -> set[tuple[str, str]]:
+    """The jobs that follow a retrained variant: its val and test predictions, calibration, score."""
+    jobs = set()
+    for v in variants:
+        jobs |= {("train", v), ("predict", f"{v}, split=val"), ("predict", f"{v}, split=test"),
+                 ("calibrate", v), ("score", v)}
+    return jobs
+
+
+@pytest.mark.parametrize("key, value", [("w0", 3.0), ("sigma", 2.0)])
+def test_changed_border_weights_rerun_weights_and_all_training(small_run, key, value):
+    planned = _dry_run(_changed(small_run, f"weights_{key}", "weights", key, value))
+    expected = {("weights", ISBI), ("augment", ISBI), ("leaderboard", ""), ("all", "")}
+    assert planned == expected | _downstream_of_training(UNET, INHOUSE)  # not ingest, not pretrain
+
+
+def test_changed_pretraining_reruns_only_the_pretrained_variant(small_run):
+    planned = _dry_run(_changed(small_run, "pretrain", "pretrain", "iterations", 3))
+    expected = {("pretrain", f"{ISBI}, encoder=resnet18"), ("leaderboard", ""), ("all", "")}
+    assert planned == expected | _downstream_of_training(INHOUSE)  # the scratch U-Net is not retrained
+
+
+def test_changed_postprocessing_reruns_predictions_not_training(small_run):
+    planned = _dry_run(_changed(small_run, "postprocess", "postprocess", "min_size", 7))
+    assert planned == (_downstream_of_training(UNET, INHOUSE) - {("train", UNET), ("train", INHOUSE)}
+                       | {("leaderboard", ""), ("all", "")})
+
+
+def _tree_state(*folders: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size)
+            for f in folders for p in sorted(f.rglob("*"))}
+
+
+def test_dry_run_and_lint_write_nothing(small_run):
+    """`-n` and `--lint` with a changed config leave results/ (config.resolved.yaml included) as they were."""
+    before = _tree_state(small_run["results"], small_run["data"])
+    resolved = (small_run["results"] / "config.resolved.yaml").read_text()
+    changed = _changed(small_run, "lint_w0", "weights", "w0", 4.0)
+    assert _dry_run(changed)
+    proc = snakemake(["--lint", "--configfile", str(changed)])
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert _tree_state(small_run["results"], small_run["data"]) == before
+    assert (small_run["results"] / "config.resolved.yaml").read_text() == resolved
+    assert "w0: 10.0" in resolved
+
+
+def test_changed_w0_regenerates_the_weight_maps(small_run):
+    """Running the workflow with a changed w0 rewrites the maps (not just the plan) and the resolved
+    config the jobs read. Runs last in this module: it changes the run's state."""
+    import tifffile
+
+    data, res = small_run["data"] / "isbi2012", small_run["results"]
+    old = tifffile.imread(data / "weights" / "train_00.tif")
+    changed = _changed(small_run, "weights_w0_run", "weights", "w0", 3.0)
+    proc = snakemake([str(data / "weights" / "class_weights.json"), "--cores", "2", "--configfile", str(changed)])
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    new = tifffile.imread(data / "weights" / "train_00.tif")
+    assert json.loads((data / "weights" / "class_weights.json").read_text())["w0"] == 3.0
+    assert new.shape == old.shape and not (new == old).all()
+    # the border term shrank with w0 (same class weights, w0 10 -> 3)
+    assert new.max() < old.max()
+    assert "w0: 3.0" in (res / "config.resolved.yaml").read_text()

@@ -16,7 +16,11 @@ Each entry of ``meta["slices"]`` is ``{"id", "split" (train|val|test|unlabeled),
 "shape" [H, W]}``; paths are relative to the dataset folder. With ``align_images`` (dataset config)
 every entry also has ``"image_shift": [dy, dx]`` (px): the offset of the images from the annotation
 grid, estimated on the training split (:mod:`seg.data.align`); :func:`load_image` resamples by it, and
-``meta["alignment"]`` records the estimate.
+``meta["alignment"]`` records the estimate. CTC datasets also record ``meta["annotations"]``
+(``full`` | ``sparse``: not every object annotated), ``meta["labels"]`` (``gt`` | ``st`` | ``gt+st``) and
+``meta["st_exclusion"]``, and per entry ``"labels"`` (the label source: ``gt``, ``st`` or null) and,
+for a frame kept out of training by the silver-truth protocol, ``"excluded"`` (why); see
+:mod:`seg.data.ctc`.
 
 :func:`canonical_writer` builds the folder under a temporary name beside the target and renames it
 into place only when everything was written, so an error never leaves a partial ``data/<dataset>/``.

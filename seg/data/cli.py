@@ -40,13 +40,18 @@ def _add_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=12, help="ctc: frames per sequence")
     p.add_argument("--every", type=int, default=3, help="ctc: annotate every N-th frame (0, N, 2N, ...)")
     p.add_argument("--slices", type=int, default=30, help="isbi: slices per stack")
+    p.add_argument("--annotated", type=float, default=1.0,
+                   help="ctc: fraction of the cells in the masks (a fixed random subset per sequence; "
+                        "< 1 = sparse annotation: unannotated cells are not background)")
+    p.add_argument("--silver", action="store_true",
+                   help="ctc: also write silver truth <seq>_ST/SEG/man_segNNN.tif for every frame")
 
 
 def _run_synth(args: argparse.Namespace) -> int:
     from seg.data.synth import write_synth
 
     out = write_synth(args.out, kind=args.kind, seed=args.seed, size=args.size, frames=args.frames,
-                      every=args.every, slices=args.slices)
+                      every=args.every, slices=args.slices, annotated=args.annotated, silver=args.silver)
     print(f"wrote synthetic {args.kind} data (seed {args.seed}) to {out}")
     return 0
 

@@ -5,14 +5,28 @@ Official layout (local copies are used first)::
 
     <seq>/tNNN.tif                 2D (H, W) image, uint8 or uint16, one per time point
     <seq>_GT/SEG/man_segNNN.tif    2D (H, W) uint16 instance labels (0 = background) for the
-                                   annotated time points only (a sparse subset)
+                                   annotated time points only (gold truth, a sparse subset)
+    <seq>_ST/SEG/man_segNNN.tif    optional silver truth: computer-generated instance labels,
+                                   usually for every time point
 
 with sequences ``01`` and ``02``; frame numbers of 2 to 4 digits are accepted. The raw folder may
 hold that layout directly, one folder ``<Name>/`` containing it, or the official training archive
 ``<Name>.zip`` (members ``<Name>/01/...``), which is extracted safely into a temporary folder.
 
-Canonical form (see :mod:`seg.data.canonical`): only annotated frames, ids ``<seq>_tNNN``;
-instances keep the annotation's ids (int32); semantic = foreground minus the pixels on the border
+Canonical form (see :mod:`seg.data.canonical`): every frame of a sequence, ids ``<seq>_tNNN``.
+The gold-truth (GT) frames are split by the dataset's ``split`` rule; val and test frames always
+carry their GT. Which labels a training frame carries is the dataset's ``labels`` setting:
+
+- ``gt``: the GT training frames are ``train``; every other frame is ``unlabeled`` (image only).
+- ``st``: every frame with silver truth (ST) is a training frame with its ST labels;
+- ``gt+st``: GT where a frame has it, ST on the other frames.
+
+With ``st`` and ``gt+st`` no frame within ``st_exclusion`` frames (in time, same sequence) of a val
+or test GT frame contributes training data, GT train frames included: consecutive frames of a
+time-lapse are near copies, so training on them would leak the held-out frames. Such frames are
+``unlabeled`` and say why (``excluded``). With ``split: {by: sequence}`` the frames of val and test
+sequences never train. Entries record their label source (``labels``: gt | st | null).
+Instances keep the annotation's ids (int32); semantic = foreground minus the pixels on the border
 between two different touching instances, so touching cells separate (U-Net paper).
 
 Please cite: M. Maska et al., Bioinformatics 30(11):1609-1617, 2014; V. Ulman et al., Nature
@@ -23,6 +37,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -102,26 +117,36 @@ def _numbered(folder: Path, pattern: re.Pattern) -> dict[int, Path]:
     return out
 
 
-def ctc_paths(root: Path, sequences: list[str]) -> dict[str, list[tuple[int, Path, Path]]]:
-    """Annotated frames per present sequence: ``{seq: [(frame, image path, mask path), ...]}``.
+@dataclass(frozen=True)
+class CtcFrame:
+    """One time point of a CTC sequence: its image and, where present, GT and ST instance masks."""
+
+    frame: int
+    image: Path
+    gt: Path | None = None
+    st: Path | None = None
+
+
+def ctc_frames(root: Path, sequences: list[str]) -> dict[str, list[CtcFrame]]:
+    """Every frame of each present sequence, in time order: ``{seq: [CtcFrame, ...]}``.
 
     Raises:
-        SegError: no configured sequence is present, an annotation has no image, or there are no
-            annotations at all (empty label set).
+        SegError: no configured sequence is present, a GT or ST mask has no image, or there is no
+            GT annotation at all (empty label set; val and test are scored on GT only).
     """
     present = [s for s in sequences if (root / s).is_dir() or (root / f"{s}_GT").is_dir()]
     if not present:
         raise SegError(f"{root}: none of the sequences {', '.join(sequences)} found (expected {EXPECTED})")
-    out: dict[str, list[tuple[int, Path, Path]]] = {}
+    out: dict[str, list[CtcFrame]] = {}
     for seq in present:
         images = _numbered(root / seq, _IMAGE_RE)
-        masks = _numbered(root / f"{seq}_GT" / "SEG", _MASK_RE)
-        frames = []
-        for n, mask in sorted(masks.items()):
-            if n not in images:
-                raise SegError(f"{mask}: no image for frame {n} (expected {root / seq}/t{n:03d}.tif)")
-            frames.append((n, images[n], mask))
-        if frames:
+        masks = {kind: _numbered(root / f"{seq}_{kind}" / "SEG", _MASK_RE) for kind in ("GT", "ST")}
+        for kind, found in masks.items():
+            for n, mask in sorted(found.items()):
+                if n not in images:
+                    raise SegError(f"{mask}: no image for frame {n} (expected {root / seq}/t{n:03d}.tif)")
+        frames = [CtcFrame(n, images[n], masks["GT"].get(n), masks["ST"].get(n)) for n in sorted(images)]
+        if any(f.gt for f in frames):
             out[seq] = frames
     if not out:
         where = ", ".join(f"{root / s}_GT/SEG/" for s in present)
@@ -145,9 +170,15 @@ def ctc_semantic(instances: np.ndarray) -> np.ndarray:
     return (fg & ~(boundary & touching)).astype(np.uint8)
 
 
-def load_ctc_frame(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read and validate one annotated frame: image (H, W) original dtype, instances int32 (H, W)."""
-    image = read_tiff(image_path, ndim=2)
+def load_ctc_image(image_path: Path) -> np.ndarray:
+    """Read one frame's image (H, W) in its original dtype (SegError naming the file if unreadable)."""
+    return read_tiff(image_path, ndim=2)
+
+
+def load_ctc_frame(image_path: Path, mask_path: Path, *, allow_empty: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Read and validate one annotated frame: image (H, W) original dtype, instances int32 (H, W).
+    An all-zero mask is an error unless ``allow_empty`` (silver truth may hold no object)."""
+    image = load_ctc_image(image_path)
     mask = read_tiff(mask_path, ndim=2)
     if not np.issubdtype(mask.dtype, np.integer):
         raise SegError(f"{mask_path}: instance labels must be integers, got dtype {mask.dtype}")
@@ -155,23 +186,78 @@ def load_ctc_frame(image_path: Path, mask_path: Path) -> tuple[np.ndarray, np.nd
         raise SegError(f"{mask_path}: shape {mask.shape} does not match image {image_path.name} {image.shape}")
     if mask.min() < 0 or mask.max() > np.iinfo(np.int32).max:
         raise SegError(f"{mask_path}: instance ids must be in 0..2^31-1, found {mask.min()}..{mask.max()}")
-    if mask.max() == 0:
+    if mask.max() == 0 and not allow_empty:
         raise SegError(f"{mask_path}: empty label set (no objects, all pixels are 0)")
     return image, mask.astype(np.int32)
 
 
-def _assign(frames: dict[str, list], split_cfg: dict, where: str) -> dict[tuple[str, int], str]:
+def _assign(frames: dict[str, list[CtcFrame]], split_cfg: dict, where: str) -> dict[tuple[str, int], str]:
+    """Split of each GT frame ``(seq, frame) -> train|val|test`` by the dataset's split rule."""
     from seg.data.splits import frame_split, sequence_split
 
+    gt = {s: [f.frame for f in fr if f.gt] for s, fr in frames.items()}
     by = split_cfg.get("by", "frame")
     if by == "frame":
         vf, tf = split_cfg.get("val_fraction", 0.2), split_cfg.get("test_fraction", 0.3334)
-        return {(s, f): sp for s, fr in frames.items()
-                for f, sp in frame_split([x[0] for x in fr], vf, tf, where=f"{where} (sequence {s})").items()}
+        return {(s, f): sp for s, fr in gt.items()
+                for f, sp in frame_split(fr, vf, tf, where=f"{where} (sequence {s})").items()}
     if by == "sequence":
-        seq_split = sequence_split(list(frames), split_cfg, where=where)
-        return {(s, x[0]): seq_split[s] for s in frames if s in seq_split for x in frames[s]}
+        seq_split = sequence_split(list(gt), split_cfg, where=where)
+        return {(s, f): seq_split[s] for s in gt if s in seq_split for f in gt[s]}
     raise SegError(f"{where}.by: {by!r} is not valid for a ctc dataset (use 'frame' or 'sequence')")
+
+
+LABEL_MODES = ("gt", "st", "gt+st")
+
+
+def plan_frames(frames: dict[str, list[CtcFrame]], assignment: dict[tuple[str, int], str], *,
+                labels: str = "gt", st_exclusion: int = 5, where: str = "config") -> list[dict]:
+    """What becomes of every frame: ``[{"sequence", "frame", "split", "labels", "mask", "excluded"}]``.
+
+    Val and test are the GT frames the split rule chose (labels ``gt``). Training frames take their
+    labels by ``labels`` (see the module docstring); with ``st`` or ``gt+st`` a frame within
+    ``st_exclusion`` frames of a val or test frame of its sequence, or any frame of a val or test
+    sequence, is ``unlabeled`` with ``excluded`` saying why. Frames of sequences the split rule
+    leaves out are not listed. ``mask`` is the instance mask file to read (None when unlabeled).
+
+    Raises:
+        SegError: unknown ``labels`` mode or a negative ``st_exclusion``.
+    """
+    if labels not in LABEL_MODES:
+        raise SegError(f"{where}.labels: {labels!r} is not one of {list(LABEL_MODES)}")
+    if st_exclusion < 0:
+        raise SegError(f"{where}.st_exclusion: must be >= 0 frames, got {st_exclusion}")
+    plan = []
+    for seq, fr in frames.items():
+        seq_splits = {assignment[(seq, f.frame)] for f in fr if (seq, f.frame) in assignment}
+        if not seq_splits:
+            continue  # a sequence the split rule leaves out
+        held_out = [f.frame for f in fr if assignment.get((seq, f.frame)) in ("val", "test")]
+        whole_sequence_held_out = "train" not in seq_splits
+        for f in fr:
+            split = assignment.get((seq, f.frame))
+            row = {"sequence": seq, "frame": f.frame, "image": f.image, "split": "unlabeled",
+                   "labels": None, "mask": None, "excluded": None}
+            if split in ("val", "test"):
+                row.update(split=split, labels="gt", mask=f.gt)
+            elif labels == "gt":
+                if split == "train":
+                    row.update(split="train", labels="gt", mask=f.gt)
+            else:
+                source = (("gt", f.gt) if f.gt and labels == "gt+st" else ("st", f.st) if f.st else (None, None))
+                near = [g for g in held_out if abs(g - f.frame) <= st_exclusion]
+                if source[0] is None:
+                    pass
+                elif whole_sequence_held_out:
+                    row["excluded"] = f"sequence {seq} is held out ({'/'.join(sorted(seq_splits))})"
+                elif near:
+                    g = min(near, key=lambda x: (abs(x - f.frame), x))
+                    row["excluded"] = (f"within {st_exclusion} frames of {assignment[(seq, g)]} frame "
+                                       f"{g} (st_exclusion)")
+                else:
+                    row.update(split="train", labels=source[0], mask=source[1])
+            plan.append(row)
+    return plan
 
 
 def ingest_ctc(folder: Path, out: Path, *, name: str, entry: dict, source: dict, url: str | None = None) -> dict:
@@ -203,10 +289,11 @@ def _ingest_root(root: Path, rel_to: Path, out: Path, *, name: str, entry: dict,
     from seg.data.canonical import canonical_writer
     from seg.progress import progress
 
-    where = f"config: datasets.{name}.split"
-    frames = ctc_paths(root, list(entry.get("sequences") or ["01", "02"]))
-    assignment = _assign(frames, entry.get("split") or {}, where)
-    todo = [(s, f, img, msk) for s in frames for f, img, msk in frames[s] if (s, f) in assignment]
+    where = f"config: datasets.{name}"
+    frames = ctc_frames(root, list(entry.get("sequences") or ["01", "02"]))
+    assignment = _assign(frames, entry.get("split") or {}, f"{where}.split")
+    labels, gap = entry.get("labels", "gt"), int(entry.get("st_exclusion", 5))
+    plan = plan_frames(frames, assignment, labels=labels, st_exclusion=gap, where=where)
     source = {**source, "sequences": sorted(frames), "citation": "Ulman et al., Nature Methods 14:1141-1152, 2017"}
 
     def rel(p: Path) -> str:
@@ -215,10 +302,23 @@ def _ingest_root(root: Path, rel_to: Path, out: Path, *, name: str, entry: dict,
 
     with canonical_writer(out, name=name, kind="ctc", source=source,
                           align=bool(entry.get("align_images", False))) as w:
+        w.meta.update(annotations=entry.get("annotations", "full"), labels=labels, st_exclusion=gap)
         w.record_files(extra_files or {})
-        for seq, f, img, msk in progress(todo, desc=f"ingest {name}", unit="frame"):
-            image, inst = load_ctc_frame(img, msk)
-            w.add(f"{seq}_t{f:03d}", image, split=assignment[(seq, f)], frame=f, sequence=seq,
-                  instances=inst, semantic=ctc_semantic(inst))
-            w.record_files({rel(img): sha256_file(img), rel(msk): sha256_file(msk)})
+        for row in progress(plan, desc=f"ingest {name}", unit="frame"):
+            seq, f, img, msk = row["sequence"], row["frame"], row["image"], row["mask"]
+            files = {rel(img): sha256_file(img)}
+            if msk is None:
+                image, inst = load_ctc_image(img), None
+            else:
+                image, inst = load_ctc_frame(img, msk, allow_empty=row["labels"] == "st")
+                files[rel(msk)] = sha256_file(msk)
+                if not inst.any():  # an empty silver-truth mask: nothing to learn from
+                    row.update(split="unlabeled", labels=None, excluded="its silver truth holds no object")
+                    inst = None
+            e = w.add(f"{seq}_t{f:03d}", image, split=row["split"], frame=f, sequence=seq, instances=inst,
+                      semantic=None if inst is None else ctc_semantic(inst))
+            e["labels"] = row["labels"]
+            if row["excluded"]:
+                e["excluded"] = row["excluded"]
+            w.record_files(files)
     return w.meta

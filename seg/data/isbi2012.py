@@ -156,6 +156,13 @@ def load_isbi2012(paths: dict[str, Path]) -> dict:
             "files": {Path(f).name: sha256_file(f) for f in files}, "notes": notes}
 
 
+def pixels_sha256(array: np.ndarray) -> str:
+    """SHA-256 of an array's pixels in C order (its dtype's bytes; shape and dtype not included)."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
 def ingest_isbi2012(folder: Path, out: Path, *, name: str, entry: dict, source: dict) -> dict:
     """Ingest the raw folder into the canonical form at ``out``; returns meta."""
     from seg.data.canonical import canonical_writer
@@ -167,7 +174,10 @@ def ingest_isbi2012(folder: Path, out: Path, *, name: str, entry: dict, source: 
     assignment = isbi_split(n, entry.get("split") or {}, where=f"config: datasets.{name}.split")
     width = max(2, len(str(n - 1)))
     source = {**source, "format": data["format"], **data["notes"],
-              "citation": "Arganda-Carreras et al., Front. Neuroanat. 9:142, 2015"}
+              "citation": "Arganda-Carreras et al., Front. Neuroanat. 9:142, 2015",
+              # what the stacks are, whatever file format carried them (identifies the ISBI 2012
+              # data for its published references: seg.report.references.dataset_identity)
+              "pixels_sha256": {k: pixels_sha256(data[k]) for k in ("train", "labels")}}
     with canonical_writer(out, name=name, kind="isbi2012", source=source,
                           align=bool(entry.get("align_images", False))) as w:
         w.record_files(data["files"])

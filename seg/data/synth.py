@@ -3,12 +3,17 @@
 - ``ctc``: CTC layout ``01/tNNN.tif`` + ``01_GT/SEG/man_segNNN.tif`` (and ``02``): irregular cells
   that touch, slowly moving, imaged with DIC-like relief shading (directional derivative of a
   height map), an illumination gradient and Gaussian noise; uint8 images, uint16 instance masks;
-  only every ``every``-th frame annotated (sparse annotation in a longer sequence).
+  only every ``every``-th frame annotated (sparse annotation in a longer sequence). Options: with
+  ``annotated`` < 1 only that fraction of the cells (a fixed random subset per sequence) is in the
+  masks (sparse annotation in space, as in DIC-HeLa: an unannotated cell is not background); with
+  ``silver`` a silver truth ``<seq>_ST/SEG/man_segNNN.tif`` for every frame (the same cells, eroded
+  by one pixel: computer-generated masks are not the gold truth).
 - ``isbi``: ``train-volume.tif``, ``train-labels.tif``, ``test-volume.tif``: (Z, H, W) uint8 stacks
   of warped Voronoi cells with dark membranes about 4 px thick and noise; labels {0 membrane,
   255 interior}.
 
-Everything derives from one ``numpy.random.Generator`` seeded by ``seed``: same seed, same bytes.
+Everything derives from one ``numpy.random.Generator`` seeded by ``seed`` (the annotated subset from
+a second one seeded by ``[seed, 1]``, so the default output does not change): same seed, same bytes.
 A ``synth.json`` beside the data records kind, seed and parameters.
 """
 
@@ -68,15 +73,30 @@ def _dic_image(labels: np.ndarray, rng: np.random.Generator, gradient: np.ndarra
 
 
 def synth_ctc(rng: np.random.Generator, *, size: int = 256, frames: int = 12, every: int = 3,
-              sequences: tuple[str, ...] = ("01", "02"), cells: int = 12) -> dict[str, dict]:
+              sequences: tuple[str, ...] = ("01", "02"), cells: int = 12, annotated: float = 1.0,
+              silver: bool = False, subset_rng: np.random.Generator | None = None) -> dict[str, dict]:
     """Generate CTC-like sequences.
 
+    Args:
+        annotated: fraction in (0, 1] of the cells in the masks (a random subset per sequence drawn
+            from ``subset_rng``, at least one cell); the images show every cell.
+        silver: also return a silver-truth mask of every frame (annotated cells eroded by 1 px).
+
     Returns:
-        ``{seq: {"images": [uint8 (H, W)] * frames, "masks": {frame: uint16 (H, W)}}}`` with masks
-        for frames 0, every, 2*every, ...
+        ``{seq: {"images": [uint8 (H, W)] * frames, "masks": {frame: uint16 (H, W)}, "silver":
+        {frame: uint16 (H, W)} (empty without ``silver``), "all": {frame: uint16 (H, W)} (every
+        cell, masks frames only)}}`` with masks for frames 0, every, 2*every, ...
     """
+    from scipy.ndimage import binary_erosion
+
+    if not 0 < annotated <= 1:
+        raise SegError(f"annotated: the fraction of annotated cells must be in (0, 1], got {annotated}")
     out = {}
     for seq in sequences:
+        keep = np.arange(1, cells + 1)
+        if annotated < 1:
+            sub = subset_rng if subset_rng is not None else np.random.default_rng(0)
+            keep = np.sort(sub.permutation(keep)[:max(1, int(round(annotated * cells)))])
         # Cells on a jittered grid, spacing below twice the radius so that neighbours touch.
         side = int(np.ceil(np.sqrt(cells)))
         spacing = size / (side + 0.6)
@@ -89,16 +109,22 @@ def synth_ctc(rng: np.random.Generator, *, size: int = 256, frames: int = 12, ev
         ramp = np.linspace(-1.0, 1.0, size)
         angle = rng.uniform(0, 2 * np.pi)
         gradient = 18.0 * (np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None])
-        images, masks = [], {}
+        images, masks, st, full = [], {}, {}, {}
         for t in range(frames):
             c = np.clip(centres + t * velocity + rng.normal(0.0, 0.3, (cells, 2)), 0.1 * size, 0.9 * size)
             h = harm.copy()
             h[:, :, 1] += t * spin
             labels = _cell_labels(c, radii, h, size)
             images.append(_dic_image(labels, rng, gradient))
+            sparse = labels if annotated == 1 else np.where(np.isin(labels, keep), labels, 0).astype(np.uint16)
             if t % every == 0:
-                masks[t] = labels
-        out[seq] = {"images": images, "masks": masks}
+                masks[t], full[t] = sparse, labels
+            if silver:
+                inner = np.zeros_like(sparse)
+                for k in np.unique(sparse[sparse > 0]):
+                    inner[binary_erosion(sparse == k)] = k
+                st[t] = inner
+        out[seq] = {"images": images, "masks": masks, "silver": st, "all": full}
     return out
 
 
@@ -139,7 +165,8 @@ def synth_isbi(rng: np.random.Generator, *, size: int = 256, slices: int = 30,
 
 
 def write_synth(out: str | os.PathLike, *, kind: str = "ctc", seed: int = 0, size: int = 256,
-                frames: int = 12, every: int = 3, slices: int = 30) -> Path:
+                frames: int = 12, every: int = 3, slices: int = 30, annotated: float = 1.0,
+                silver: bool = False) -> Path:
     """Write a synthetic raw dataset to ``out`` atomically (replacing an earlier synth output only).
 
     Raises:
@@ -162,13 +189,21 @@ def write_synth(out: str | os.PathLike, *, kind: str = "ctc", seed: int = 0, siz
         tmp.mkdir()
         if kind == "ctc":
             params.update(frames=frames, every=every)
-            for seq, d in synth_ctc(rng, size=size, frames=frames, every=every).items():
+            if annotated != 1 or silver:
+                params.update(annotated=annotated, silver=silver)
+            data = synth_ctc(rng, size=size, frames=frames, every=every, annotated=annotated, silver=silver,
+                             subset_rng=np.random.default_rng([seed, 1]))
+            for seq, d in data.items():
                 (tmp / seq).mkdir()
                 (tmp / f"{seq}_GT" / "SEG").mkdir(parents=True)
                 for t, img in enumerate(d["images"]):
                     tifffile.imwrite(tmp / seq / f"t{t:03d}.tif", img)
                 for t, m in d["masks"].items():
                     tifffile.imwrite(tmp / f"{seq}_GT" / "SEG" / f"man_seg{t:03d}.tif", m)
+                if d["silver"]:
+                    (tmp / f"{seq}_ST" / "SEG").mkdir(parents=True)
+                for t, m in d["silver"].items():
+                    tifffile.imwrite(tmp / f"{seq}_ST" / "SEG" / f"man_seg{t:03d}.tif", m)
         else:
             params.update(slices=slices)
             stacks = synth_isbi(rng, size=size, slices=slices)

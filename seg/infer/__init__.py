@@ -2,7 +2,8 @@
 
 Modules: ``tiling`` (predict_tiled: MONAI sliding windows / overlap-tile), ``tta`` (dihedral TTA),
 ``postprocess`` (ISBI maps, CTC instances), ``device`` (device/AMP/predictor), ``predict``
-(predict_slice, run_predict), ``cli`` (the ``seg predict`` command).
+(predict_slice, run_predict), ``cli`` (the ``seg predict`` command), ``segment`` and ``inputs``
+(``seg segment``: a model package on new images, stacks and CTC sequences; ``segment_cli``).
 """
 
 from __future__ import annotations

@@ -63,6 +63,13 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
     doc = run_calibrate(load_config(args.config), dataset=args.dataset, variant=args.variant,
                         pred=args.pred, out=args.out, data_dir=args.data_dir)
+    if doc["criterion"] == "seg":
+        c, f = doc["at_chosen"], doc["at_fixed"]
+        print(f"seg calibrate: {args.dataset}/{args.variant}: threshold {doc['threshold']:g}, h {doc['h']:g}, "
+              f"min_size {doc['min_size']} (val SEG {c['seg']:.4f}, recall@0.5 {c['recall_iou50']:.4f}; "
+              f"{f['seg']:.4f} at the configured threshold {f['threshold']:g}, h {f['h']:g}, "
+              f"min_size {f['min_size']}) -> {args.out}")
+        return 0
     print(f"seg calibrate: {args.dataset}/{args.variant}: threshold {doc['threshold']:g} "
           f"(val mean IoU {doc['at_chosen']['iou_mean']:.4f}; "
           f"{doc['at_fixed']['iou_mean']:.4f} at {doc['at_fixed']['threshold']:g}) -> {args.out}")
@@ -78,11 +85,13 @@ COMMANDS = {
         "TTA), then ISBI interior maps (1 = interior) or CTC instance masks (mask000.tif).",
     ),
     "calibrate": Command(
-        help="choose the decision threshold on the val split's predictions",
+        help="choose the post-processing (threshold; CTC: also h, min_size) on the val split's predictions",
         add_arguments=_add_calibrate_arguments,
         run=_run_calibrate,
-        description="Reads the probability maps of `seg predict --split val`, scores the thresholds "
-        "0.05-0.95 (step 0.05) by the mean IoU of the two classes pooled over the val slices and writes "
-        "the best one (JSON) for `seg predict --threshold-file`. The test split is never used.",
+        description="Reads the probability maps of `seg predict --split val` and writes the best "
+        "post-processing (JSON) for `seg predict --threshold-file`. ISBI: the threshold 0.05-0.95 (step "
+        "0.05) with the best mean IoU of the two classes pooled over the val slices. CTC: the threshold, "
+        "watershed seed depth h and minimum object size (postprocess.search) with the best SEG over the "
+        "val frames' annotated cells (ties: the configured values). The test split is never used.",
     ),
 }

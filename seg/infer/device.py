@@ -1,8 +1,8 @@
 """Device, mixed precision and memory layout for inference (``inference.device`` / ``inference.amp``).
 
-- device ``auto``: CUDA when available, else CPU; ``cuda`` without CUDA is an error.
-- amp ``auto``: bf16 on a CUDA device that supports it, else fp16; fp32 on CPU (so CPU results are
-  exact). ``bf16`` works on CPU too (faster, changes outputs ~1e-2); ``fp16`` needs CUDA.
+The choice is :func:`seg.device.amp_dtype`'s: ``auto`` = bf16 (or fp16) on CUDA, bf16 on CPUs with
+native bf16 (AVX512-BF16/AMX; probabilities then differ from fp32 by up to ~0.05), fp32 on other
+CPUs; ``none`` pins fp32 (exact, the same on every CPU kind).
 """
 
 from __future__ import annotations

@@ -59,10 +59,8 @@ def instances_from_probability(
     Raises:
         SegError: unknown method (names the choices), bad shape, more than 65535 objects.
     """
-    from scipy import ndimage as ndi
-    from skimage.measure import label
-    from skimage.morphology import h_maxima, remove_small_objects
-    from skimage.segmentation import relabel_sequential, watershed
+    from skimage.morphology import remove_small_objects
+    from skimage.segmentation import relabel_sequential
 
     if method not in METHODS:
         raise SegError(f"postprocess.method: unknown option {method!r} (choices: {', '.join(METHODS)})")
@@ -73,13 +71,7 @@ def instances_from_probability(
         raise SegError(f"postprocess.min_size: must be >= 0, got {min_size}")
     if not h > 0:
         raise SegError(f"postprocess.h: must be > 0 pixels, got {h}")
-    mask = fg >= threshold
-    if method == "connected_components":
-        labels = label(mask, connectivity=1)
-    else:
-        dist = ndi.distance_transform_edt(mask)
-        markers = label(h_maxima(dist, h) & mask, connectivity=2)
-        labels = watershed(-dist, markers, mask=mask)
+    labels = label_mask(fg >= threshold, method=method, h=h)
     if min_size > 1:
         with warnings.catch_warnings():  # skimage warns when the image holds a single object
             warnings.filterwarnings("ignore", message="Only one label was provided")
@@ -88,6 +80,26 @@ def instances_from_probability(
     if labels.max() > np.iinfo(np.uint16).max:
         raise SegError(f"postprocess: {labels.max()} objects do not fit uint16 labels")
     return labels.astype(np.uint16)
+
+
+def label_mask(mask: np.ndarray, *, method: str = "connected_components", h: float = 2.0) -> np.ndarray:
+    """Objects of a foreground mask, before any size filter: int (H, W) labels, 0 = background.
+
+    ``connected_components``: 4-connected components; ``watershed``: markers = h-maxima of depth
+    ``h`` px of the mask's Euclidean distance transform, flooding ``-distance`` inside the mask (see
+    :func:`instances_from_probability`, which validates the arguments).
+    """
+    from scipy import ndimage as ndi
+    from skimage.measure import label
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    mask = np.asarray(mask, bool)
+    if method == "connected_components":
+        return label(mask, connectivity=1)
+    dist = ndi.distance_transform_edt(mask)
+    markers = label(h_maxima(dist, h) & mask, connectivity=2)
+    return watershed(-dist, markers, mask=mask)
 
 
 def ctc_mask_name(frame: int) -> str:

@@ -105,14 +105,16 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
     """Predict every slice of ``split`` and write the outputs to ``out`` atomically (see module doc).
 
     ``cfg`` is a config from :func:`seg.config.load_config` (schema defaults filled in).
-    ``threshold_file`` (JSON of ``seg calibrate``) replaces ``postprocess.threshold``.
+    Post-processing settings: the dataset's ``postprocess`` section (top level + the dataset's own
+    overrides); ``threshold_file`` (JSON of ``seg calibrate``) replaces its threshold and, for CTC
+    data, ``h`` and ``min_size`` by the values chosen on the val split.
 
     Returns:
         The summary written to ``predict_summary.json``.
     """
     import tifffile
 
-    from seg.config import variant_section
+    from seg.config import postprocess_section, variant_section
     from seg.data import canonical
     from seg.infer.device import resolve_device
     from seg.infer.postprocess import ctc_mask_name, instances_from_probability, isbi_maps
@@ -125,12 +127,16 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
     infer_cfg = {**DEFAULT_INFER, **variant_section(cfg, variant, "inference", dataset)}
     if device is not None:
         infer_cfg["device"] = device
-    pp = cfg["postprocess"]  # filled with the schema's defaults by load_config
+    if split == "val" and not infer_cfg.get("tta_val", True):  # val only feeds seg calibrate
+        infer_cfg["tta"] = False
+    pp = postprocess_section(cfg, dataset)  # schema defaults, then the dataset's own overrides
     threshold, source = float(pp["threshold"]), "config"
-    if threshold_file is not None:
-        from seg.infer.calibrate import read_threshold
+    if threshold_file is not None:  # every setting seg calibrate chose (threshold; CTC: h, min_size)
+        from seg.infer.calibrate import read_calibration
 
-        threshold, source = read_threshold(threshold_file), str(threshold_file)
+        chosen = read_calibration(threshold_file)
+        threshold, source = chosen["threshold"], str(threshold_file)
+        pp = {**pp, **chosen}
     ds_dir = Path(data_dir if data_dir is not None else cfg.get("data_dir", "data")) / dataset
     meta = canonical.load_meta(ds_dir)
     entries = canonical.slices(meta, split)

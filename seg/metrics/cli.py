@@ -32,7 +32,12 @@ def _run(args: argparse.Namespace) -> int:
     agg = doc["aggregate"]
     keys = ["iou_mean", "pixel_error"] + (["vrand", "vinfo", "rand_error"] if doc["kind"] == "isbi2012"
                                           else ["seg", "precision_iou50", "recall_iou50"])
+    if doc.get("annotations") == "sparse":  # precision over predicted objects lying mainly on annotated cells
+        keys = ["seg", "recall_iou50", "precision_iou50"]
     shown = ", ".join(f"{k} {agg[k]:.4f}" if isinstance(agg.get(k), float) else f"{k} n/a" for k in keys)
+    if doc.get("annotations") == "sparse":
+        shown += f", foreground IoU {agg['iou']['cell']:.4f} (sparse annotations: precision and IoU over " \
+                 "the predicted objects lying mainly on annotated cells)"
     print(f"seg score: {args.dataset}/{args.variant}/{args.split}: {shown} -> {args.out}")
     return 0
 

@@ -27,6 +27,15 @@ Metrics (definitions in ``overlap``, ``rand`` and ``ctc``):
   of all frames) and ``vrand``/``vinfo`` of the instance masks (foreground-restricted, thinned,
   pooled like ISBI).
 
+Sparse annotations (meta.json ``annotations: sparse``, CTC only; e.g. DIC-HeLa, where only some cells
+of a frame are annotated): SEG and recall count annotated cells only and are reported as usual;
+``precision_iou50`` is computed over the predicted objects that overlap the annotated cells (more than
+half of the object on annotated cells; ``precision_iou50_touching`` counts every object touching
+one) and ``iou`` holds only ``cell``, the foreground IoU of those objects with the annotated cells
+(:mod:`.ctc`); the pixel measures over the whole slice (``iou_mean``, ``dice``, ``pixel_error``,
+``edge_errors``) would count every unannotated cell as an error and are left out. The document says
+so in ``annotations`` and ``restricted``, and its primary measure is ``seg``.
+
 NaN values (e.g. SEG of a frame without reference objects) are written as JSON null.
 """
 
@@ -49,6 +58,15 @@ from seg.metrics.rand import (
 )
 
 PRIMARY = "iou_mean"
+SPARSE_PRIMARY = "seg"
+SPARSE_NOTE = {
+    "precision_iou50": "over the predicted objects that overlap the annotated cells (more than half of "
+                       "the object on annotated cells); precision_iou50_touching: over every object "
+                       "touching an annotated cell",
+    "iou": "cell only: foreground IoU of the annotated cells and the predicted objects that overlap them "
+           "(more than half on annotated cells)",
+    "left_out": "iou_mean, dice, pixel_error, edge_errors (they would count unannotated cells as errors)",
+}
 
 
 def ctc_mask_path(pred_dir: Path, entry: dict) -> Path:
@@ -135,6 +153,7 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
     ds_dir, pred_dir = Path(ds_dir), Path(pred_dir)
     meta = canonical.load_meta(ds_dir)
     kind, classes = meta["kind"], list(meta["classes"])
+    sparse = kind == "ctc" and meta.get("annotations", "full") == "sparse"
     entries = [e for e in canonical.slices(meta, split) if e.get("semantic") and e.get("instances")]
     if not entries:
         raise SegError(f"{ds_dir / 'meta.json'}: split {split!r} has no annotated slices to score")
@@ -177,10 +196,13 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
             ctc_pairs, ctc_objects = ctc_pairs + ps, ctc_objects + oc
             row = {**overlap_scores(cm, classes), **ps.rand(), **ps.info(), **oc.scores(),
                    "n_ref": oc.n_ref, "n_pred": oc.n_pred}
-        edges = edge_error_counts(gt_sem, pred_cls)
-        row["edge_errors"] = edge_error_summary(edges, cm, classes)
+            if sparse:
+                row = _sparse_scores(row, oc)
         cm_total += cm
-        edges_total += edges
+        if not sparse:
+            edges = edge_error_counts(gt_sem, pred_cls)
+            row["edge_errors"] = edge_error_summary(edges, cm, classes)
+            edges_total += edges
         per_slice.append(_clean({"id": e["id"], **row}))
 
     agg = overlap_scores(cm_total, classes)
@@ -190,8 +212,25 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
     else:
         agg.update({**ctc_pairs.rand(), **ctc_pairs.info(), **ctc_objects.scores(),
                     "n_ref": ctc_objects.n_ref, "n_pred": ctc_objects.n_pred})
+        if sparse:
+            agg = _sparse_scores(agg, ctc_objects)
     agg["n_slices"] = len(entries)
-    return {"kind": kind, "classes": classes, "split": split, "aggregate": _clean(agg), "per_slice": per_slice}
+    out = {"kind": kind, "classes": classes, "split": split, "aggregate": _clean(agg), "per_slice": per_slice}
+    if sparse:
+        out.update(annotations="sparse", restricted=SPARSE_NOTE)
+    return out
+
+
+def _sparse_scores(scores: dict, oc: ObjectCounts) -> dict:
+    """Sparse annotations: the measures that count unannotated cells as errors are replaced by their
+    versions over the predicted objects that overlap the annotated cells (more than half of the
+    object on them), or left out."""
+    ann = oc.annotated_scores()
+    keep = {k: v for k, v in scores.items()
+            if k not in ("iou", "iou_mean", "dice", "dice_mean", "pixel_error", "f1_interior_error", "edge_errors")}
+    return {**keep, "precision_iou50": ann["precision_iou50_annotated"], "iou": {"cell": ann["iou_cell_annotated"]},
+            "precision_iou50_touching": ann["precision_iou50_touching"],
+            "n_pred_annotated": oc.n_pred_annotated, "n_pred_touching": oc.n_pred_touching}
 
 
 def _find_predict_summary(pred_dir: Path) -> dict:
@@ -226,7 +265,9 @@ def metrics_report(cfg: dict, dataset: str, variant: str, scores: dict, *, pred_
         "checkpoint": checkpoint,
         "seed": train.get("seed", cfg.get("seed", 0)),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "primary": PRIMARY,
+        "primary": SPARSE_PRIMARY if scores.get("annotations") == "sparse" else PRIMARY,
+        "annotations": scores.get("annotations", "full"),
+        **({"restricted": scores["restricted"]} if "restricted" in scores else {}),
         "aggregate": scores["aggregate"],
         "per_slice": scores["per_slice"],
         "train": train,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from seg.errors import SegError
 from seg.io import atomic_path, read_json
-from seg.report.leaderboard import Leaderboard, Row
+from seg.report.leaderboard import SPARSE_NOTE, Leaderboard, Row
 from seg.report.references import references_for
 
 DEFAULT_CLASSES = {"isbi2012": ("membrane", "interior"), "ctc": ("background", "cell")}
@@ -106,17 +106,32 @@ def build_figures(board: Leaderboard, cfg: dict, data_dir: Path, folder: Path) -
         for ds, rows in board.datasets.items():
             kind = board.kinds.get(ds, "")
             notes = out.notes.setdefault(ds, [])
-            refs = references_for(ds, kind)
+            refs = references_for(board.identities.get(ds))
             if any(r.metric == "iou_mean" for r in refs):
                 ref_text = ("The dashed line is the published U-Net result, measured on the "
                             "challenge's own test set, not on our split.")
             elif kind == "isbi2012":
                 ref_text = "The published ISBI 2012 results are error measures: see the errors figure."
+            elif any(r.metric == "seg" for r in refs):
+                ref_text = ("The published U-Net result on this dataset is the challenge's SEG "
+                            "measure (an object IoU): it is compared with our SEG in the reference "
+                            "table, not with this pixel IoU.")
             else:
-                ref_text = "No published U-Net IoU exists for this dataset."
-            add(F.iou_chart(ds, rows, refs, colors), ds, "iou", "IoU per variant",
-                "Mean IoU over classes on our held-out test split; error bars and ± give the std "
-                f"over runs with different seeds. {ref_text}")
+                ref_text = "No published U-Net result exists for this dataset."
+            if board.sparse(ds):  # sparse annotations: SEG, and the note beside the dataset's table
+                notes.append(SPARSE_NOTE.format(dataset=ds))
+                seg_ref = any(r.metric == "seg" for r in refs)
+                add(F.iou_chart(ds, rows, refs, colors, key="seg"), ds, "iou", "SEG per variant",
+                    "SEG (the Cell Tracking Challenge's measure: mean IoU of each annotated cell with "
+                    "the predicted object covering more than half of it) on our held-out test frames; "
+                    "error bars and ± give the std over runs with different seeds. Sparse "
+                    "annotations, so no pixel IoU over the whole frame. "
+                    + ("The dashed line is the published U-Net result on the challenge's own test "
+                       "sequences, not on our split." if seg_ref else ref_text))
+            else:
+                add(F.iou_chart(ds, rows, refs, colors), ds, "iou", "IoU per variant",
+                    "Mean IoU over classes on our held-out test split; error bars and ± give the std "
+                    f"over runs with different seeds. {ref_text}")
             if kind == "isbi2012":
                 add(F.isbi_error_chart(ds, rows, refs, colors), ds, "errors",
                     "Errors vs the published U-Net",

@@ -4,6 +4,10 @@ Everything is compared on the foreground class, class 1 of the canonical semanti
 1 = interior, 0 = membrane; CTC: 1 = cell, 0 = background). A *false positive* pixel is predicted
 class 1 where the ground truth is class 0, a *false negative* the reverse.
 
+Sparse annotations (meta.json ``annotations: sparse``): a predicted object that overlaps no annotated
+cell may well be a real, unannotated cell, so it is neither a false positive nor scored; its pixels
+are drawn in a third colour (:data:`UNSCORED_COLOR`) and left out of the error fractions.
+
 The canonical files are read directly by the layout of meta.json (``images/<id>.tif``,
 ``semantic/<id>.tif``) so the report needs nothing but the files; the raw intensities are shown
 (percentile-stretched), not the training normalisation.
@@ -22,6 +26,7 @@ from seg.io import read_json, read_tiff
 # RGB uint8 colours of the overlay (Okabe-Ito-like, distinguishable with colour-blindness).
 FP_COLOR = (255, 160, 0)   # orange: predicted foreground, truly background
 FN_COLOR = (0, 150, 255)   # blue: missed foreground
+UNSCORED_COLOR = (170, 120, 210)  # lilac: predicted object touching no annotated cell (sparse data)
 
 
 def stretch(image: np.ndarray, lo: float = 1.0, hi: float = 99.0) -> np.ndarray:
@@ -34,13 +39,15 @@ def stretch(image: np.ndarray, lo: float = 1.0, hi: float = 99.0) -> np.ndarray:
 
 
 def error_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, *,
-                  alpha: float = 0.7) -> np.ndarray:
+                  alpha: float = 0.7, unscored: np.ndarray | None = None) -> np.ndarray:
     """Colour false positives and false negatives over a grey image.
 
     Args:
         image: (H, W) any dtype; shown percentile-stretched in grey.
         truth, pred: (H, W) bool (or 0/1) foreground masks.
         alpha: opacity of the error colours in [0, 1].
+        unscored: (H, W) bool, sparse annotations: pixels of predicted objects that overlap no
+            annotated cell, drawn in :data:`UNSCORED_COLOR` instead of as false positives.
 
     Returns:
         (H, W, 3) uint8 RGB: grey where prediction and truth agree, :data:`FP_COLOR` where
@@ -52,23 +59,28 @@ def error_overlay(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, *,
                        f"prediction {pred.shape}")
     grey = stretch(image)[..., None] * 255.0
     rgb = np.repeat(grey, 3, axis=2)
-    for mask, colour in ((pred & ~truth, FP_COLOR), (truth & ~pred, FN_COLOR)):
+    extra = np.zeros_like(pred) if unscored is None else np.asarray(unscored, bool)
+    for mask, colour in ((pred & ~truth & ~extra, FP_COLOR), (truth & ~pred, FN_COLOR),
+                         (extra & ~truth, UNSCORED_COLOR)):
         rgb[mask] = (1 - alpha) * rgb[mask] + alpha * np.asarray(colour, np.float32)
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
 @dataclass
 class Example:
-    """One test slice: ``image`` (H, W) raw dtype; ``truth``/``pred`` (H, W) bool foreground."""
+    """One test slice: ``image`` (H, W) raw dtype; ``truth``/``pred`` (H, W) bool foreground;
+    ``unscored`` (H, W) bool or None: sparse annotations, predicted objects touching no annotated cell."""
 
     id: str
     image: np.ndarray
     truth: np.ndarray
     pred: np.ndarray
+    unscored: np.ndarray | None = None
 
     @property
     def fp_fraction(self) -> float:
-        return float((self.pred & ~self.truth).mean())
+        fp = self.pred & ~self.truth
+        return float((fp if self.unscored is None else fp & ~self.unscored).mean())
 
     @property
     def fn_fraction(self) -> float:
@@ -76,8 +88,9 @@ class Example:
 
     @property
     def iou(self) -> float:
-        union = (self.pred | self.truth).sum()
-        return float((self.pred & self.truth).sum() / union) if union else 1.0
+        pred = self.pred if self.unscored is None else self.pred & ~self.unscored
+        union = (pred | self.truth).sum()
+        return float((pred & self.truth).sum() / union) if union else 1.0
 
 
 def load_prediction(pred_dir: Path, entry: dict, *, threshold: float = 0.5) -> np.ndarray | None:
@@ -154,5 +167,27 @@ def load_examples(ds_dir: Path, run_dir: Path, n: int, *, split: str = "test",
             notes.append(f"example {entry['id']} left out: image {image.shape}, ground truth "
                          f"{truth.shape} and prediction {pred.shape} differ in shape")
             continue
-        out.append(Example(entry["id"], image, truth, pred))
+        unscored = None
+        if meta.get("annotations") == "sparse":
+            unscored = _unscored(pred_dir, entry, ds_dir)
+            if unscored is not None and unscored.shape != pred.shape:
+                unscored = None
+        out.append(Example(entry["id"], image, truth, pred, unscored))
     return out, notes
+
+
+def _unscored(pred_dir: Path, entry: dict, ds_dir: Path) -> np.ndarray | None:
+    """Pixels of the predicted CTC objects that overlap no annotated cell (bool (H, W)), or None
+    when the instance mask or the annotation is not there."""
+    mask = pred_dir / f"{entry.get('sequence') or '01'}_RES" / f"mask{int(entry['frame']):03d}.tif"
+    if not mask.is_file() or not entry.get("instances"):
+        return None
+    try:
+        inst = read_tiff(mask, ndim=2)
+        ref = read_tiff(ds_dir / entry["instances"], ndim=2) > 0
+    except SegError:
+        return None
+    if inst.shape != ref.shape:
+        return None
+    touching = np.unique(inst[ref & (inst > 0)])
+    return (inst > 0) & ~np.isin(inst, touching)

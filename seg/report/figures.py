@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.report.examples import FN_COLOR, FP_COLOR, Example, error_overlay, stretch
+from seg.report.examples import FN_COLOR, FP_COLOR, UNSCORED_COLOR, Example, error_overlay, stretch
 from seg.report.leaderboard import Row
 from seg.report.references import Reference
 
@@ -90,20 +90,22 @@ def _width(n: int, minimum: float = 6.0) -> float:
 
 
 def iou_chart(dataset: str, rows: list[Row], refs: tuple[Reference, ...],
-              colors: dict[str, tuple]):
-    """Bar chart of mean IoU per variant (leaderboard order), published IoU as a dashed line."""
+              colors: dict[str, tuple], *, key: str = "iou_mean"):
+    """Bar chart of mean IoU per variant (leaderboard order), published IoU as a dashed line.
+    ``key="seg"`` (sparsely annotated data): SEG instead, with a published value of that measure."""
     fig = _figure(_width(len(rows)), 4.6 + (1.2 if len(rows) > COMPACT else 0.0))
     ax = fig.add_subplot()
-    _bars(ax, rows, "iou_mean", colors)
-    for ref in (r for r in refs if r.metric == "iou_mean"):
+    _bars(ax, rows, key, colors)
+    for ref in (r for r in refs if r.metric == key):
         ax.axhline(ref.value, color=REF_COLOR, linestyle="--", linewidth=1.5, zorder=2.5,
                    label=f"{ref.name} = {ref.value:.4f}, published,\nmeasured on the {ref.test_set} "
                          "(not our test split)")
     ax.set_ylim(0, 1.18)
     ax.set_yticks(np.linspace(0, 1, 6))
-    ax.set_ylabel("IoU, mean over classes (0-1)")
+    what = "SEG" if key == "seg" else "IoU"
+    ax.set_ylabel("SEG, mean IoU of matched annotated cells (0-1)" if key == "seg" else "IoU, mean over classes (0-1)")
     ax.set_xlabel("model variant")
-    ax.set_title(f"{dataset}: IoU on our test split (higher is better)")
+    ax.set_title(f"{dataset}: {what} on our test split (higher is better)")
     if ax.get_legend_handles_labels()[0]:
         fig.legend(loc="outside lower center", fontsize=8, frameon=False)
     return fig
@@ -242,7 +244,7 @@ def examples_figure(dataset: str, examples: list[Example], variant_label: str,
             (stretch(ex.image), f"image {ex.id}"),
             (ex.truth, f"ground truth (white = {fg})"),
             (ex.pred, "prediction"),
-            (error_overlay(ex.image, ex.truth, ex.pred),
+            (error_overlay(ex.image, ex.truth, ex.pred, unscored=ex.unscored),
              f"errors: FP {100 * ex.fp_fraction:.1f} %, FN {100 * ex.fn_fraction:.1f} %"),
         ]
         for ax, (img, title) in zip(ax_row, panels):
@@ -252,7 +254,10 @@ def examples_figure(dataset: str, examples: list[Example], variant_label: str,
             ax.set_yticks([])
     legend = [Patch(color=np.array(FP_COLOR) / 255, label=f"false positive: predicted {fg}, truly {bg}"),
               Patch(color=np.array(FN_COLOR) / 255, label=f"false negative: truly {fg}, predicted {bg}")]
-    fig.legend(handles=legend, loc="outside lower center", ncols=2, fontsize=9, frameon=False)
+    if any(ex.unscored is not None for ex in examples):  # sparse annotations
+        legend.append(Patch(color=np.array(UNSCORED_COLOR) / 255,
+                            label=f"predicted {fg} touching no annotated {fg}: not scored (may be unannotated)"))
+    fig.legend(handles=legend, loc="outside lower center", ncols=min(len(legend), 3), fontsize=9, frameon=False)
     fig.suptitle(f"{dataset}: test slices, prediction of {variant_label} "
                  f"(% = share of the slice's pixels)", fontsize=11)
     return fig

@@ -21,14 +21,17 @@ from seg.report.references import SOURCE, references_for
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
-       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; }
+       max-width: 1200px; padding: 0 1em; color: #222; line-height: 1.45; overflow-wrap: anywhere; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; white-space: nowrap; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; white-space: nowrap;
+         overflow-wrap: normal; }
 th { background: #f0f0f0; } tr:nth-child(even) td { background: #fafafa; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.best td { font-weight: 600; }
-.scroll { overflow-x: auto; }
+/* wide tables scroll inside their box (scrollbar always shown) instead of widening the page */
+.scroll { overflow-x: scroll; max-width: 100%; }
+section, .ref, figure { min-width: 0; max-width: 100%; }
 figure { margin: 1.5em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #444; max-width: 60em; }
 .ref { background: #fff5f3; border-left: 4px solid #c0392b; padding: 0.5em 1em; }
@@ -88,7 +91,7 @@ def render(board: Leaderboard, figures: Figures, *, config_yaml: str, config_pat
         header, cells = tables.table(board, ds)
         parts += [f'<section id="ds-{safe_name(ds)}"><h2>{esc(ds)} ({esc(kind)})</h2>',
                   _table(header, cells, best_first=True)]
-        refs = references_for(ds, board.kinds.get(ds))
+        refs = references_for(board.identities.get(ds))
         if refs:
             rh, rc = tables.reference_table(board, ds, refs)
             parts += ['<div class="ref"><p><b>Published U-Net results</b> (' + esc(SOURCE) + "), "

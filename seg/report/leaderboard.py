@@ -8,8 +8,13 @@ Runs are grouped by (dataset, variant, config hash); within a group:
 - runs with **different seeds** are merged: every metric becomes the mean over the runs, with the
   sample standard deviation (ddof=1) as the spread and ``n`` the number of runs.
 
-Rows are sorted per dataset by the runs' primary metric (``iou_mean``, higher is better), best
-first. Table rendering (CSV, Markdown, terminal) is in :mod:`seg.report.tables`.
+Rows are sorted per dataset by the runs' primary metric (``iou_mean``, higher is better; ``seg``
+for sparsely annotated data), best first. Table rendering (CSV, Markdown, terminal) is in
+:mod:`seg.report.tables`.
+
+Sparse annotations (dataset ``annotations: sparse``, e.g. DIC-HeLa): the runs' precision and pixel
+IoU are computed over the predicted objects that overlap the annotated cells (more than half of the
+object on them; ``seg score``), the rows are ranked by SEG, and the leaderboard carries a note saying so (:data:`SPARSE_NOTE`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 
 from seg.errors import SegError
 from seg.io import read_json
+from seg.report.references import dataset_identity
 
 # Aggregate metrics carried into the leaderboard, in column order. Errors: lower is better.
 # pixel_error = fraction of misclassified pixels; pixel_error_isbi = the ISBI 2012 challenge's
@@ -37,6 +43,12 @@ METRICS = (
 LOWER_IS_BETTER = {"pixel_error", "f1_interior_error", "rand_error", "pixel_error_isbi"}
 # Shown beside IoU: V_rand for ISBI, SEG for Cell Tracking Challenge data.
 SECONDARY = {"isbi2012": "vrand", "ctc": "seg"}
+SPARSE_NOTE = ("{dataset}: sparse annotations (only some cells of a frame are annotated; an "
+               "unannotated cell is not background). Ranked by SEG (annotated cells only); recall "
+               "counts annotated cells; precision@IoU0.5 and foreground IoU are computed only over the "
+               "predicted objects that overlap the annotated cells (more than half of the object on "
+               "them); mean IoU over the whole frame is left out (it would count every unannotated "
+               "cell found as an error).")
 # Run facts averaged over merged runs (seconds, counts).
 NUMERIC_FACTS = ("train_time_s", "seconds_per_slice", "params", "iterations", "best_val_iou", "threshold")
 
@@ -69,6 +81,7 @@ class Run:
     model: str
     class_iou: dict[str, float]
     kind: str = ""
+    annotations: str = "full"
 
     @property
     def run_dir(self) -> Path:
@@ -187,7 +200,20 @@ def load_run(path: Path, cfg: dict | None = None) -> Run:
         model=str(var_cfg.get("model") or train.get("model") or ""),
         class_iou={str(k): _num(v) for k, v in (agg.get("iou") or {}).items()},
         kind=str(m.get("kind") or ""),
+        annotations=str(m.get("annotations") or "full"),
     )
+
+
+def _meta(data_dir: Path | None, dataset: str) -> dict | None:
+    """The dataset's canonical meta.json, or None if there is none (or it is unreadable)."""
+    path = data_dir / dataset / "meta.json" if data_dir else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        meta = read_json(path)
+    except SegError:
+        return None
+    return meta if isinstance(meta, dict) else None
 
 
 def dataset_kind(dataset: str, runs: list[Run], cfg: dict | None, data_dir: Path | None) -> str:
@@ -199,19 +225,23 @@ def dataset_kind(dataset: str, runs: list[Run], cfg: dict | None, data_dir: Path
     for r in runs:
         if r.kind:
             return r.kind
-    meta = data_dir / dataset / "meta.json" if data_dir else None
-    if meta is not None and meta.is_file():
-        try:
-            kind = read_json(meta).get("kind")
-            if kind:
-                return str(kind)
-        except (SegError, AttributeError):
-            pass
+    kind = (_meta(data_dir, dataset) or {}).get("kind")
+    if kind:
+        return str(kind)
     if any(not math.isnan(r.metrics["rand_error"]) for r in runs):
         return "isbi2012"
     if any(not math.isnan(r.metrics["seg"]) for r in runs):
         return "ctc"
     return ""
+
+
+def dataset_annotations(dataset: str, runs: list[Run], cfg: dict | None) -> str:
+    """``sparse`` if the config says so for ``dataset`` or any run's metrics.json was scored as
+    sparse (the metrics then are the restricted ones), else ``full``."""
+    ds_cfg = ((cfg or {}).get("datasets") or {}).get(dataset) or {}
+    if ds_cfg.get("annotations") == "sparse" or any(r.annotations == "sparse" for r in runs):
+        return "sparse"
+    return "full"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -272,6 +302,14 @@ class Leaderboard:
     datasets: dict[str, list[Row]]
     kinds: dict[str, str]
     notes: list[str]
+    # dataset -> identity for published references (seg.report.references.dataset_identity)
+    identities: dict[str, str | None] = field(default_factory=dict)
+    # dataset -> "full" | "sparse" (sparse: precision and IoU restricted, ranked by SEG)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def sparse(self, dataset: str) -> bool:
+        """Whether ``dataset`` is sparsely annotated (its precision and IoU are restricted)."""
+        return self.annotations.get(dataset) == "sparse"
 
     @property
     def rows(self) -> list[Row]:
@@ -304,9 +342,15 @@ def build_leaderboard(result_dirs: Iterable[str | os.PathLike], cfg: dict | None
     data = Path(data_dir) if data_dir is not None else None
     out: dict[str, list[Row]] = {}
     kinds: dict[str, str] = {}
+    identities: dict[str, str | None] = {}
+    annotations: dict[str, str] = {}
     for ds in names:
         ds_runs = [r for g in groups[ds].values() for r in g]
         kinds[ds] = dataset_kind(ds, ds_runs, cfg, data)
+        identities[ds] = dataset_identity(ds, _meta(data, ds))
+        annotations[ds] = dataset_annotations(ds, ds_runs, cfg)
+        if annotations[ds] == "sparse":
+            notes.append(SPARSE_NOTE.format(dataset=ds))
         rows = [merge_group(g, kinds[ds]) for g in groups[ds].values()]
         for row in rows:
             for d in row.dropped:
@@ -314,4 +358,5 @@ def build_leaderboard(result_dirs: Iterable[str | os.PathLike], cfg: dict | None
                 notes.append(f"{ds} / {row.label}: {d.path} duplicates seed {d.seed} of "
                              f"{keep.path} (same config hash {row.config_hash}); kept the newer one")
         out[ds] = sort_rows(rows)
-    return Leaderboard(datasets=out, kinds=kinds, notes=notes)
+    return Leaderboard(datasets=out, kinds=kinds, notes=notes, identities=identities,
+                       annotations=annotations)

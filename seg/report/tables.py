@@ -3,7 +3,10 @@
 ``results/leaderboard.csv`` has one row per dataset x variant (x config hash, when the same variant
 was run with different settings) and exactly the columns of :data:`CSV_COLUMNS`:
 
-- ``dataset``, ``kind`` (isbi2012|ctc|empty), ``rank`` (1 = best within the dataset), ``variant``,
+- ``dataset``, ``kind`` (isbi2012|ctc|empty), ``annotations`` (full|sparse: with sparse,
+  ``precision_iou50`` and ``iou_class1`` are over the predicted objects that overlap the annotated
+  cells with more than half of their pixels, ``iou_mean`` and the other pixel measures are empty,
+  rank by ``seg``), ``rank`` (1 = best within the dataset), ``variant``,
   ``label`` (display name), ``model``, ``config_hash``, ``primary`` (metric the rank is based on);
 - ``n_runs`` (runs merged, distinct seeds), ``seeds`` (``;``-separated), ``duplicates_dropped``
   (same-seed copies left out);
@@ -34,11 +37,11 @@ import os
 
 from seg.data.canonical import KINDS
 from seg.io import atomic_path
-from seg.report.leaderboard import METRICS, Leaderboard, Row
+from seg.report.leaderboard import METRICS, SPARSE_NOTE, Leaderboard, Row
 from seg.report.references import references_for
 
 CSV_COLUMNS = (
-    "dataset", "kind", "rank", "variant", "label", "model", "config_hash", "primary",
+    "dataset", "kind", "annotations", "rank", "variant", "label", "model", "config_hash", "primary",
     "n_runs", "seeds", "duplicates_dropped",
     *[c for m in METRICS for c in (m, f"{m}_std")],
     "iou_class0", "iou_class0_std", "iou_class1", "iou_class1_std",
@@ -67,7 +70,8 @@ def csv_records(board: Leaderboard) -> list[dict[str, str]]:
     out = []
     for row in board.rows:
         rec = {
-            "dataset": row.dataset, "kind": row.kind, "rank": str(row.rank),
+            "dataset": row.dataset, "kind": row.kind, "annotations": board.annotations.get(row.dataset, "full"),
+            "rank": str(row.rank),
             "variant": row.variant, "label": row.label, "model": row.model,
             "config_hash": row.config_hash, "primary": row.primary, "n_runs": str(row.n),
             "seeds": ";".join("" if s is None else str(s) for s in row.seeds),
@@ -115,7 +119,21 @@ def _fmt_params(p: float) -> str:
     return "-" if math.isnan(p) else f"{p / 1e6:.2f} M"
 
 
-def metric_columns(kind: str) -> list[str]:
+# Sparse annotations: what the restricted measures are called in the tables.
+SPARSE_NAMES = {**METRIC_NAMES, "precision_iou50": "precision@IoU0.5 (annotated cells)",
+                "iou_cell": "foreground IoU (annotated cells)"}
+
+
+def metric_columns(kind: str, *, sparse: bool = False) -> list[str]:
+    """Sparse annotations (CTC): SEG first, then recall, and precision and foreground IoU over the
+    predicted objects that overlap the annotated cells (more than half of the object on them); no
+    mean IoU (see :data:`SPARSE_NAMES`)."""
+    if sparse:
+        return ["seg", "recall_iou50", "precision_iou50", "iou_cell"]
+    return _metric_columns(kind)
+
+
+def _metric_columns(kind: str) -> list[str]:
     """Metric columns shown for a dataset kind: mean IoU first, the class IoU that matters (ISBI:
     membrane, CTC: foreground), then the challenge's own measures."""
     if kind == "isbi2012":
@@ -129,8 +147,10 @@ def metric_columns(kind: str) -> list[str]:
 def table(board: Leaderboard, dataset: str, *, pm: str = "±") -> tuple[list[str], list[list[str]]]:
     """Header and display cells of one dataset's leaderboard (best first)."""
     kind = board.kinds.get(dataset, "")
-    metrics = metric_columns(kind)
-    header = ["#", "variant", "model", *[METRIC_NAMES[m] for m in metrics], "n", "seeds",
+    sparse = board.sparse(dataset)
+    metrics = metric_columns(kind, sparse=sparse)
+    names = SPARSE_NAMES if sparse else METRIC_NAMES
+    header = ["#", "variant", "model", *[names[m] for m in metrics], "n", "seeds",
               "params", "train time", "device", "inference s/slice", "threshold", "config", "date"]
     cells = []
     for row in board.datasets[dataset]:
@@ -161,7 +181,9 @@ def markdown(board: Leaderboard) -> str:
                   "|" + "|".join("---:" if h in ("#", "n") else "---" for h in header) + "|"]
         lines += ["| " + " | ".join(_md_escape(c) for c in r) + " |" for r in cells]
         lines.append("")
-        refs = references_for(ds, board.kinds.get(ds))
+        if board.sparse(ds):  # the restricted measures are explained beside the table
+            lines += [SPARSE_NOTE.format(dataset=ds), ""]
+        refs = references_for(board.identities.get(ds))
         if refs:
             rh, rc = reference_table(board, ds, refs)
             lines += ["Published U-Net results for reference, measured on the challenge's own test "
@@ -190,7 +212,8 @@ def terminal(board: Leaderboard) -> str:
         widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
         line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
         kind = board.kinds.get(ds) or "unknown kind"
-        blocks.append("\n".join([f"{ds} ({kind}): sorted by IoU, best first", line(header),
+        order = "sorted by SEG (sparse annotations), best first" if board.sparse(ds) else "sorted by IoU, best first"
+        blocks.append("\n".join([f"{ds} ({kind}): {order}", line(header),
                                  "  ".join("-" * w for w in widths), *map(line, cells)]))
     if board.notes:
         blocks.append("notes:\n" + "\n".join(f"  - {n}" for n in board.notes))

@@ -1,11 +1,9 @@
 """Device, mixed precision, memory layout and determinism settings for training.
 
-``resolve_device("auto")`` picks CUDA when available, else CPU. Mixed precision (``train.amp``):
-
-- ``auto``: bf16 on a CUDA device that supports it, else fp16 (with a GradScaler); none on CPU.
-- ``bf16``: bf16 autocast on CUDA or CPU (CPU bf16 is measured by ``bench/train.py``).
-- ``fp16``: CUDA only (with a GradScaler).
-- ``none``: fp32.
+``resolve_device("auto")`` picks CUDA when available, else CPU. Mixed precision (``train.amp``) is
+chosen by :func:`seg.device.amp_dtype`: ``auto`` = bf16 (or fp16 with a GradScaler) on CUDA, bf16
+on CPUs with native bf16 (AVX512-BF16/AMX), fp32 on other CPUs; ``bf16``, ``fp16`` (CUDA only) and
+``none`` (fp32) as asked. See :mod:`seg.device` for what is reproducible under each.
 
 ``configure_determinism`` switches on deterministic algorithms (bit-identical reruns on CPU; on CUDA
 deterministic kernels where they exist); with determinism off on CUDA it enables ``cudnn.benchmark``.

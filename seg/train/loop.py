@@ -3,8 +3,9 @@
 Outputs in ``out_dir`` (``results/<dataset>/<variant>/``):
 
 - ``checkpoints/last.pt`` every ``train.checkpoint_every`` steps and at the end; ``checkpoints/best.pt``
-  at each new best val IoU (at the val-chosen threshold with ``postprocess.calibrate``; see
-  :mod:`seg.train.checkpoint` for the contents);
+  at each new best val IoU (at the val-chosen threshold with ``postprocess.calibrate``; CTC data:
+  val SEG of the post-processed instances, ``val_criterion`` in the summary; see
+  :mod:`seg.train.validate`, and :mod:`seg.train.checkpoint` for the contents);
 - ``train_log.csv`` with columns :data:`LOG_COLUMNS` (``val_iou`` only on validation rows);
 - ``train_summary.json`` when the budget is complete (see :func:`train`).
 
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seg.config import variant_section
+from seg.config import postprocess_section, variant_section
 from seg.device import set_threads
 from seg.errors import SegError
 from seg.io import write_json
@@ -137,13 +138,19 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir, pr
     configure_determinism(bool(tcfg["deterministic"]), dev)
     seed_everything(seed)
     ds_dir = Path(data_dir or cfg.get("data_dir", "data")) / dataset
-    classes = len(load_meta(ds_dir)["classes"])
+    meta = load_meta(ds_dir)
+    classes = len(meta["classes"])
+    sparse = meta.get("annotations", "full") == "sparse"  # weight 0 marks the ignored pixels
+    pp = postprocess_section(cfg, dataset)
+    # CTC: the best checkpoint is the one with the best val SEG (annotated cells only), the measure
+    # seg calibrate chooses the post-processing by; ISBI: val mean IoU.
+    val_pp = pp if meta["kind"] == "ctc" and classes == 2 else None
     model = build_training_model(cfg, dataset, variant, classes, pretrained=pretrained)
     n_params = sum(p.numel() for p in model.parameters())
     geometry = patch_geometry(model, int(tcfg["patch_size"]))
     loss_fn = build_loss(tcfg["loss"])
     data = PatchDataset(
-        load_training_slices(ds_dir, "train", with_weights=needs_weights(tcfg["loss"])),
+        load_training_slices(ds_dir, "train", with_weights=needs_weights(tcfg["loss"], sparse=sparse)),
         geometry,
         augment_cfg=variant_section(cfg, variant, "augment", dataset),
         seed=seed,
@@ -238,7 +245,7 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir, pr
         if it % int(tcfg["val_every"]) == 0 or it == total:
             if env.is_main and val_slices:
                 iou, _ = validate(ckpt.unwrap(model), val_slices, infer_cfg, dev, classes,
-                                  calibrate=bool((cfg.get("postprocess") or {}).get("calibrate")))
+                                  calibrate=bool(pp["calibrate"]), postprocess=val_pp)
                 log.write(iteration=it, epoch=(it - 1) // iters_per_epoch, val_iou=f"{iou:.6f}", lr=f"{lr:.6g}",
                           wall_s=f"{wall_before + time.perf_counter() - t0:.2f}")
                 if best_iou is None or iou > best_iou:
@@ -280,6 +287,7 @@ def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir, pr
         "dataset": dataset, "variant": variant, "model": cfg["variants"][variant]["model"],
         "iterations": it, "budget_iterations": total, "stopped": stopped,
         "wall_time_s": round(wall, 3), "best_val_iou": best_iou, "best_iteration": best_it,
+        "val_criterion": "seg" if val_pp is not None else "iou_mean",
         "samples_per_s": round(it * B * W / (step_before + step_sum), 4) if step_before + step_sum > 0 else None,
         "data_wait": round((wait_before + wait_sum) / (step_before + step_sum), 5) if step_before + step_sum > 0 else None,
         "peak_memory_mb": round(peak_memory_mb(dev), 1), "device": device_name(dev), "amp": prec.name,

@@ -10,6 +10,12 @@ Losses are computed in float32 whatever the autocast dtype.
   ``E = sum w(x) log p_l(x)(x)`` normalised by the total weight (so the lr does not depend on w0).
 - ``ce``: the mean per-pixel cross-entropy (weights ignored).
 - ``*_dice``: adds ``dice_weight`` times MONAI's soft Dice loss (softmax, all classes).
+
+Ignored pixels: a pixel whose weight is exactly 0 (sparse annotations: farther than the band from
+every annotated object, see :func:`seg.targets.weights.annotated_region`) is ignored by every loss:
+``wce`` gives it no weight, ``ce`` averages over the other pixels only, and the soft Dice terms are
+summed over the other pixels only. When the weights hold no zero (full annotations) every loss is
+computed exactly as without a mask.
 """
 
 from __future__ import annotations
@@ -49,19 +55,45 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weights: 
     return (ce * weights).sum() / weights.sum().clamp_min(1e-12)
 
 
-def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean per-pixel cross-entropy (scalar, float32)."""
-    target = center_crop(target, tuple(logits.shape[-2:]))
-    return F.cross_entropy(logits.float(), target)
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean per-pixel cross-entropy (scalar, float32); with ``mask`` (bool (N, H, W), True = counted)
+    the mean over the counted pixels only (0 when none is counted)."""
+    size = tuple(logits.shape[-2:])
+    target = center_crop(target, size)
+    if mask is None:
+        return F.cross_entropy(logits.float(), target)
+    mask = center_crop(mask, size)
+    ce = F.cross_entropy(logits.float(), target, reduction="none")
+    return (ce * mask).sum() / mask.sum().clamp_min(1)
 
 
-def soft_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """MONAI soft Dice loss over all classes (softmax of the logits vs one-hot targets), batch-pooled."""
+def soft_dice(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """MONAI soft Dice loss over all classes (softmax of the logits vs one-hot targets), batch-pooled.
+
+    With ``mask`` (bool (N, H, W), True = counted) the probabilities and the one-hot targets of the
+    other pixels are zeroed before the Dice sums, so those pixels add nothing to any class's
+    intersection or denominators.
+    """
     from monai.losses import DiceLoss
 
-    target = center_crop(target, tuple(logits.shape[-2:]))
-    fn = DiceLoss(include_background=True, to_onehot_y=True, softmax=True, batch=True)
-    return fn(logits.float(), target.unsqueeze(1))
+    size = tuple(logits.shape[-2:])
+    target = center_crop(target, size)
+    if mask is None:
+        fn = DiceLoss(include_background=True, to_onehot_y=True, softmax=True, batch=True)
+        return fn(logits.float(), target.unsqueeze(1))
+    m = center_crop(mask, size).unsqueeze(1).float()
+    probs = torch.softmax(logits.float(), dim=1) * m
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float() * m
+    fn = DiceLoss(include_background=True, to_onehot_y=False, softmax=False, batch=True)
+    return fn(probs, onehot)
+
+
+def ignore_mask(weights: torch.Tensor | None) -> torch.Tensor | None:
+    """``weights > 0`` (bool) when some weight is exactly 0 (ignored pixels), else None."""
+    if weights is None:
+        return None
+    mask = weights > 0
+    return None if bool(mask.all()) else mask
 
 
 def build_loss(cfg: dict) -> LossFn:
@@ -76,19 +108,21 @@ def build_loss(cfg: dict) -> LossFn:
     dice_w = float(cfg.get("dice_weight", 1.0))
 
     def loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        mask = ignore_mask(weights)
         if name.startswith("wce"):
             if weights is None:
                 raise SegError("train.loss.name: 'wce' needs border-weight maps (run `seg weights`)")
             value = weighted_cross_entropy(logits, target, weights)
         else:
-            value = cross_entropy(logits, target)
+            value = cross_entropy(logits, target, mask)
         if name.endswith("_dice"):
-            value = value + dice_w * soft_dice(logits, target)
+            value = value + dice_w * soft_dice(logits, target, mask)
         return value
 
     return loss
 
 
-def needs_weights(cfg: dict) -> bool:
-    """Whether the configured loss reads the border-weight maps."""
-    return cfg.get("name", "wce").startswith("wce")
+def needs_weights(cfg: dict, *, sparse: bool = False) -> bool:
+    """Whether the configured loss reads the border-weight maps (always with sparse annotations:
+    their zeros mark the ignored pixels)."""
+    return sparse or cfg.get("name", "wce").startswith("wce")

@@ -91,10 +91,11 @@ def write_isbi_subset(ds_dir: str | os.PathLike, train_stack: np.ndarray, label_
 def tiny_config(dataset: str = "toy", *, train: dict | None = None, params: dict | None = None,
                 model: str = "unet", augment: dict | None = None, seed: int = 0) -> dict:
     """A validated config: one dataset (kind isbi2012) and one variant ``tiny`` (a 2-level classic
-    U-Net with 4 base channels unless ``model``/``params`` say otherwise), short training budget."""
+    U-Net with 4 base channels unless ``model``/``params`` say otherwise), short training budget,
+    in fp32 (``amp: none``: exact and the same on every CPU kind; tests of the bf16 branch ask for it)."""
     tr = {
         "iterations": 6, "batch_size": 2, "patch_size": 32, "val_every": 3, "checkpoint_every": 2,
-        "log_every": 1, "num_workers": 0, "device": "cpu", "deterministic": True,
+        "log_every": 1, "num_workers": 0, "device": "cpu", "deterministic": True, "amp": "none",
         "optimizer": {"name": "adam", "lr": 0.01}, "schedule": {"name": "cosine", "warmup": 2},
     }
     tr.update(copy.deepcopy(train or {}))
@@ -105,6 +106,6 @@ def tiny_config(dataset: str = "toy", *, train: dict | None = None, params: dict
                               {"base_channels": 4, "depth": 2, "padding": "same"}}},
         "train": tr,
         "augment": augment if augment is not None else {"elastic": {"sigma": 2.0}},
-        "inference": {"tile": 32, "overlap": 0.25, "batch_size": 4, "device": "cpu"},
+        "inference": {"tile": 32, "overlap": 0.25, "batch_size": 4, "device": "cpu", "amp": "none"},
     }
     return validate_config(cfg)

@@ -1,4 +1,4 @@
-"""Validation during training: full-slice tiled inference on the val split and the mean class IoU.
+"""Validation during training: full-slice tiled inference on the val split and one score per model.
 
 The prediction is ``argmax`` of ``seg.infer.predict_slice`` probabilities (the same tiled inference
 ``seg predict`` uses). IoU per class is pooled over all val slices (sum of intersections / sum of
@@ -6,6 +6,12 @@ unions); the val IoU is the mean over classes (a class absent from both predicti
 everywhere counts as IoU 1). With ``calibrate`` (``postprocess.calibrate``, two classes) the
 prediction is ``p[1] >= t`` with the threshold ``t`` of the grid that is best on these slices, the
 rule ``seg calibrate`` applies after training, so the best checkpoint is chosen for that rule.
+
+CTC data (``postprocess`` given): the score is SEG, the measure ``seg calibrate`` chooses by, of the
+instances that ``seg predict`` would make (the dataset's post-processing: method, ``h``,
+``min_size``; the threshold of the grid that is best here with ``calibrate``, else the configured
+one). SEG counts annotated cells only, so an unannotated cell found by the model (sparse
+annotations) is not an error, as it would be for pixel IoU.
 """
 
 from __future__ import annotations
@@ -34,29 +40,47 @@ def iou_from_counts(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
 
 
 def load_val_slices(ds_dir: str | os.PathLike, split: str = "val") -> list[dict]:
-    """``[{"id", "image" float32 (H,W) normalised, "target" uint8 (H,W)}]`` for the annotated slices of
-    ``split`` (empty list when the split has none)."""
-    from seg.data.canonical import load_image, load_meta, load_semantic, slices
+    """``[{"id", "image" float32 (H,W) normalised, "target" uint8 (H,W), "instances" int32 (H,W) or
+    None}]`` for the annotated slices of ``split`` (empty list when the split has none)."""
+    from seg.data.canonical import load_image, load_instances, load_meta, load_semantic, slices
 
     ds_dir = Path(ds_dir)
     return [
-        {"id": e["id"], "image": load_image(ds_dir, e), "target": load_semantic(ds_dir, e)}
+        {"id": e["id"], "image": load_image(ds_dir, e), "target": load_semantic(ds_dir, e),
+         "instances": load_instances(ds_dir, e) if e.get("instances") else None}
         for e in slices(load_meta(ds_dir), split)
         if e.get("semantic")
     ]
 
 
+def seg_score(fgs: list[np.ndarray], refs: list[np.ndarray], postprocess: dict, *,
+              calibrate: bool = False) -> tuple[float, float]:
+    """(SEG, threshold): SEG pooled over the frames of the instances made from the cell
+    probabilities ``fgs`` with the post-processing ``postprocess`` (method, threshold, h, min_size),
+    at the configured threshold or, with ``calibrate``, at the best threshold of the grid."""
+    from seg.infer.calibrate import GRID, seg_table
+
+    thresholds = GRID if calibrate else [float(postprocess["threshold"])]
+    rows = seg_table(fgs, refs, method=postprocess["method"], thresholds=thresholds,
+                     hs=[float(postprocess["h"])], min_sizes=[int(postprocess["min_size"])])
+    configured = float(postprocess["threshold"])
+    best = max(rows, key=lambda r: (r["seg"] if r["seg"] == r["seg"] else -1.0, -abs(r["threshold"] - configured)))
+    return float(best["seg"]), float(best["threshold"])
+
+
 @torch.no_grad()
 def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, device: torch.device,
-             classes: int, *, calibrate: bool = False) -> tuple[float, list[float]]:
-    """Mean class IoU of ``model`` on ``val_slices`` (model is put in eval mode and back).
+             classes: int, *, calibrate: bool = False, postprocess: dict | None = None) -> tuple[float, list[float]]:
+    """The val score of ``model`` on ``val_slices`` (model is put in eval mode and back).
 
     Args:
         calibrate: score ``p[1] >= t`` at the best grid threshold ``t`` instead of the argmax
             (two classes only; ignored otherwise).
+        postprocess: CTC data: the dataset's ``postprocess`` settings; the score is then SEG of the
+            post-processed instances (needs ``instances`` in every val slice; two classes).
 
     Returns:
-        (mean IoU, per-class IoU list).
+        (mean IoU, per-class IoU list), or with ``postprocess``: (SEG, [threshold used]).
     """
     from seg.infer import predict_slice
     from seg.infer.calibrate import ThresholdCounts, choose_threshold
@@ -67,9 +91,13 @@ def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, de
     inter = np.zeros(classes, np.int64)
     union = np.zeros(classes, np.int64)
     counts = ThresholdCounts()
+    fgs = []
     try:
         for s in val_slices:
             probs = np.asarray(predict_slice(model, s["image"], infer_cfg, device))
+            if postprocess is not None:
+                fgs.append(probs[1])
+                continue
             if calibrate:
                 counts.add(probs[1], s["target"] == 1)
                 continue
@@ -78,6 +106,9 @@ def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, de
             union += u
     finally:
         model.train(was_training)
+    if postprocess is not None:
+        seg, t = seg_score(fgs, [s["instances"] for s in val_slices], postprocess, calibrate=calibrate)
+        return seg, [t]
     if calibrate:
         t, _ = choose_threshold(counts)
         best = counts.scores(t)

@@ -1,0 +1,215 @@
+"""bioimage.io model packages (spec 0.5, validated by ``bioimageio.spec``, tested by ``bioimageio.core``).
+
+The package holds the same graph as the TorchScript and ONNX exports (:mod:`seg.export.exporters`):
+raw image in, softmax probabilities out, with the preprocessing, the size contract and TTA inside.
+So its input tensor ``raw`` is float32 (batch, channel, y, x) of the image's raw values with no
+declared preprocessing; ``y`` and ``x`` take any size ``min_size + n * size_divisor`` (the graph pads
+to what the network accepts). Its output ``probabilities`` is float32 (batch, channel, y, x) with
+one channel per class, the same size as the input. Weights: TorchScript always, ONNX too unless the
+network cannot be exported to ONNX (:func:`seg.export.exporters.unsupported_reason`, stated in the
+package's documentation). Documentation (README.md with a Validation section), citations, a
+licence (MIT, as seg), authors and a cover image (the test image beside its probability map) are
+generated. The test tensors are the seg package's test image and the PyTorch graph's output on it.
+
+:func:`write_bioimageio` writes a ``.zip`` (or a folder) atomically and, unless told not to, runs
+``bioimageio.core.test_model`` on the written package on the CPU; a failing test refuses it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from seg.errors import SegError
+
+LICENSE = "MIT"
+DEFAULT_AUTHOR = "seg pipeline"
+
+
+def _cover(image: np.ndarray, probability: np.ndarray, path: Path, title: str) -> None:
+    """A 2:1 PNG: the raw test image beside its class-1 probability."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4), dpi=100)
+    axes[0].imshow(image, cmap="gray")
+    axes[0].set_title("input", fontsize=10)
+    axes[1].imshow(probability, cmap="magma", vmin=0, vmax=1)
+    axes[1].set_title(title, fontsize=10)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _name(pkg) -> str:
+    """A bioimage.io resource name (letters, digits, ``_+- ()``, 5..128 characters)."""
+    name = re.sub(r"[^A-Za-z0-9_+\- ()]", "-", f"seg {pkg.name}")
+    return name[:128]
+
+
+def _documentation(pkg, formats: dict, refused: dict) -> str:
+    from seg.export.readme import package_readme
+
+    extra = ["## bioimage.io package", "",
+             "Input `raw`: float32 (batch, channel=1, y, x), the image's raw values; no preprocessing is "
+             "declared because the graph applies it itself (see Preprocessing). Give whole images: the "
+             "normalisation uses the statistics of the image the graph receives, so tiles of an image "
+             "would be normalised differently from the whole.",
+             "Output `probabilities`: float32 (batch, channel, y, x), softmax over the classes "
+             f"{', '.join(pkg.meta['dataset']['classes'])}; channel 1 is the {pkg.meta['outputs']['probability']}.",
+             "", "Weight formats: " + ", ".join(f"{k} ({v})" for k, v in formats.items()) + "."]
+    extra += [f"Not included: {k}, because the network {v}." for k, v in refused.items()]
+    return package_readme(pkg.meta) + "\n" + "\n".join(extra) + "\n"
+
+
+def build_description(pkg, work: Path, *, tta: bool | None = None, atol: float = 1e-4,
+                      authors: list[str] | None = None):
+    """Export the graphs into ``work`` and return the validated ``bioimageio.spec`` ModelDescr.
+
+    Raises:
+        SegError: the TorchScript export fails its check, or the description does not validate.
+    """
+    import torch
+    from bioimageio.spec.model import v0_5 as b
+
+    from seg.export.exporters import GRAPH_FILES, INPUT_NAME, OUTPUT_NAME, export_graph, unsupported_reason
+    from seg.export.readme import CITATIONS, DATA_CITATIONS
+
+    formats, refused, descs = {}, {}, {}
+    for fmt in ("torchscript", "onnx"):
+        reason = unsupported_reason(pkg.model, fmt)
+        if reason:
+            refused[fmt] = reason
+            continue
+        descs[fmt] = export_graph(pkg, fmt, work, tta=tta, atol=atol)
+        formats[fmt] = descs[fmt]["exporter"]
+    test_in = pkg.test_input.astype(np.float32)[None, None]
+    from seg.export.exporters import build_graph
+
+    with torch.inference_mode():
+        test_out = build_graph(pkg, tta=tta)(torch.from_numpy(test_in)).numpy()
+    np.save(work / "test_input.npy", test_in)
+    np.save(work / "test_output.npy", test_out)
+    _cover(pkg.test_input, test_out[0, 1], work / "cover.png", f"p({pkg.meta['dataset']['classes'][1]})")
+    (work / "README.md").write_text(_documentation(pkg, formats, refused))
+
+    m = pkg.meta["model"]
+    step = int(m["size_divisor"])
+    lo = max(int(m["min_size"]), step, 16)
+    lo = -(-lo // step) * step
+    space_in = [b.SpaceInputAxis(id=b.AxisId(a), size=b.ParameterizedSize(min=lo, step=step)) for a in ("y", "x")]
+    space_out = [b.SpaceOutputAxis(id=b.AxisId(a), size=b.SizeReference(tensor_id=b.TensorId(INPUT_NAME),
+                                                                         axis_id=b.AxisId(a))) for a in ("y", "x")]
+    classes = [b.Identifier(c) for c in pkg.meta["dataset"]["classes"]]
+    weights = {}
+    if "torchscript" in descs:
+        weights["torchscript"] = b.TorchscriptWeightsDescr(source=work / GRAPH_FILES["torchscript"],
+                                                           pytorch_version=b.Version(torch.__version__))
+    if "onnx" in descs:
+        weights["onnx"] = b.OnnxWeightsDescr(source=work / GRAPH_FILES["onnx"], opset_version=descs["onnx"]["opset"],
+                                             parent="torchscript" if "torchscript" in descs else None)
+    kind = pkg.kind
+    try:
+        descr = b.ModelDescr(
+            name=_name(pkg),
+            description=(f"{m.get('label', m['name'])} ({m['name']}) trained on {pkg.meta['dataset']['name']} by "
+                         f"the seg pipeline: per-pixel probabilities of {' / '.join(pkg.meta['dataset']['classes'])}"
+                         + (" (channel 1 = interior, the ISBI 2012 convention)." if kind == "isbi2012" else
+                            "; cells as instances with seg segment.")),
+            authors=[b.Author(name=a) for a in (authors or [DEFAULT_AUTHOR])],
+            cite=[b.CiteEntry(text=CITATIONS.get(m["family"], CITATIONS["unet"]),
+                              doi=b.Doi(re.search(r"doi:(\S+)", CITATIONS["unet"]).group(1))
+                              if m["family"] != "smp" else None,
+                              url=None if m["family"] != "smp" else b.HttpUrl(CITATIONS["smp"].split()[-1])),
+                  b.CiteEntry(text=DATA_CITATIONS[kind], doi=b.Doi(re.search(r"doi:(\S+)", DATA_CITATIONS[kind]).group(1)))],
+            license=b.LicenseId(LICENSE),
+            documentation=b.FileDescr(source=work / "README.md"),
+            covers=[b.FileDescr(source=work / "cover.png")],
+            tags=["segmentation", "2d", "pytorch", m["family"], "electron-microscopy" if kind == "isbi2012" else "cell-tracking-challenge"],
+            inputs=[b.InputTensorDescr(
+                id=b.TensorId(INPUT_NAME),
+                axes=[b.BatchAxis(), b.ChannelAxis(channel_names=[b.Identifier("raw")]), *space_in],
+                test_tensor=b.FileDescr(source=work / "test_input.npy"),
+                data=b.IntervalOrRatioDataDescr(type="float32"),
+                description="raw image values, not normalised: the model shifts and normalises per image",
+            )],
+            outputs=[b.OutputTensorDescr(
+                id=b.TensorId(OUTPUT_NAME),
+                axes=[b.BatchAxis(), b.ChannelAxis(channel_names=classes), *space_out],
+                test_tensor=b.FileDescr(source=work / "test_output.npy"),
+                data=b.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
+                description=(f"softmax probabilities of {', '.join(pkg.meta['dataset']['classes'])}; channel 1 = "
+                             f"p({pkg.meta['dataset']['classes'][1]})" + (", 1 = interior (ISBI 2012 convention)"
+                                                                          if kind == "isbi2012" else ""))[:128],
+            )],
+            weights=b.WeightsDescr(**weights),
+            config=b.Config(
+                bioimageio=b.BioimageioConfig(
+                    reproducibility_tolerance=[b.ReproducibilityTolerance(absolute_tolerance=atol,
+                                                                          relative_tolerance=0.0,
+                                                                          mismatched_elements_per_million=0)],
+                    architecture_type=m["name"][:32],
+                    modality="electron microscopy" if kind == "isbi2012" else "light microscopy",
+                    target_structure=["neuronal membranes"] if kind == "isbi2012" else ["cells"]),
+                seg={"package": pkg.name, "kind": kind, "threshold": pkg.meta["threshold"],
+                     "postprocess": pkg.meta["postprocess"], "preprocessing": pkg.meta["preprocessing"],
+                     "inference": pkg.meta["inference"], "training": pkg.meta.get("training"),
+                     "metrics": pkg.meta.get("metrics"), "not_exported": refused}),
+        )
+    except Exception as e:  # pydantic ValidationError: the spec's own message
+        raise SegError(f"export bioimageio: the description of {pkg.name} does not validate against the "
+                       f"bioimage.io spec: {' '.join(ln.strip() for ln in str(e).strip().splitlines()[:4])[:500]}") from None
+    return descr
+
+
+def test_package(source: str | os.PathLike) -> dict:
+    """``bioimageio.core.test_model`` of a written package on the CPU; returns {status, failed}."""
+    from bioimageio.core import test_model
+
+    with warnings.catch_warnings():  # torch.jit.load's deprecation notice, once per weight format
+        warnings.simplefilter("ignore", FutureWarning)
+        summary = test_model(str(source), devices=["cpu"])
+    failed = [f"{d.name}: {'; '.join(e.msg for e in d.errors)[:300]}" for d in summary.details
+              if d.status == "failed"]
+    return {"status": summary.status, "failed": failed}
+
+
+def write_bioimageio(pkg, out: str | os.PathLike, *, tta: bool | None = None, atol: float = 1e-4,
+                     authors: list[str] | None = None, run_test: bool = True) -> dict:
+    """Write the bioimage.io package of ``pkg`` to ``out`` (``.zip``, else a folder), atomically.
+
+    Returns {"out", "weights", "not_exported", "test"}; SegError if the description does not validate
+    or (``run_test``) ``bioimageio.core``'s test of the written package fails.
+    """
+    from bioimageio.spec import save_bioimageio_package, save_bioimageio_package_as_folder
+
+    from seg.io import atomic_path
+
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix=".seg-bioimageio-") as work_dir:
+        work = Path(work_dir)
+        descr = build_description(pkg, work, tta=tta, atol=atol, authors=authors)
+        weights = [k for k in ("onnx", "torchscript") if getattr(descr.weights, k) is not None]
+        refused = descr.config.model_extra["seg"]["not_exported"]
+        saved = work / ("package.zip" if out.suffix == ".zip" else "package")
+        if out.suffix == ".zip":
+            save_bioimageio_package(descr, output_path=saved)
+        else:
+            save_bioimageio_package_as_folder(descr, output_path=saved)
+        result = test_package(saved if out.suffix == ".zip" else saved / "rdf.yaml") if run_test else None
+        if result is not None and result["status"] != "passed":
+            raise SegError(f"export bioimageio: bioimageio.core's test of {pkg.name} failed: "
+                           f"{' | '.join(result['failed'])[:600] or result['status']}")
+        with atomic_path(out) as tmp:
+            shutil.move(str(saved), str(tmp))
+    return {"out": str(out), "weights": weights, "not_exported": refused, "test": result}

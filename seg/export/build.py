@@ -1,0 +1,189 @@
+"""Building a model package from a trained run folder (``seg package``), and choosing the best run.
+
+:func:`build_package` reads what a run left (``train_summary.json``, ``checkpoints/best.pt``,
+``calibration.json``, ``metrics.json``), the config it was trained with (model, inference and
+post-processing settings; its hash must match the run's) and the canonical dataset's ``meta.json``
+(kind, classes, the images' sub-pixel shift, a test image), and returns the
+:class:`seg.export.package.ModelPackage` (format in :mod:`seg.export.package`). :func:`best_run`
+picks the leaderboard's top run of a dataset.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+
+import numpy as np
+
+from seg.errors import SegError
+from seg.export.package import (FORMAT, FORMAT_VERSION, INFERENCE_KEYS, OUTPUTS, POSTPROCESS_KEYS, ModelPackage,
+                                size_contract)
+
+
+def _shift_of(meta: dict) -> list[float] | None:
+    shift = (meta.get("alignment") or {}).get("image_shift")
+    if shift is None:
+        shift = next((s.get("image_shift") for s in meta["slices"] if s.get("image_shift")), None)
+    return [float(v) for v in shift] if shift is not None and any(shift) else None
+
+
+def _preprocessing(shift: list[float] | None) -> dict:
+    steps: list[dict] = []
+    if shift:
+        steps.append({
+            "op": "shift", "shift": shift, "units": "px (rows, cols); positive moves content down/right",
+            "method": "scipy.ndimage.shift(image, shift, order=3, mode='mirror') on float32",
+            "why": "the dataset's images sit this far off its annotation grid (seg.data.align, estimated "
+                   "on the training split); the model was trained and tested on the resampled images, "
+                   "so new images of the same acquisition are resampled the same way",
+        })
+    steps.append({
+        "op": "zero_mean_unit_variance", "over": "each image (all its pixels)", "std_floor": 1e-6,
+        "formula": "(x - mean(x)) / std(x), std(x) <= 1e-6 counts as 1 (population std, float32)",
+    })
+    return {"input": "one 2D single-channel image (H, W), any integer or float dtype, taken as float32 "
+                     "of its raw values", "steps": steps}
+
+
+def _read_run_json(run_dir: Path, name: str, required: bool) -> dict | None:
+    from seg.io import read_json
+
+    p = run_dir / name
+    if not p.is_file():
+        if required:
+            raise SegError(f"{p}: missing (is {run_dir} a finished training run?)")
+        return None
+    return read_json(p)
+
+
+def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+                  threshold_file: str | os.PathLike | None = None, allow_config_mismatch: bool = False,
+                  with_test: bool = True) -> ModelPackage:
+    """Assemble the package of a trained run folder ``results/<dataset>/<variant>/``.
+
+    Reads ``train_summary.json`` (dataset, variant), ``checkpoints/best.pt``, the threshold (the
+    run's ``calibration.json`` when ``postprocess.calibrate`` is on, else the config's; or
+    ``threshold_file``), ``metrics.json`` if present, and the canonical dataset's ``meta.json``
+    (kind, classes, image shift, the test image). ``with_test`` predicts the test image in fp32.
+
+    Raises:
+        SegError: a missing file (named), a config whose hash differs from the one the run was
+            trained with (unless ``allow_config_mismatch``), a checkpoint that does not fit.
+    """
+    import torch
+
+    from seg import __version__
+    from seg.config import postprocess_section, run_config_hash, variant_section
+    from seg.data import canonical
+    from seg.infer.calibrate import read_calibration
+    from seg.infer.predict import DEFAULT_INFER, load_checkpoint, predict_slice
+    from seg.io import sha256_file
+    from seg.models import build_model, count_parameters
+    from seg.models.registry import get_entry
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise SegError(f"{run}: run folder not found")
+    summary = _read_run_json(run, "train_summary.json", required=True)
+    dataset, variant = summary.get("dataset"), summary.get("variant")
+    if dataset not in cfg["datasets"]:
+        raise SegError(f"{run / 'train_summary.json'}: dataset {dataset!r} is not in the config "
+                       f"(configured: {', '.join(cfg['datasets'])})")
+    if variant not in cfg["variants"]:
+        raise SegError(f"{run / 'train_summary.json'}: variant {variant!r} is not in the config "
+                       f"(configured: {', '.join(cfg['variants'])})")
+    chash = run_config_hash(cfg, dataset, variant)
+    mismatch = summary.get("config_hash") != chash
+    if mismatch and not allow_config_mismatch:
+        raise SegError(f"{run / 'train_summary.json'}: trained with config hash {summary.get('config_hash')}, "
+                       f"but this config gives {chash} for {dataset}/{variant}: the package would describe "
+                       "settings the model was not trained with (use the run's own config, or "
+                       "--allow-config-mismatch to record the difference)")
+    checkpoint = run / "checkpoints" / "best.pt"
+    kind = cfg["datasets"][dataset]["kind"]
+    ds_dir = Path(data_dir if data_dir is not None else cfg.get("data_dir", "data")) / dataset
+    meta = canonical.load_meta(ds_dir)
+    if meta["kind"] != kind or list(meta["classes"]) != OUTPUTS[kind]["classes"]:
+        raise SegError(f"{ds_dir / 'meta.json'}: kind {meta['kind']!r} / classes {meta['classes']} do not "
+                       f"match the config's kind {kind!r} ({OUTPUTS[kind]['classes']})")
+
+    var = cfg["variants"][variant]
+    params = dict(var.get("params") or {})
+    model = build_model(var["model"], **params, classes=len(meta["classes"]))
+    load_checkpoint(model, checkpoint)
+    model.eval()
+
+    pp = postprocess_section(cfg, dataset)
+    cal = Path(threshold_file) if threshold_file is not None else run / "calibration.json"
+    if threshold_file is not None or pp.get("calibrate"):
+        if threshold_file is None and not cal.is_file():
+            raise SegError(f"{cal}: missing, but postprocess.calibrate is on for {dataset} (run seg calibrate "
+                           "first, or pass --threshold-file)")
+        chosen = read_calibration(cal)  # as seg predict --threshold-file: threshold; CTC also h, min_size
+        threshold = {"value": chosen.pop("threshold"),
+                     "source": (f"{cal} (given)" if threshold_file is not None else
+                                "calibrated on the validation split (seg calibrate, calibration.json); the test "
+                                "split never chose it") + (f"; also chose {', '.join(sorted(chosen))}" if chosen else "")}
+        pp = {**pp, **chosen}
+    else:
+        threshold = {"value": float(pp["threshold"]), "source": "config postprocess.threshold"}
+    infer = {**DEFAULT_INFER, **variant_section(cfg, variant, "inference", dataset)}
+    metrics_doc = _read_run_json(run, "metrics.json", required=False)
+    pkg_meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "seg_version": __version__,
+        "name": f"{dataset}-{variant}",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "dataset": {"name": dataset, "kind": kind, "classes": list(meta["classes"]),
+                    "source": meta.get("source", {})},
+        "outputs": OUTPUTS[kind],
+        "model": {"name": var["model"], "params": params, "in_channels": 1, "classes": len(meta["classes"]),
+                  "family": get_entry(var["model"]).family, "parameters": int(count_parameters(model)),
+                  "label": var.get("label") or variant, **size_contract(model)},
+        "preprocessing": _preprocessing(_shift_of(meta)),
+        "inference": {k: infer[k] for k in INFERENCE_KEYS},
+        "threshold": threshold,
+        "postprocess": {k: pp[k] for k in POSTPROCESS_KEYS},
+        "training": {
+            "dataset": dataset, "variant": variant, "config_hash": summary.get("config_hash"),
+            "config_hash_of_packaging_config": chash, "config_mismatch": bool(mismatch),
+            "seed": summary.get("seed"), "iterations": summary.get("iterations"),
+            "best_iteration": summary.get("best_iteration"), "best_val_iou": summary.get("best_val_iou"),
+            "device": summary.get("device"), "amp": summary.get("amp"),
+            "checkpoint_sha256": sha256_file(checkpoint),
+        },
+        "metrics": ({"split": metrics_doc.get("split"), "primary": metrics_doc.get("primary"),
+                     "aggregate": metrics_doc.get("aggregate"), "threshold": threshold["value"]}
+                    if metrics_doc else None),
+    }
+    pkg = ModelPackage(meta=pkg_meta, model=model, source=str(run))
+    if with_test:
+        entries = (canonical.slices(meta, "test") or canonical.slices(meta, "val") or canonical.slices(meta))
+        pkg.test_input = canonical.load_raw_image(ds_dir, entries[0])
+        pkg.meta["test"] = {"id": entries[0]["id"], "split": entries[0]["split"],
+                            "probabilities": "float32 (classes, H, W), fp32 (amp none) on the CPU"}
+        with torch.inference_mode():
+            pkg.test_output = predict_slice(model, pkg.preprocess(pkg.test_input), {**infer, "amp": "none"}, "cpu")
+    return pkg
+
+
+def best_run(results: str | os.PathLike, dataset: str) -> Path:
+    """The run folder ``<results>/<dataset>/<variant>/`` whose ``metrics.json`` has the best primary
+    metric (``iou_mean``, higher is better; ties: the first variant in name order) among the trained
+    runs of ``dataset`` - the top row of the dataset's leaderboard."""
+    from seg.io import read_json
+
+    root = Path(results) / dataset
+    best: tuple[float, Path] | None = None
+    for mpath in sorted(root.glob("*/metrics.json")):
+        run = mpath.parent
+        if not (run / "train_summary.json").is_file() or not (run / "checkpoints" / "best.pt").is_file():
+            continue
+        doc = read_json(mpath)
+        value = (doc.get("aggregate") or {}).get(doc.get("primary") or "iou_mean")
+        if isinstance(value, (int, float)) and np.isfinite(value) and (best is None or value > best[0]):
+            best = (float(value), run)
+    if best is None:
+        raise SegError(f"{root}: no scored run (<variant>/metrics.json with train_summary.json and "
+                       "checkpoints/best.pt) to choose the best of")
+    return best[1]

@@ -1,0 +1,113 @@
+"""The README.md written into every model package and bioimage.io export (Markdown, from package.json).
+
+It says what the model is, what its inputs and outputs mean, the preprocessing it applies, how it
+was trained and how well it did on held-out data (the ``Validation`` section bioimage.io asks for),
+and how to run it with ``seg segment``, from Python, or from the exported graphs.
+"""
+
+from __future__ import annotations
+
+import json
+
+CITATIONS = {
+    "unet": "Ronneberger O., Fischer P., Brox T. (2015) U-Net: Convolutional Networks for Biomedical "
+            "Image Segmentation. MICCAI 2015, LNCS 9351:234-241. doi:10.1007/978-3-319-24574-4_28",
+    "fcn": "Long J., Shelhamer E., Darrell T. (2015) Fully Convolutional Networks for Semantic "
+           "Segmentation. CVPR 2015. doi:10.1109/CVPR.2015.7298965",
+    "smp": "Iakubovskii P. (2019) Segmentation Models Pytorch. "
+           "https://github.com/qubvel-org/segmentation_models.pytorch",
+}
+DATA_CITATIONS = {
+    "isbi2012": "Arganda-Carreras I. et al. (2015) Crowdsourcing the creation of image segmentation "
+                "algorithms for connectomics. Front. Neuroanat. 9:142. doi:10.3389/fnana.2015.00142",
+    "ctc": "Maska M. et al. (2023) The Cell Tracking Challenge: 10 years of objective benchmarking. "
+           "Nature Methods 20:1010-1020. doi:10.1038/s41592-023-01879-y",
+}
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def package_readme(meta: dict) -> str:
+    """Markdown documentation of a package (``meta`` = its package.json document)."""
+    m, ds, inf, th, pp = meta["model"], meta["dataset"], meta["inference"], meta["threshold"], meta["postprocess"]
+    tr = meta.get("training") or {}
+    out = meta["outputs"]
+    lines = [
+        f"# {meta['name']}: {m.get('label', m['name'])} for {ds['name']} ({ds['kind']})",
+        "",
+        f"A `{m['name']}` network ({m['family']} family, {m['parameters']:,} parameters, params "
+        f"`{json.dumps(m['params'], sort_keys=True)}`) trained by the `seg` pipeline (seg "
+        f"{meta['seg_version']}) on the {ds['name']} dataset. Classes: {', '.join(ds['classes'])}.",
+        "",
+        "## Inputs and outputs",
+        "",
+        f"- Input: {meta['preprocessing']['input']}.",
+        f"- Probability map: {out['probability']}.",
+        f"- Segmentation: {out['segmentation']}.",
+        f"- Decision threshold on the class-1 probability: {_fmt(th['value'])} ({th['source']}).",
+        f"- Post-processing: {', '.join(f'{k} {_fmt(v)}' for k, v in pp.items())}.",
+        "",
+        "## Preprocessing (applied by `seg segment` and inside every exported graph)",
+        "",
+    ]
+    for i, step in enumerate(meta["preprocessing"]["steps"], 1):
+        if step["op"] == "shift":
+            lines.append(f"{i}. Shift by {step['shift']} {step['units']}: {step['method']}. Why: {step['why']}.")
+        else:
+            lines.append(f"{i}. Normalise {step['over']}: {step['formula']}.")
+    lines += [
+        "",
+        "## Inference settings",
+        "",
+        f"Tiles of {inf['tile']} px (output), overlap {inf['overlap']}, {inf['blend']} blending, batch "
+        f"{inf['batch_size']}, test-time augmentation (8 flips/rotations) {'on' if inf['tta'] else 'off'}, "
+        f"mixed precision `{inf['amp']}`. Size contract: valid border {m['valid_border']} px, size divisor "
+        f"{m['size_divisor']}, smallest whole-image input {m['min_size']} px.",
+        "",
+        "## Validation",
+        "",
+    ]
+    metrics = meta.get("metrics")
+    if metrics and metrics.get("aggregate"):
+        agg = metrics["aggregate"]
+        shown = {k: v for k, v in agg.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        lines.append(f"Held-out `{metrics.get('split')}` split of {ds['name']} (never used for training or "
+                     f"for choosing the threshold), primary metric `{metrics.get('primary')}`:")
+        lines.append("")
+        lines += [f"- {k}: {_fmt(v)}" for k, v in sorted(shown.items())]
+    else:
+        lines.append("This run was not scored on a held-out split when it was packaged.")
+    lines += [
+        "",
+        f"Training: variant `{tr.get('variant')}`, config hash `{tr.get('config_hash')}`, seed {tr.get('seed')}, "
+        f"{tr.get('iterations')} iterations, best checkpoint at iteration {tr.get('best_iteration')} "
+        f"(val IoU {_fmt(tr.get('best_val_iou'))}).",
+        "",
+        "To validate on your own annotated images, segment them (below) and compare the segmentation with "
+        "your labels (IoU per class; for cells also the Cell Tracking Challenge SEG measure).",
+        "",
+        "## Usage",
+        "",
+        "```bash",
+        f"seg segment --model path/to/{meta['name']} my_images/ --out my_results/",
+        "```",
+        "",
+        "```python",
+        "import seg, tifffile",
+        f"probabilities, labels = seg.segment(tifffile.imread('image.tif'), 'path/to/{meta['name']}')",
+        "```",
+        "",
+        "Exports (`seg export --format bioimageio|torchscript|onnx`) take the raw image (float32 of its "
+        "values, shape (N, 1, H, W)) and return softmax probabilities (N, classes, H, W); they contain the "
+        "preprocessing above and the tiling, blending and test-time augmentation of `seg segment`, so "
+        "they reproduce its probabilities (checked to 1e-4 when exported).",
+        "",
+        "## Citations",
+        "",
+        f"- {CITATIONS.get(m['family'], CITATIONS['unet'])}",
+        f"- {DATA_CITATIONS[ds['kind']]}",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,225 @@
+"""seg export: TorchScript, ONNX and bioimage.io exports of model packages (issue 21).
+
+The exported graph is raw image -> probabilities with the package's preprocessing, size contract
+and TTA inside; it runs the network on the whole image, so it equals ``seg segment`` (and the
+workflow's ``seg predict``) exactly for the valid-padding U-Net (overlap-tile is exact) and for
+same-padding models when one tile covers the image. All in fp32, one thread.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from seg.cli import main
+from seg.errors import SegError
+
+from conftest import error_lines, fake_packaged_run
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Tiny models: one torch thread (more only contend on a shared 2-core machine)."""
+
+
+def _export(model, fmt, out) -> int:
+    return main(["export", "--model", str(model), "--format", fmt, "--out", str(out)])
+
+
+# ----------------------------------------------------------------------------- the graph's own parts
+@pytest.mark.parametrize("n,before,after", [(7, 3, 5), (5, 0, 13), (4, 9, 2), (1, 2, 3), (96, 20, 40)])
+def test_mirror_indices_are_numpys_reflect(n, before, after):
+    from seg.export.graph import mirror_indices
+
+    x = np.arange(n)
+    np.testing.assert_array_equal(x[mirror_indices(n, before, after).numpy()], np.pad(x, (before, after), mode="reflect"))
+
+
+def test_graph_preprocessing_is_segs(isbi_stacks):
+    """The in-graph spline shift (separable convolution) and normalisation equal
+    seg.data.align.shift_image + seg.data.canonical.normalise, borders included."""
+    from seg.data.align import shift_image
+    from seg.data.canonical import normalise
+    from seg.export.graph import SegmentGraph
+
+    image = isbi_stacks["test"][0]
+    for shift, crop in (((-0.5625, -0.125), (512, 512)), ((1.9, 0.0), (97, 131)), ((0.0, 0.3), (20, 40))):
+        x = image[: crop[0], : crop[1]]
+        graph = SegmentGraph(torch.nn.Identity(), shift=shift)
+        out = graph.preprocess(torch.from_numpy(x.astype(np.float32))[None, None])[0, 0].numpy()
+        np.testing.assert_allclose(out, normalise(shift_image(x, shift)), atol=1e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------- round trips
+def test_exports_reproduce_the_workflows_predictions(isbi_packaged_run, tmp_path):
+    """Valid-padding U-Net, several tiles per image, TTA, image shift: the TorchScript and ONNX graphs
+    on the test split's raw images give seg predict's probabilities to 1e-4."""
+    import onnx
+
+    from seg.export.exporters import run_exported
+
+    r = isbi_packaged_run
+    for fmt, name in (("torchscript", "model.pt"), ("onnx", "model.onnx")):
+        out = tmp_path / fmt
+        assert _export(r["package"], fmt, out) == 0
+        desc = json.loads((out / "export.json").read_text())
+        assert desc["tta"] is True and desc["input"]["name"] == "raw" and desc["kind"] == "isbi2012"
+        assert desc["checks"]["max_abs_diff_vs_pytorch_test_input"] <= 1e-4
+        assert desc["checks"]["max_abs_diff_vs_seg_segment"] <= 1e-4  # overlap-tile == whole image
+        for sid in r["ids"]:
+            raw = tifffile.imread(r["images"] / f"{sid}.tif")
+            probs = run_exported(out / name, raw)
+            assert probs.shape == (1, 2, *raw.shape)
+            np.testing.assert_allclose(probs[0, 1], tifffile.imread(r["pred"] / f"{sid}_prob.tif"), atol=1e-4, rtol=0)
+        np.testing.assert_allclose(run_exported(out / name, np.load(out / "test_input.npy")),
+                                   np.load(out / "test_output.npy"), atol=1e-6, rtol=0)
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "onnx" / "model.onnx")).metadata_props}
+    assert json.loads(meta["seg_export"])["threshold"]["value"] == 0.45
+    extra = {"seg_export.json": ""}
+    with pytest.warns(FutureWarning, match="deprecated"):  # torch.jit: deprecated, still supported
+        torch.jit.load(str(tmp_path / "torchscript" / "model.pt"), _extra_files=extra)
+    assert json.loads(extra["seg_export.json"])["preprocessing"]["steps"][0]["op"] == "shift"
+
+
+def test_same_padding_exports_tile_like_the_workflow(ctc_packaged_run, tmp_path, shared_data):
+    """Same-padding U-Net on images several tiles wide (blended Gaussian tiles, the image shift, 8x
+    TTA) and on a CTC run where one tile covers the image: the graphs tile inside themselves as seg
+    predict does, so they give its probabilities to 1e-4, also at sizes the export never saw."""
+    from seg.export.exporters import run_exported
+
+    tiled = fake_packaged_run(tmp_path / "run", kind="isbi2012", size=(80, 112),
+                              inference={"tile": 32, "overlap": 0.25, "tta": True})
+    for r in (tiled, ctc_packaged_run):
+        for fmt, name in (("torchscript", "model.pt"), ("onnx", "model.onnx")):
+            out = tmp_path / f"{r['root'].name}-{fmt}"
+            assert _export(r["package"], fmt, out) == 0
+            assert json.loads((out / "export.json").read_text())["checks"]["max_abs_diff_vs_seg_segment"] <= 1e-4
+            for sid in r["ids"]:
+                raw = tifffile.imread(r["images"] / f"{sid}.tif")
+                ref = tifffile.imread(r["pred"] / f"{sid}_prob.tif")
+                ref = ref if ref.ndim == 2 else ref[1]
+                np.testing.assert_allclose(run_exported(out / name, raw)[0, 1], ref, atol=1e-4, rtol=0)
+    # another size than the export's example: a smaller-than-a-tile crop and a wider odd one
+    from seg.export.package import load_package
+    from seg.infer.segment import predict_probabilities
+
+    pkg = load_package(tiled["package"])
+    raw = tifffile.imread(tiled["images"] / f"{tiled['ids'][0]}.tif")
+    for crop in (raw[:20, :27], raw[:77, :101]):
+        ref = predict_probabilities(pkg, crop, device="cpu", amp="none")
+        for fmt, name in (("torchscript", "model.pt"), ("onnx", "model.onnx")):
+            got = run_exported(tmp_path / f"{tiled['root'].name}-{fmt}" / name, crop)[0]
+            np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+
+
+# ----------------------------------------------------------------------------- bioimage.io
+def test_bioimageio_package_validates_and_passes_the_core_test(ctc_packaged_run, tmp_path):
+    from bioimageio.spec import load_description
+    from bioimageio.spec.model.v0_5 import ModelDescr
+
+    from seg.export.bioimageio import write_bioimageio
+    from seg.export.package import load_package
+
+    out = tmp_path / "model.zip"
+    result = write_bioimageio(load_package(ctc_packaged_run["package"]), out, authors=["A. Tester"])
+    assert result["test"]["status"] == "passed", result["test"]["failed"]
+    assert result["weights"] == ["onnx", "torchscript"] and result["not_exported"] == {}
+    descr = load_description(str(out), perform_io_checks=True)
+    assert isinstance(descr, ModelDescr), descr.validation_summary.format()
+    assert descr.validation_summary.status in ("valid-format", "passed")
+    assert [t.id for t in descr.inputs] == ["raw"] and [t.id for t in descr.outputs] == ["probabilities"]
+    assert descr.config.model_extra["seg"]["threshold"]["value"] == 0.3
+    assert str(descr.license) == "MIT" and descr.authors[0].name == "A. Tester"
+
+
+# ----------------------------------------------------------------------------- every family
+FAMILIES = [
+    ("unet", {"padding": "same", "base_channels": 4, "depth": 2}),
+    ("fcn8s", {"backbone": "vgg16", "width": 0.0625}),
+    ("unet-resnet18", {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}),
+]
+
+
+@pytest.mark.parametrize("name,params", FAMILIES, ids=[f[0] for f in FAMILIES])
+def test_each_model_family_exports_and_matches(name, params, tmp_path):
+    """unet, fcn and smp families: TorchScript and ONNX graphs equal PyTorch (test image and a
+    batch of two odd-sized crops, dynamic N, H, W) to 1e-4."""
+    from seg.export.exporters import export_graph
+    from seg.export.package import load_package
+
+    r = fake_packaged_run(tmp_path / "run", kind="ctc", model=name, params=params, size=(64, 64), predict=False)
+    pkg = load_package(r["package"])
+    for fmt in ("torchscript", "onnx"):
+        folder = tmp_path / fmt
+        folder.mkdir()
+        checks = export_graph(pkg, fmt, folder)["checks"]
+        assert max(v for k, v in checks.items() if k.startswith("max_abs_diff_vs_pytorch")) <= 1e-4
+
+
+def test_pyramid_pooling_families_refuse_onnx_clearly(tmp_path, capsys):
+    """smp PSPNet (and UPerNet) pool to fixed bins, which ONNX cannot express at other sizes: the ONNX
+    export says so in one line and writes nothing; the TorchScript export works."""
+    r = fake_packaged_run(tmp_path / "run", kind="ctc", model="pspnet-resnet18", params={"encoder_depth": 3},
+                          size=(64, 64), predict=False)
+    assert _export(r["package"], "onnx", tmp_path / "onnx") == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "pspnet-resnet18 (smp family) cannot be exported" in lines[0], lines
+    assert "pools to a fixed grid of bins" in lines[0] and not (tmp_path / "onnx").exists()
+    assert _export(r["package"], "torchscript", tmp_path / "ts") == 0
+    assert (tmp_path / "ts" / "model.pt").is_file()
+    # for a workflow rule: the refusal as an output instead of a failure
+    assert main(["export", "--model", str(r["package"]), "--format", "onnx", "--out", str(tmp_path / "onnx"),
+                 "--allow-refusal"]) == 0
+    doc = json.loads((tmp_path / "onnx" / "export.json").read_text())
+    assert doc["exported"] is False and "fixed grid of bins" in doc["reason"] and doc["alternatives"] == ["torchscript"]
+
+
+def test_export_refuses_a_graph_that_does_not_match(ctc_packaged_run, tmp_path, monkeypatch):
+    """A runtime whose output differs from PyTorch's is not kept."""
+    import seg.export.exporters as ex
+    from seg.export.package import load_package
+
+    real = ex.run_exported
+    monkeypatch.setattr(ex, "run_exported", lambda path, image, fmt=None, **kw: real(path, image, fmt) + 1e-3)
+    with pytest.raises(SegError, match=r"differs from PyTorch by 0\.001"):
+        ex.write_export(load_package(ctc_packaged_run["package"]), "torchscript", tmp_path / "ts")
+    assert not (tmp_path / "ts").exists()
+
+
+def _registry_names() -> list[str]:
+    from seg.models.registry import REGISTRY
+
+    return list(REGISTRY)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _registry_names())
+def test_every_registry_model_exports_or_refuses(name, tmp_path):
+    """Every registry name (U-Net, FCNs, smp decoders x registered encoders) at its default size
+    (FCN VGG16 at width 1/16): each format either exports and matches PyTorch (test image and two
+    odd-sized crops) or refuses with the reason. Slow: up to a minute per smp model. The tolerance
+    is 1e-3 here: untrained ResNet-50 / DenseNet networks reach 1e-4 (deeplabv3-resnet50: 1.1e-4)."""
+    from seg.export.exporters import export_graph, unsupported_reason
+    from seg.export.package import load_package
+
+    params = {"padding": "valid", "base_channels": 4, "depth": 2} if name == "unet" else {}
+    if name.startswith("fcn"):
+        params = {"width": 0.0625}
+    size = 128 if name.startswith(("pan-", "upernet-")) else 64  # PAN and UPerNet need >= 128 px
+    r = fake_packaged_run(tmp_path / "run", kind="ctc", model=name, params=params, size=(size, size),
+                          inference={"tile": size}, predict=False)
+    pkg = load_package(r["package"])
+    for fmt in ("torchscript", "onnx"):
+        folder = tmp_path / fmt
+        folder.mkdir()
+        reason = unsupported_reason(pkg.model, fmt)
+        if reason:
+            with pytest.raises(SegError, match=f"{name} .* cannot be exported: its module"):
+                export_graph(pkg, fmt, folder)
+            continue
+        checks = export_graph(pkg, fmt, folder, atol=1e-3)["checks"]
+        assert max(v for k, v in checks.items() if k.startswith("max_abs_diff_vs_pytorch")) <= 1e-3
