@@ -23,7 +23,8 @@ rule package:
     params:
         seg=SEG,
         cfg=RESOLVED,
-        results=RESULTS,
+        # <results>/<dataset>/<variant>/metrics.json -> <results>
+        results=lambda wc, input: os.path.dirname(os.path.dirname(os.path.dirname(input.metrics[0]))),
         data=data_dir,
     resources:
         mem_mb=4000,

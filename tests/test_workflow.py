@@ -187,23 +187,28 @@ def _downstream_of_training(*variants: str) -> set[tuple[str, str]]:
     return jobs
 
 
+# a rescored dataset re-packages its best run and exports it again (pipeline/export.smk)
+HANDING_ON = {("package", ISBI), ("export", f"{ISBI}, format=torchscript"), ("export", f"{ISBI}, format=onnx"),
+              ("bioimageio", ISBI)}
+
+
 @pytest.mark.parametrize("key, value", [("w0", 3.0), ("sigma", 2.0)])
 def test_changed_border_weights_rerun_weights_and_all_training(small_run, key, value):
     planned = _dry_run(_changed(small_run, f"weights_{key}", "weights", key, value))
-    expected = {("weights", ISBI), ("augment", ISBI), ("leaderboard", ""), ("all", "")}
+    expected = {("weights", ISBI), ("augment", ISBI), ("leaderboard", ""), ("all", "")} | HANDING_ON
     assert planned == expected | _downstream_of_training(UNET, INHOUSE)  # not ingest, not pretrain
 
 
 def test_changed_pretraining_reruns_only_the_pretrained_variant(small_run):
     planned = _dry_run(_changed(small_run, "pretrain", "pretrain", "iterations", 3))
-    expected = {("pretrain", f"{ISBI}, encoder=resnet18"), ("leaderboard", ""), ("all", "")}
+    expected = {("pretrain", f"{ISBI}, encoder=resnet18"), ("leaderboard", ""), ("all", "")} | HANDING_ON
     assert planned == expected | _downstream_of_training(INHOUSE)  # the scratch U-Net is not retrained
 
 
 def test_changed_postprocessing_reruns_predictions_not_training(small_run):
     planned = _dry_run(_changed(small_run, "postprocess", "postprocess", "min_size", 7))
     assert planned == (_downstream_of_training(UNET, INHOUSE) - {("train", UNET), ("train", INHOUSE)}
-                       | {("leaderboard", ""), ("all", "")})
+                       | {("leaderboard", ""), ("all", "")} | HANDING_ON)
 
 
 def _tree_state(*folders: Path) -> dict[str, tuple[int, int]]:
