@@ -77,9 +77,9 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
     from seg.config import postprocess_section, run_config_hash, variant_section
     from seg.data import canonical
     from seg.infer.calibrate import read_calibration
-    from seg.infer.predict import DEFAULT_INFER, load_checkpoint, predict_slice
+    from seg.infer.predict import predict_slice
     from seg.io import sha256_file
-    from seg.models import build_model, count_parameters
+    from seg.models import build_model, count_parameters, load_model_weights
     from seg.models.registry import get_entry
 
     run = Path(run_dir)
@@ -111,7 +111,7 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
     var = cfg["variants"][variant]
     params = dict(var.get("params") or {})
     model = build_model(var["model"], **params, classes=len(meta["classes"]))
-    load_checkpoint(model, checkpoint)
+    load_model_weights(model, checkpoint)
     model.eval()
 
     pp = postprocess_section(cfg, dataset)
@@ -128,7 +128,7 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
         pp = {**pp, **chosen}
     else:
         threshold = {"value": float(pp["threshold"]), "source": "config postprocess.threshold"}
-    infer = {**DEFAULT_INFER, **variant_section(cfg, variant, "inference", dataset)}
+    infer = variant_section(cfg, variant, "inference", dataset)
     metrics_doc = _read_run_json(run, "metrics.json", required=False)
     pkg_meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "seg_version": __version__,
