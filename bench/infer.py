@@ -45,7 +45,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from seg.infer.device import make_predictor  # noqa: E402
+from seg.device import Precision  # noqa: E402
 from seg.infer.predict import tile_geometry  # noqa: E402
 from seg.infer.tiling import balanced_batch, plan_tiles, predict_tiled  # noqa: E402
 from seg.io import write_json  # noqa: E402
@@ -117,7 +117,7 @@ def time_call(fn):
 
 def best_tile_forward(model, size_in: int, batch: int, repeats: int = 3) -> float:
     """Best per-tile forward time (s), channels_last fp32, over batch sizes 1..batch."""
-    pred = make_predictor(model, device=torch.device("cpu"), channels_last=True)
+    pred = Precision(torch.device("cpu"), None, channels_last=True).predictor(model)
     best = float("inf")
     with torch.inference_mode():
         for b in range(1, batch + 1):
@@ -152,8 +152,8 @@ def bench_model(name, model, vol, args) -> dict:
     size_in = tile + 2 * border
     b = balanced_batch(len(corners), args.batch)
     cpu = torch.device("cpu")
-    fast = make_predictor(model, device=cpu, channels_last=True)
-    bf16 = make_predictor(model, device=cpu, dtype=torch.bfloat16, channels_last=True)
+    fast = Precision(cpu, None, channels_last=True).predictor(model)
+    bf16 = Precision(cpu, torch.bfloat16, channels_last=True).predictor(model)
     plain = model  # contiguous fp32 forward, MONAI's default usage
 
     def ours(img, pred=fast):
@@ -251,7 +251,6 @@ def main() -> None:
                     "every k-th slice (default 3)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "infer.json"))
     args = ap.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     vol = load_volume(args.slices)
     models = build_models(args.models.split(","))
     results = []

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # toydata: the test fixtures' canonical ISBI subset
 SHARED = ROOT.parent / "shared" / "data" / "isbi2012"
 MODELS = ("unet", "unet-resnet34", "unet-densenet121", "fcn8s")  # config variant names
 DEFAULT = "unet-resnet34"
@@ -88,7 +89,7 @@ class Runner:
 
     def __init__(self, cfg: dict, variant: str, ds_dir: Path, *, amp: str | None = None):
         from seg.config import variant_section
-        from seg.train.device import precision_for, seed_everything
+        from seg.device import precision_for, seed_everything
         from seg.train.loop import build_training_model
         from seg.train.losses import build_loss, needs_weights
         from seg.train.optim import build_optimizer
@@ -154,9 +155,9 @@ def main() -> None:
     import tifffile
 
     from seg.config import load_config
-    from seg.device import cpu_has_native_bf16
-    from seg.train.device import configure_determinism, precision_for
-    from seg.train.toy import write_isbi_subset
+    from toydata import write_isbi_subset
+
+    from seg.device import configure_determinism, cpu_has_native_bf16, precision_for
 
     t_start = time.perf_counter()
     load_start = os.getloadavg()[0]

@@ -18,12 +18,13 @@ import tifffile
 from scipy import ndimage
 from skimage.measure import label
 
+from seg.config import section_defaults
 from seg.io import write_json
 from seg.targets.weights import border_weight_map, class_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ROOT.parent / "shared" / "data" / "isbi2012" / "train-labels.tif"
-W0, SIGMA = 10.0, 5.0
+W0, SIGMA = (section_defaults("weights")[k] for k in ("w0", "sigma"))  # the schema's defaults
 
 
 def reference(instances: np.ndarray, semantic: np.ndarray, wc: np.ndarray) -> np.ndarray:

@@ -55,13 +55,7 @@ class Command:
 def _commands() -> dict[str, Command]:
     out: dict[str, Command] = {}
     for name in STAGE_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # stage not written yet
-                continue
-            raise
-        out.update(mod.COMMANDS)
+        out.update(importlib.import_module(name).COMMANDS)
     return out
 
 

@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,17 @@ _OVERRIDABLE = ("train", "augment", "inference")
 
 
 def load_schema(path: str | os.PathLike = SCHEMA_PATH) -> dict:
+    """The JSON schema (a fresh dict) read from the YAML file ``path``."""
     import yaml
 
     with open(path) as f:
         return yaml.safe_load(f)
+
+
+@lru_cache(maxsize=1)
+def _project_schema() -> dict:
+    """configs/schema.yaml, read once per process (callers must not change it)."""
+    return load_schema()
 
 
 def _validator(schema: dict, *, set_default: bool):
@@ -45,6 +53,42 @@ def _validator(schema: dict, *, set_default: bool):
 
         base = jsonschema.validators.extend(base, {"properties": set_defaults})
     return base(schema)
+
+
+@lru_cache(maxsize=None)
+def _section_validator(section: str):
+    """A defaults-filling validator of the top-level section ``section`` (``train``, ``inference``, ...)."""
+    schema = _project_schema()
+    sub = schema["properties"].get(section)
+    if not isinstance(sub, dict) or "$ref" not in sub:
+        sections = sorted(k for k, v in schema["properties"].items() if isinstance(v, dict) and "$ref" in v)
+        raise SegError(f"config: {section!r} is not a section with defaults (sections: {', '.join(sections)})")
+    return _validator({**schema["$defs"][sub["$ref"].removeprefix("#/$defs/")], "$defs": schema["$defs"]},
+                      set_default=True)
+
+
+def section_defaults(section: str) -> dict:
+    """The schema's defaults of the top-level config section ``section`` (``train``, ``augment``,
+    ``inference``, ``weights``, ``postprocess``, ...), nested sections filled; a fresh dict."""
+    return complete_section(section, {})
+
+
+def complete_section(section: str, values: dict | None) -> dict:
+    """``values`` (a partial ``section`` of the config) over the schema defaults of that section,
+    validated; a new dict (``values`` is not changed).
+
+    Raises:
+        SegError: an unknown key or a bad value, named by its path, e.g.
+            ``config: augment.elastic.sigmaa: unknown key (allowed: ...)``.
+    """
+    out = copy.deepcopy(dict(values or {}))
+    errors = sorted(_section_validator(section).iter_errors(out), key=lambda e: list(e.absolute_path))
+    if errors:
+        msg = _format_error(errors[0], "config")  # "config: <path in the section>: <problem>"
+        top = "config: (top level)"
+        raise SegError(msg.replace(top, f"config: {section}", 1) if msg.startswith(top)
+                       else msg.replace("config: ", f"config: {section}.", 1))
+    return out
 
 
 def _format_error(err, where: str) -> str:
@@ -91,11 +135,10 @@ def validate_config(cfg: dict, *, where: str = "config", schema: dict | None = N
                 )
         for section in _OVERRIDABLE:
             check = _validator({**schema["$defs"][section], "$defs": schema["$defs"]}, set_default=False)
-            own = _deep_merge(cfg[section], var.get(section, {}))
             # the variant's own overrides, then each dataset's on top of them
-            candidates = [(f"variants.{name}.{section}", own)] + [
-                (f"variants.{name}.per_dataset.{ds}.{section}", _deep_merge(own, over.get(section, {})))
-                for ds, over in (var.get("per_dataset") or {}).items()
+            candidates = [(f"variants.{name}.{section}", variant_section(cfg, name, section))] + [
+                (f"variants.{name}.per_dataset.{ds}.{section}", variant_section(cfg, name, section, ds))
+                for ds in var.get("per_dataset") or {}
             ]
             for key, merged in candidates:
                 errs = list(check.iter_errors(merged))

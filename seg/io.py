@@ -1,4 +1,4 @@
-"""File I/O shared by all stages: validated TIFF reading, atomic writes, JSON, hashing.
+"""File I/O shared by all stages: validated TIFF reading, atomic writes, JSON, hashing, torch files.
 
 Every writer here is atomic: it writes to a temporary name in the target folder and renames it into
 place, so an interrupted run (SIGKILL included) never leaves a partial file under the final name.
@@ -112,6 +112,32 @@ def read_json(path: PathLike) -> Any:
         return json.loads(p.read_text())
     except json.JSONDecodeError as e:
         raise SegError(f"{p}: not valid JSON ({e})") from None
+
+
+def load_torch_file(path: PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load`` of a local file with ``weights_only=True`` (tensors, plain containers and
+    numbers only: no code runs), every tensor on the CPU.
+
+    Args:
+        path: a ``.pt``/``.pth`` file written by ``torch.save``.
+        what: what the file is, for error messages (``checkpoint``, ``pretrained weights file``).
+
+    Returns:
+        The stored object (usually a dict of tensors / state dicts), as saved.
+
+    Raises:
+        SegError: the file is missing, or not a loadable weights-only torch file (corrupt,
+            truncated, or holding objects other than tensors and plain types); names the file.
+    """
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise SegError(f"{p}: {what} not found")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # zip/pickle errors of many types, unsafe globals, truncation
+        raise SegError(f"{p}: not a loadable {what} ({type(e).__name__}: {e})") from None
 
 
 def _json_default(o: Any) -> Any:

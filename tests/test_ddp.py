@@ -119,7 +119,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     """2 ranks x batch 2 on CPU: identical weights on both ranks, effective batch 4, and the same
     weights (up to float reduction order) as one process with batch 4 (same patches by design)."""
     from seg.io import read_json
-    from seg.train.toy import tiny_config, write_blob_dataset
+    from toydata import tiny_config, write_blob_dataset
 
     write_blob_dataset(tmp_path / "data" / "toy", seed=1, splits=(4, 0, 1))  # no val: no MONAI import
     # fp32 (amp none): the comparison below is exact up to reduction order on every CPU kind

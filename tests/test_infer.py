@@ -13,6 +13,7 @@ from seg.errors import SegError
 from seg.infer.postprocess import ctc_mask_name, instances_from_probability, isbi_maps
 from seg.infer.tiling import plan_starts, plan_tiles, predict_tiled
 from seg.infer.tta import DIHEDRAL, apply_dihedral, predict_tta
+from seg.models import build_model
 
 
 # ----------------------------------------------------------------------------- small local models
@@ -124,8 +125,6 @@ def test_same_padding_image_smaller_than_tile_keeps_shape():
 
 
 def _valid_unet():
-    from seg.models import build_model
-
     torch.manual_seed(0)
     return build_model("unet", padding="valid", base_channels=8, depth=2).eval()
 
@@ -283,9 +282,6 @@ def _fake_ctc_dataset(root, rng):
 
 
 def test_seg_predict_writes_ctc_masks_atomically(tmp_path):
-    seg_models = pytest.importorskip("seg.models")
-    if not hasattr(seg_models, "build_model"):
-        pytest.skip("seg.models.build_model not available yet")
     from seg.cli import main
     from seg.io import read_json
 
@@ -295,7 +291,7 @@ def test_seg_predict_writes_ctc_masks_atomically(tmp_path):
                    "variants: {tiny: {model: unet, params: {padding: valid, base_channels: 4, depth: 2}}}\n"
                    "inference: {tile: 32, overlap: 0.25}\npostprocess: {min_size: 5}\n")
     torch.manual_seed(0)
-    model = seg_models.build_model("unet", padding="valid", base_channels=4, depth=2, classes=2)
+    model = build_model("unet", padding="valid", base_channels=4, depth=2, classes=2)
     ck = tmp_path / "best.pt"
     torch.save({"model": model.state_dict(), "iteration": 3}, ck)
     out = tmp_path / "pred" / "test"
@@ -321,9 +317,6 @@ def test_seg_predict_writes_ctc_masks_atomically(tmp_path):
 
 
 def test_seg_predict_writes_isbi_maps(tmp_path, isbi_stacks):
-    seg_models = pytest.importorskip("seg.models")
-    if not hasattr(seg_models, "build_model"):
-        pytest.skip("seg.models.build_model not available yet")
     import tifffile
 
     from seg.cli import main
@@ -343,7 +336,7 @@ def test_seg_predict_writes_isbi_maps(tmp_path, isbi_stacks):
                    " inference: {tta: true}}}\ninference: {tile: 64}\n")
     torch.manual_seed(0)
     ck = tmp_path / "best.pt"
-    torch.save(seg_models.build_model("unet", padding="same", base_channels=4, depth=2).state_dict(), ck)  # bare
+    torch.save(build_model("unet", padding="same", base_channels=4, depth=2).state_dict(), ck)  # bare
     out = tmp_path / "pred"
     assert main(["predict", "--config", str(cfg), "--dataset", "isbi", "--variant", "small", "--checkpoint", str(ck),
                  "--out", str(out), "--data-dir", str(tmp_path / "data"), "--device", "cpu"]) == 0
@@ -357,9 +350,13 @@ def test_seg_predict_writes_isbi_maps(tmp_path, isbi_stacks):
 
 
 def test_inference_amp_selection(native_bf16):
-    from seg.infer.device import amp_dtype
+    from seg.device import precision_for
 
     cpu = torch.device("cpu")
+
+    def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:  # as predict_slice chooses it
+        return precision_for({"amp": amp}, device, section="inference").dtype
+
     assert amp_dtype(cpu, "none") is None
     assert amp_dtype(cpu, "auto") == (torch.bfloat16 if native_bf16 else None)
     with pytest.raises(SegError, match="inference.amp: 'fp16'"):

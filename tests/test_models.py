@@ -14,7 +14,7 @@ from seg.models import (
     encoder_for,
     input_size_for,
     load_encoder_weights,
-    load_pretrained,
+    load_pretrained_encoder,
     model_names,
     output_size,
     size_divisor,
@@ -245,7 +245,7 @@ def test_imagenet_style_rgb_state_dict_is_adapted(tmp_path):
     path = tmp_path / "resnet18-imagenet.pth"
     torch.save(tv.state_dict(), path)
     model = build_model("unet-resnet18")
-    keys = load_pretrained(model, path)
+    keys = load_pretrained_encoder(model, path)
     assert len(keys) == len(model.encoder.state_dict())
     torch.testing.assert_close(model.encoder.conv1.weight, tv.conv1.weight.sum(1, keepdim=True))
     assert torch.equal(model.encoder.layer4[1].conv2.weight, tv.layer4[1].conv2.weight)
@@ -266,7 +266,7 @@ def test_transfer_refuses_missing_or_extra_keys(tmp_path):
         load_encoder_weights(build_model("unet-resnet34"), build_classifier("resnet34", num_classes=2).state_dict()
                              | {"layer1.0.conv1.weight": torch.zeros(64, 64, 1, 1)})
     with pytest.raises(SegError, match="not found"):
-        load_pretrained(model, tmp_path / "nope.pt")
+        load_pretrained_encoder(model, tmp_path / "nope.pt")
 
 
 @pytest.mark.slow

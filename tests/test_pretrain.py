@@ -10,7 +10,7 @@ import torch
 
 from seg.config import validate_config
 from seg.errors import SegError
-from seg.models import build_model, load_encoder_weights, load_pretrained
+from seg.models import build_model, load_encoder_weights, load_pretrained_encoder
 from seg.models.pretrain import run_pretrain
 from seg.models.pretrain_tasks import balanced_centres, extract_patches
 
@@ -80,7 +80,7 @@ def test_pretrain_unet_writes_outputs_and_encoder_loads(isbi_mini, tmp_path):
     sd = torch.load(tmp_path / "a" / "encoder.pt", map_location="cpu", weights_only=True)
     seg_model = build_model("unet", padding="valid", **TINY_UNET)
     seg_model.encoder.load_state_dict(sd)
-    keys = load_pretrained(build_model("unet", **TINY_UNET), tmp_path / "a" / "encoder.pt")
+    keys = load_pretrained_encoder(build_model("unet", **TINY_UNET), tmp_path / "a" / "encoder.pt")
     assert sorted(keys) == sorted(sd) == sorted(seg_model.encoder.state_dict())
     for k, v in seg_model.encoder.state_dict().items():
         assert torch.equal(v, sd[k])
@@ -137,7 +137,7 @@ def test_seg_pretrain_cli(isbi_mini, tmp_path):
             "--data-dir", str(isbi_mini), "--iterations", "1"]
     assert main(argv) == 0
     model = build_model("unet", **TINY_UNET, padding="valid")
-    assert len(load_pretrained(model, out / "v" / "encoder.pt")) == len(model.encoder.state_dict())
+    assert len(load_pretrained_encoder(model, out / "v" / "encoder.pt")) == len(model.encoder.state_dict())
     assert main(["models", "--name", "unet", "--params", json.dumps(TINY_UNET)]) == 0
 
 

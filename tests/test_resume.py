@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from seg.train.toy import tiny_config, write_blob_dataset
+    from toydata import tiny_config, write_blob_dataset
 
     root = tmp_path_factory.mktemp("resume")
     write_blob_dataset(root / "data" / "toy", seed=5, splits=(4, 0, 1))  # no val split: no validation cost

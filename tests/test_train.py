@@ -114,7 +114,7 @@ def test_dice_and_build_loss():
 # ----------------------------------------------------------------------------- sampling
 @pytest.fixture(scope="module")
 def toy_ds(tmp_path_factory):
-    from seg.train.toy import write_blob_dataset
+    from toydata import write_blob_dataset
 
     return write_blob_dataset(tmp_path_factory.mktemp("data") / "toy", seed=3)
 
@@ -181,7 +181,7 @@ def test_iteration_sampler_splits_the_global_batch_across_ranks():
 
 
 def test_missing_weight_maps_is_a_clear_error(tmp_path):
-    from seg.train.toy import write_blob_dataset
+    from toydata import write_blob_dataset
 
     ds = write_blob_dataset(tmp_path / "d", seed=0, splits=(1, 0, 0))
     (ds / "weights" / "train_00.tif").unlink()
@@ -201,7 +201,7 @@ def test_rng_state_roundtrip_weights_only(tmp_path):
     state = ckpt.rng_state()
     ckpt.save_checkpoint(tmp_path / "c.pt", {"model": {}, "rng": state})
     expect = (random.random(), np.random.normal(), torch.rand(3))
-    loaded = ckpt.load_checkpoint(tmp_path / "c.pt")  # weights_only=True inside
+    loaded = ckpt.read_training_checkpoint(tmp_path / "c.pt")  # weights_only=True inside
     ckpt.set_rng_state(loaded["rng"])
     got = (random.random(), np.random.normal(), torch.rand(3))
     assert got[0] == expect[0] and got[1] == expect[1] and torch.equal(got[2], expect[2])
@@ -218,15 +218,15 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError):
         ckpt.save_checkpoint(path, {"model": {"w": torch.zeros(2)}, "iteration": 2})
-    assert ckpt.load_checkpoint(path)["iteration"] == 1
+    assert ckpt.read_training_checkpoint(path)["iteration"] == 1
     assert os.listdir(path.parent) == ["last.pt"]
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SegError, match="bad.pt"):
-        ckpt.load_checkpoint(tmp_path / "bad.pt")
+        ckpt.read_training_checkpoint(tmp_path / "bad.pt")
 
 
 def test_device_and_amp_selection(native_bf16):
-    from seg.train.device import precision_for, resolve_device
+    from seg.device import precision_for, resolve_device
 
     cpu = torch.device("cpu")
 
@@ -244,7 +244,7 @@ def test_device_and_amp_selection(native_bf16):
     else:
         with pytest.warns(RuntimeWarning, match="emulated") as record:
             assert precision_for({"amp": "bf16"}, cpu).dtype == torch.bfloat16
-        # The warning points at the line that asked for the settings, not at seg/*/device.py.
+        # The warning points at the line that asked for the settings, not at seg/device.py.
         assert record[0].filename == __file__
     with pytest.raises(SegError, match="fp16"):
         amp_dtype("fp16")
@@ -276,7 +276,7 @@ def test_training_is_bit_reproducible_and_writes_outputs(tmp_path, toy_ds):
     from seg.io import read_json
     from seg.train.loop import train
     from seg.train.records import LOG_COLUMNS
-    from seg.train.toy import tiny_config
+    from toydata import tiny_config
 
     cfg = tiny_config(train={"num_workers": 1, "iterations": 6, "border_sampling": 0.5})
     s1 = train(cfg, "toy", "tiny", tmp_path / "a", data_dir=toy_ds.parent)
@@ -324,7 +324,7 @@ def test_real_isbi_valid_unet_wce_learns(tmp_path, isbi_stacks):
     the output window is smaller than the input, and the checkpoint loads with weights_only."""
     from seg.models import build_model
     from seg.train.loop import train
-    from seg.train.toy import tiny_config, write_isbi_subset
+    from toydata import tiny_config, write_isbi_subset
 
     write_isbi_subset(tmp_path / "data/isbi", isbi_stacks["train"], isbi_stacks["labels"], splits=(3, 1, 0), crop=160)
     params = {"base_channels": 8, "depth": 2, "padding": "valid"}
@@ -344,7 +344,7 @@ def test_real_isbi_valid_unet_wce_learns(tmp_path, isbi_stacks):
 def test_budget_in_epochs_and_wall_clock_stop(tmp_path, toy_ds):
     from seg.io import read_json
     from seg.train.loop import train
-    from seg.train.toy import tiny_config
+    from toydata import tiny_config
 
     # epochs: 4 slices of 64^2 = 16 output patches of 32^2 = 8 steps of batch 2 per epoch
     s = train(tiny_config(train={"epochs": 2, "val_every": 100}), "toy", "tiny", tmp_path / "e", data_dir=toy_ds.parent)
@@ -364,7 +364,7 @@ def test_training_precision_follows_the_native_bf16_probe(tmp_path, toy_ds, nati
     """amp auto trains in bf16 exactly where the CPU has native bf16; bf16 asked for on a CPU that
     only emulates it still runs but warns; amp none stays fp32 whatever the CPU."""
     from seg.train.loop import train
-    from seg.train.toy import tiny_config
+    from toydata import tiny_config
 
     def run(name: str, amp: str) -> dict:
         cfg = tiny_config(train={"iterations": 2, "val_every": 2, "amp": amp})
@@ -386,7 +386,7 @@ def test_training_precision_follows_the_native_bf16_probe(tmp_path, toy_ds, nati
 def test_pretrained_encoder_weights_are_loaded(tmp_path):
     from seg.models import build_model
     from seg.train.loop import build_training_model
-    from seg.train.toy import tiny_config
+    from toydata import tiny_config
 
     cfg = tiny_config()
     params = cfg["variants"]["tiny"]["params"]
@@ -406,7 +406,7 @@ def test_pretrained_encoder_weights_are_loaded(tmp_path):
 
 
 def test_slices_smaller_than_the_patch_are_mirror_padded(tmp_path):
-    from seg.train.toy import write_blob_dataset
+    from toydata import write_blob_dataset
 
     ds = write_blob_dataset(tmp_path / "small", seed=2, size=24, splits=(2, 0, 0))
     slices = load_training_slices(ds, "train")

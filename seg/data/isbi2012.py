@@ -50,16 +50,6 @@ def has_local_files(folder: Path, entry: dict | None = None, *, url: str | None 
     return any((folder / f).is_file() for f in (*TIFFS.values(), H5_NAME))
 
 
-def fetch_isbi2012(folder: str | Path, *, url: str = ISBI_URL, sha256: str = ISBI_SHA256) -> Path:
-    """Download ``isbi.h5`` into ``folder`` unless local files are there; returns ``folder``."""
-    from seg.data.download import download
-
-    folder = Path(folder)
-    if not has_local_files(folder):
-        download(url, folder / H5_NAME, sha256=sha256)
-    return folder
-
-
 def isbi2012_paths(folder: str | Path) -> dict[str, Path]:
     """The raw files to use: ``{"train", "labels", "test"}`` TIFFs if any TIFF is present (all three
     are then required), else ``{"h5"}``.

@@ -72,18 +72,13 @@ def _documentation(pkg, formats: dict, refused: dict) -> str:
     return package_readme(pkg.meta) + "\n" + "\n".join(extra) + "\n"
 
 
-def build_description(pkg, work: Path, *, tta: bool | None = None, atol: float = 1e-4,
-                      authors: list[str] | None = None):
-    """Export the graphs into ``work`` and return the validated ``bioimageio.spec`` ModelDescr.
+def _export_graphs(pkg, work: Path, tta: bool | None, atol: float) -> tuple[dict, dict, dict]:
+    """Export every weight format the network supports into ``work``.
 
-    Raises:
-        SegError: the TorchScript export fails its check, or the description does not validate.
+    Returns (formats {format: exporter}, refused {format: why the network cannot be exported},
+    descs {format: :func:`seg.export.exporters.export_graph`'s description}).
     """
-    import torch
-    from bioimageio.spec.model import v0_5 as b
-
-    from seg.export.exporters import GRAPH_FILES, INPUT_NAME, OUTPUT_NAME, export_graph, unsupported_reason
-    from seg.export.readme import CITATIONS, DATA_CITATIONS
+    from seg.export.exporters import export_graph, unsupported_reason
 
     formats, refused, descs = {}, {}, {}
     for fmt in ("torchscript", "onnx"):
@@ -93,24 +88,58 @@ def build_description(pkg, work: Path, *, tta: bool | None = None, atol: float =
             continue
         descs[fmt] = export_graph(pkg, fmt, work, tta=tta, atol=atol)
         formats[fmt] = descs[fmt]["exporter"]
-    test_in = pkg.test_input.astype(np.float32)[None, None]
+    return formats, refused, descs
+
+
+def _write_test_tensors(pkg, work: Path, tta: bool | None) -> None:
+    """``test_input.npy`` float32 (1, 1, H, W) of the test image's raw values, ``test_output.npy`` the
+    PyTorch graph's float32 (1, classes, H, W) probabilities on it, and ``cover.png``."""
+    import torch
+
     from seg.export.exporters import build_graph
 
+    test_in = pkg.test_input.astype(np.float32)[None, None]
     with torch.inference_mode():
         test_out = build_graph(pkg, tta=tta)(torch.from_numpy(test_in)).numpy()
     np.save(work / "test_input.npy", test_in)
     np.save(work / "test_output.npy", test_out)
     _cover(pkg.test_input, test_out[0, 1], work / "cover.png", f"p({pkg.meta['dataset']['classes'][1]})")
-    (work / "README.md").write_text(_documentation(pkg, formats, refused))
 
-    m = pkg.meta["model"]
+
+def _export_files(pkg, work: Path, tta: bool | None, atol: float) -> tuple[dict, dict]:
+    """Write the package's files into ``work``: the graphs, the test tensors, the cover and README.md.
+
+    Returns (refused, descs) as :func:`_export_graphs`.
+    """
+    formats, refused, descs = _export_graphs(pkg, work, tta, atol)
+    _write_test_tensors(pkg, work, tta)
+    (work / "README.md").write_text(_documentation(pkg, formats, refused))
+    return refused, descs
+
+
+def _space_axes(m: dict) -> tuple[list, list]:
+    """The (y, x) axes of the input (any size ``lo + n * size_divisor``, ``lo`` at least 16 px) and of
+    the output (the input's size); ``m`` = the package's ``model`` section."""
+    from bioimageio.spec.model import v0_5 as b
+
+    from seg.export.exporters import INPUT_NAME
+
     step = int(m["size_divisor"])
     lo = max(int(m["min_size"]), step, 16)
     lo = -(-lo // step) * step
     space_in = [b.SpaceInputAxis(id=b.AxisId(a), size=b.ParameterizedSize(min=lo, step=step)) for a in ("y", "x")]
     space_out = [b.SpaceOutputAxis(id=b.AxisId(a), size=b.SizeReference(tensor_id=b.TensorId(INPUT_NAME),
                                                                          axis_id=b.AxisId(a))) for a in ("y", "x")]
-    classes = [b.Identifier(c) for c in pkg.meta["dataset"]["classes"]]
+    return space_in, space_out
+
+
+def _weights(work: Path, descs: dict) -> dict:
+    """The weight entries {format: WeightsDescr} of the graphs exported into ``work``."""
+    import torch
+    from bioimageio.spec.model import v0_5 as b
+
+    from seg.export.exporters import GRAPH_FILES
+
     weights = {}
     if "torchscript" in descs:
         weights["torchscript"] = b.TorchscriptWeightsDescr(source=work / GRAPH_FILES["torchscript"],
@@ -118,53 +147,114 @@ def build_description(pkg, work: Path, *, tta: bool | None = None, atol: float =
     if "onnx" in descs:
         weights["onnx"] = b.OnnxWeightsDescr(source=work / GRAPH_FILES["onnx"], opset_version=descs["onnx"]["opset"],
                                              parent="torchscript" if "torchscript" in descs else None)
+    return weights
+
+
+def _summary(pkg) -> str:
+    """The one-paragraph ``description`` of the resource."""
+    m, kind = pkg.meta["model"], pkg.kind
+    return (f"{m.get('label', m['name'])} ({m['name']}) trained on {pkg.meta['dataset']['name']} by "
+            f"the seg pipeline: per-pixel probabilities of {' / '.join(pkg.meta['dataset']['classes'])}"
+            + (" (channel 1 = interior, the ISBI 2012 convention)." if kind == "isbi2012" else
+               "; cells as instances with seg segment."))
+
+
+def _citations(family: str, kind: str) -> list:
+    """The network's paper (U-Net's DOI, or the smp URL) and the dataset's paper, as CiteEntry."""
+    from bioimageio.spec.model import v0_5 as b
+
+    from seg.export.readme import CITATIONS, DATA_CITATIONS
+
+    return [b.CiteEntry(text=CITATIONS.get(family, CITATIONS["unet"]),
+                        doi=b.Doi(re.search(r"doi:(\S+)", CITATIONS["unet"]).group(1))
+                        if family != "smp" else None,
+                        url=None if family != "smp" else b.HttpUrl(CITATIONS["smp"].split()[-1])),
+            b.CiteEntry(text=DATA_CITATIONS[kind], doi=b.Doi(re.search(r"doi:(\S+)", DATA_CITATIONS[kind]).group(1)))]
+
+
+def _input_tensor(work: Path, space_in: list):
+    """The input ``raw``: float32 (batch, channel=1, y, x) of the raw image values."""
+    from bioimageio.spec.model import v0_5 as b
+
+    from seg.export.exporters import INPUT_NAME
+
+    return b.InputTensorDescr(
+        id=b.TensorId(INPUT_NAME),
+        axes=[b.BatchAxis(), b.ChannelAxis(channel_names=[b.Identifier("raw")]), *space_in],
+        test_tensor=b.FileDescr(source=work / "test_input.npy"),
+        data=b.IntervalOrRatioDataDescr(type="float32"),
+        description="raw image values, not normalised: the model shifts and normalises per image",
+    )
+
+
+def _output_tensor(pkg, work: Path, channels: list, space_out: list):
+    """The output ``probabilities``: float32 (batch, channel = one per class, y, x) in [0, 1];
+    ``channels`` = the class names as Identifiers."""
+    from bioimageio.spec.model import v0_5 as b
+
+    from seg.export.exporters import OUTPUT_NAME
+
+    names = pkg.meta["dataset"]["classes"]
+    return b.OutputTensorDescr(
+        id=b.TensorId(OUTPUT_NAME),
+        axes=[b.BatchAxis(), b.ChannelAxis(channel_names=channels), *space_out],
+        test_tensor=b.FileDescr(source=work / "test_output.npy"),
+        data=b.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
+        description=(f"softmax probabilities of {', '.join(names)}; channel 1 = "
+                     f"p({names[1]})" + (", 1 = interior (ISBI 2012 convention)"
+                                         if pkg.kind == "isbi2012" else ""))[:128],
+    )
+
+
+def _config(pkg, atol: float, refused: dict):
+    """bioimage.io's own config (reproducibility tolerance, architecture, modality, target) and
+    ``seg``'s (the package's settings, training and metrics, the formats not exported)."""
+    from bioimageio.spec.model import v0_5 as b
+
+    m, kind = pkg.meta["model"], pkg.kind
+    return b.Config(
+        bioimageio=b.BioimageioConfig(
+            reproducibility_tolerance=[b.ReproducibilityTolerance(absolute_tolerance=atol,
+                                                                  relative_tolerance=0.0,
+                                                                  mismatched_elements_per_million=0)],
+            architecture_type=m["name"][:32],
+            modality="electron microscopy" if kind == "isbi2012" else "light microscopy",
+            target_structure=["neuronal membranes"] if kind == "isbi2012" else ["cells"]),
+        seg={"package": pkg.name, "kind": kind, "threshold": pkg.meta["threshold"],
+             "postprocess": pkg.meta["postprocess"], "preprocessing": pkg.meta["preprocessing"],
+             "inference": pkg.meta["inference"], "training": pkg.meta.get("training"),
+             "metrics": pkg.meta.get("metrics"), "not_exported": refused})
+
+
+def build_description(pkg, work: Path, *, tta: bool | None = None, atol: float = 1e-4,
+                      authors: list[str] | None = None):
+    """Export the graphs into ``work`` and return the validated ``bioimageio.spec`` ModelDescr.
+
+    Raises:
+        SegError: the TorchScript export fails its check, or the description does not validate.
+    """
+    from bioimageio.spec.model import v0_5 as b
+
+    refused, descs = _export_files(pkg, work, tta, atol)
+    m = pkg.meta["model"]
+    space_in, space_out = _space_axes(m)
+    classes = [b.Identifier(c) for c in pkg.meta["dataset"]["classes"]]
+    weights = _weights(work, descs)
     kind = pkg.kind
     try:
         descr = b.ModelDescr(
             name=_name(pkg),
-            description=(f"{m.get('label', m['name'])} ({m['name']}) trained on {pkg.meta['dataset']['name']} by "
-                         f"the seg pipeline: per-pixel probabilities of {' / '.join(pkg.meta['dataset']['classes'])}"
-                         + (" (channel 1 = interior, the ISBI 2012 convention)." if kind == "isbi2012" else
-                            "; cells as instances with seg segment.")),
+            description=_summary(pkg),
             authors=[b.Author(name=a) for a in (authors or [DEFAULT_AUTHOR])],
-            cite=[b.CiteEntry(text=CITATIONS.get(m["family"], CITATIONS["unet"]),
-                              doi=b.Doi(re.search(r"doi:(\S+)", CITATIONS["unet"]).group(1))
-                              if m["family"] != "smp" else None,
-                              url=None if m["family"] != "smp" else b.HttpUrl(CITATIONS["smp"].split()[-1])),
-                  b.CiteEntry(text=DATA_CITATIONS[kind], doi=b.Doi(re.search(r"doi:(\S+)", DATA_CITATIONS[kind]).group(1)))],
+            cite=_citations(m["family"], kind),
             license=b.LicenseId(LICENSE),
             documentation=b.FileDescr(source=work / "README.md"),
             covers=[b.FileDescr(source=work / "cover.png")],
             tags=["segmentation", "2d", "pytorch", m["family"], "electron-microscopy" if kind == "isbi2012" else "cell-tracking-challenge"],
-            inputs=[b.InputTensorDescr(
-                id=b.TensorId(INPUT_NAME),
-                axes=[b.BatchAxis(), b.ChannelAxis(channel_names=[b.Identifier("raw")]), *space_in],
-                test_tensor=b.FileDescr(source=work / "test_input.npy"),
-                data=b.IntervalOrRatioDataDescr(type="float32"),
-                description="raw image values, not normalised: the model shifts and normalises per image",
-            )],
-            outputs=[b.OutputTensorDescr(
-                id=b.TensorId(OUTPUT_NAME),
-                axes=[b.BatchAxis(), b.ChannelAxis(channel_names=classes), *space_out],
-                test_tensor=b.FileDescr(source=work / "test_output.npy"),
-                data=b.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
-                description=(f"softmax probabilities of {', '.join(pkg.meta['dataset']['classes'])}; channel 1 = "
-                             f"p({pkg.meta['dataset']['classes'][1]})" + (", 1 = interior (ISBI 2012 convention)"
-                                                                          if kind == "isbi2012" else ""))[:128],
-            )],
+            inputs=[_input_tensor(work, space_in)],
+            outputs=[_output_tensor(pkg, work, classes, space_out)],
             weights=b.WeightsDescr(**weights),
-            config=b.Config(
-                bioimageio=b.BioimageioConfig(
-                    reproducibility_tolerance=[b.ReproducibilityTolerance(absolute_tolerance=atol,
-                                                                          relative_tolerance=0.0,
-                                                                          mismatched_elements_per_million=0)],
-                    architecture_type=m["name"][:32],
-                    modality="electron microscopy" if kind == "isbi2012" else "light microscopy",
-                    target_structure=["neuronal membranes"] if kind == "isbi2012" else ["cells"]),
-                seg={"package": pkg.name, "kind": kind, "threshold": pkg.meta["threshold"],
-                     "postprocess": pkg.meta["postprocess"], "preprocessing": pkg.meta["preprocessing"],
-                     "inference": pkg.meta["inference"], "training": pkg.meta.get("training"),
-                     "metrics": pkg.meta.get("metrics"), "not_exported": refused}),
+            config=_config(pkg, atol, refused),
         )
     except Exception as e:  # pydantic ValidationError: the spec's own message
         raise SegError(f"export bioimageio: the description of {pkg.name} does not validate against the "

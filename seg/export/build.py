@@ -57,34 +57,14 @@ def _read_run_json(run_dir: Path, name: str, required: bool) -> dict | None:
     return read_json(p)
 
 
-def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
-                  threshold_file: str | os.PathLike | None = None, allow_config_mismatch: bool = False,
-                  with_test: bool = True) -> ModelPackage:
-    """Assemble the package of a trained run folder ``results/<dataset>/<variant>/``.
+def _run_identity(cfg: dict, run: Path, allow_config_mismatch: bool) -> tuple[dict, str, bool]:
+    """The run's ``train_summary.json``, checked against ``cfg``: its dataset and variant must be
+    configured and (unless ``allow_config_mismatch``) its config hash must be this config's.
 
-    Reads ``train_summary.json`` (dataset, variant), ``checkpoints/best.pt``, the threshold (the
-    run's ``calibration.json`` when ``postprocess.calibrate`` is on, else the config's; or
-    ``threshold_file``), ``metrics.json`` if present, and the canonical dataset's ``meta.json``
-    (kind, classes, image shift, the test image). ``with_test`` predicts the test image in fp32.
-
-    Raises:
-        SegError: a missing file (named), a config whose hash differs from the one the run was
-            trained with (unless ``allow_config_mismatch``), a checkpoint that does not fit.
+    Returns (summary, this config's hash of the run's dataset/variant, whether the hashes differ).
     """
-    import torch
+    from seg.config import run_config_hash
 
-    from seg import __version__
-    from seg.config import postprocess_section, run_config_hash, variant_section
-    from seg.data import canonical
-    from seg.infer.calibrate import read_calibration
-    from seg.infer.predict import DEFAULT_INFER, load_checkpoint, predict_slice
-    from seg.io import sha256_file
-    from seg.models import build_model, count_parameters
-    from seg.models.registry import get_entry
-
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise SegError(f"{run}: run folder not found")
     summary = _read_run_json(run, "train_summary.json", required=True)
     dataset, variant = summary.get("dataset"), summary.get("variant")
     if dataset not in cfg["datasets"]:
@@ -100,35 +80,123 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
                        f"but this config gives {chash} for {dataset}/{variant}: the package would describe "
                        "settings the model was not trained with (use the run's own config, or "
                        "--allow-config-mismatch to record the difference)")
-    checkpoint = run / "checkpoints" / "best.pt"
-    kind = cfg["datasets"][dataset]["kind"]
-    ds_dir = Path(data_dir if data_dir is not None else cfg.get("data_dir", "data")) / dataset
+    return summary, chash, mismatch
+
+
+def _dataset_meta(ds_dir: Path, kind: str) -> dict:
+    """The canonical dataset's ``meta.json``, checked to be of the config's ``kind`` and its classes."""
+    from seg.data import canonical
+
     meta = canonical.load_meta(ds_dir)
     if meta["kind"] != kind or list(meta["classes"]) != OUTPUTS[kind]["classes"]:
         raise SegError(f"{ds_dir / 'meta.json'}: kind {meta['kind']!r} / classes {meta['classes']} do not "
                        f"match the config's kind {kind!r} ({OUTPUTS[kind]['classes']})")
+    return meta
+
+
+def _threshold(cfg: dict, dataset: str, run: Path, threshold_file: str | os.PathLike | None) -> tuple[dict, dict]:
+    """The decision threshold {value, source} and the post-processing settings it goes with.
+
+    ``threshold_file`` if given, else the run's ``calibration.json`` when ``postprocess.calibrate``
+    is on (SegError if missing), else the config's ``postprocess.threshold``. A calibration file's
+    other choices (CTC: h, min_size) replace the config's.
+    """
+    from seg.config import postprocess_section
+    from seg.infer.calibrate import read_calibration
+
+    pp = postprocess_section(cfg, dataset)
+    cal = Path(threshold_file) if threshold_file is not None else run / "calibration.json"
+    if not (threshold_file is not None or pp.get("calibrate")):
+        return {"value": float(pp["threshold"]), "source": "config postprocess.threshold"}, pp
+    if threshold_file is None and not cal.is_file():
+        raise SegError(f"{cal}: missing, but postprocess.calibrate is on for {dataset} (run seg calibrate "
+                       "first, or pass --threshold-file)")
+    chosen = read_calibration(cal)  # as seg predict --threshold-file: threshold; CTC also h, min_size
+    threshold = {"value": chosen.pop("threshold"),
+                 "source": (f"{cal} (given)" if threshold_file is not None else
+                            "calibrated on the validation split (seg calibrate, calibration.json); the test "
+                            "split never chose it") + (f"; also chose {', '.join(sorted(chosen))}" if chosen else "")}
+    return threshold, {**pp, **chosen}
+
+
+def _model_section(var: dict, variant: str, params: dict, classes: int, model) -> dict:
+    """The package's ``model`` section: registry name, params, family, size, size contract."""
+    from seg.models import count_parameters
+    from seg.models.registry import get_entry
+
+    return {"name": var["model"], "params": params, "in_channels": 1, "classes": classes,
+            "family": get_entry(var["model"]).family, "parameters": int(count_parameters(model)),
+            "label": var.get("label") or variant, **size_contract(model)}
+
+
+def _training_section(summary: dict, chash: str, mismatch: bool, checkpoint: Path) -> dict:
+    """The package's ``training`` section: what the run's ``train_summary.json`` says, the config
+    hashes and the checkpoint's sha256."""
+    from seg.io import sha256_file
+
+    return {
+        "dataset": summary.get("dataset"), "variant": summary.get("variant"),
+        "config_hash": summary.get("config_hash"),
+        "config_hash_of_packaging_config": chash, "config_mismatch": bool(mismatch),
+        "seed": summary.get("seed"), "iterations": summary.get("iterations"),
+        "best_iteration": summary.get("best_iteration"), "best_val_iou": summary.get("best_val_iou"),
+        "device": summary.get("device"), "amp": summary.get("amp"),
+        "checkpoint_sha256": sha256_file(checkpoint),
+    }
+
+
+def _add_test_image(pkg: ModelPackage, meta: dict, ds_dir: Path, infer: dict) -> None:
+    """Give ``pkg`` its test image (the first test slice, else val, else any) and the model's fp32
+    probabilities on it, float32 (classes, H, W) predicted on the CPU."""
+    import torch
+
+    from seg.data import canonical
+    from seg.infer.predict import predict_slice
+
+    entries = (canonical.slices(meta, "test") or canonical.slices(meta, "val") or canonical.slices(meta))
+    pkg.test_input = canonical.load_raw_image(ds_dir, entries[0])
+    pkg.meta["test"] = {"id": entries[0]["id"], "split": entries[0]["split"],
+                        "probabilities": "float32 (classes, H, W), fp32 (amp none) on the CPU"}
+    with torch.inference_mode():
+        pkg.test_output = predict_slice(pkg.model, pkg.preprocess(pkg.test_input), {**infer, "amp": "none"}, "cpu")
+
+
+def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+                  threshold_file: str | os.PathLike | None = None, allow_config_mismatch: bool = False,
+                  with_test: bool = True) -> ModelPackage:
+    """Assemble the package of a trained run folder ``results/<dataset>/<variant>/``.
+
+    Reads ``train_summary.json`` (dataset, variant), ``checkpoints/best.pt``, the threshold (the
+    run's ``calibration.json`` when ``postprocess.calibrate`` is on, else the config's; or
+    ``threshold_file``), ``metrics.json`` if present, and the canonical dataset's ``meta.json``
+    (kind, classes, image shift, the test image). ``with_test`` predicts the test image in fp32.
+
+    Raises:
+        SegError: a missing file (named), a config whose hash differs from the one the run was
+            trained with (unless ``allow_config_mismatch``), a checkpoint that does not fit.
+    """
+    from seg import __version__
+    from seg.config import dataset_dir, variant_section
+    from seg.models import build_model, load_model_weights
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise SegError(f"{run}: run folder not found")
+    summary, chash, mismatch = _run_identity(cfg, run, allow_config_mismatch)
+    dataset, variant = summary.get("dataset"), summary.get("variant")
+    checkpoint = run / "checkpoints" / "best.pt"
+    kind = cfg["datasets"][dataset]["kind"]
+    ds_dir = dataset_dir(cfg, dataset, data_dir)
+    meta = _dataset_meta(ds_dir, kind)
 
     var = cfg["variants"][variant]
     params = dict(var.get("params") or {})
     model = build_model(var["model"], **params, classes=len(meta["classes"]))
-    load_checkpoint(model, checkpoint)
+    load_model_weights(model, checkpoint)
     model.eval()
 
-    pp = postprocess_section(cfg, dataset)
-    cal = Path(threshold_file) if threshold_file is not None else run / "calibration.json"
-    if threshold_file is not None or pp.get("calibrate"):
-        if threshold_file is None and not cal.is_file():
-            raise SegError(f"{cal}: missing, but postprocess.calibrate is on for {dataset} (run seg calibrate "
-                           "first, or pass --threshold-file)")
-        chosen = read_calibration(cal)  # as seg predict --threshold-file: threshold; CTC also h, min_size
-        threshold = {"value": chosen.pop("threshold"),
-                     "source": (f"{cal} (given)" if threshold_file is not None else
-                                "calibrated on the validation split (seg calibrate, calibration.json); the test "
-                                "split never chose it") + (f"; also chose {', '.join(sorted(chosen))}" if chosen else "")}
-        pp = {**pp, **chosen}
-    else:
-        threshold = {"value": float(pp["threshold"]), "source": "config postprocess.threshold"}
-    infer = {**DEFAULT_INFER, **variant_section(cfg, variant, "inference", dataset)}
+    threshold, pp = _threshold(cfg, dataset, run, threshold_file)
+    infer = variant_section(cfg, variant, "inference", dataset)
     metrics_doc = _read_run_json(run, "metrics.json", required=False)
     pkg_meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "seg_version": __version__,
@@ -137,33 +205,19 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
         "dataset": {"name": dataset, "kind": kind, "classes": list(meta["classes"]),
                     "source": meta.get("source", {})},
         "outputs": OUTPUTS[kind],
-        "model": {"name": var["model"], "params": params, "in_channels": 1, "classes": len(meta["classes"]),
-                  "family": get_entry(var["model"]).family, "parameters": int(count_parameters(model)),
-                  "label": var.get("label") or variant, **size_contract(model)},
+        "model": _model_section(var, variant, params, len(meta["classes"]), model),
         "preprocessing": _preprocessing(_shift_of(meta)),
         "inference": {k: infer[k] for k in INFERENCE_KEYS},
         "threshold": threshold,
         "postprocess": {k: pp[k] for k in POSTPROCESS_KEYS},
-        "training": {
-            "dataset": dataset, "variant": variant, "config_hash": summary.get("config_hash"),
-            "config_hash_of_packaging_config": chash, "config_mismatch": bool(mismatch),
-            "seed": summary.get("seed"), "iterations": summary.get("iterations"),
-            "best_iteration": summary.get("best_iteration"), "best_val_iou": summary.get("best_val_iou"),
-            "device": summary.get("device"), "amp": summary.get("amp"),
-            "checkpoint_sha256": sha256_file(checkpoint),
-        },
+        "training": _training_section(summary, chash, mismatch, checkpoint),
         "metrics": ({"split": metrics_doc.get("split"), "primary": metrics_doc.get("primary"),
                      "aggregate": metrics_doc.get("aggregate"), "threshold": threshold["value"]}
                     if metrics_doc else None),
     }
     pkg = ModelPackage(meta=pkg_meta, model=model, source=str(run))
     if with_test:
-        entries = (canonical.slices(meta, "test") or canonical.slices(meta, "val") or canonical.slices(meta))
-        pkg.test_input = canonical.load_raw_image(ds_dir, entries[0])
-        pkg.meta["test"] = {"id": entries[0]["id"], "split": entries[0]["split"],
-                            "probabilities": "float32 (classes, H, W), fp32 (amp none) on the CPU"}
-        with torch.inference_mode():
-            pkg.test_output = predict_slice(model, pkg.preprocess(pkg.test_input), {**infer, "amp": "none"}, "cpu")
+        _add_test_image(pkg, meta, ds_dir, infer)
     return pkg
 
 

@@ -29,10 +29,9 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def package_readme(meta: dict) -> str:
-    """Markdown documentation of a package (``meta`` = its package.json document)."""
-    m, ds, inf, th, pp = meta["model"], meta["dataset"], meta["inference"], meta["threshold"], meta["postprocess"]
-    tr = meta.get("training") or {}
+def _model_lines(meta: dict) -> list[str]:
+    """Title, what the network is, its inputs and outputs, and the preprocessing steps."""
+    m, ds, th, pp = meta["model"], meta["dataset"], meta["threshold"], meta["postprocess"]
     out = meta["outputs"]
     lines = [
         f"# {meta['name']}: {m.get('label', m['name'])} for {ds['name']} ({ds['kind']})",
@@ -57,7 +56,13 @@ def package_readme(meta: dict) -> str:
             lines.append(f"{i}. Shift by {step['shift']} {step['units']}: {step['method']}. Why: {step['why']}.")
         else:
             lines.append(f"{i}. Normalise {step['over']}: {step['formula']}.")
-    lines += [
+    return lines
+
+
+def _inference_lines(meta: dict) -> list[str]:
+    """The tiling, blending, TTA and precision settings and the size contract."""
+    m, inf = meta["model"], meta["inference"]
+    return [
         "",
         "## Inference settings",
         "",
@@ -65,10 +70,13 @@ def package_readme(meta: dict) -> str:
         f"{inf['batch_size']}, test-time augmentation (8 flips/rotations) {'on' if inf['tta'] else 'off'}, "
         f"mixed precision `{inf['amp']}`. Size contract: valid border {m['valid_border']} px, size divisor "
         f"{m['size_divisor']}, smallest whole-image input {m['min_size']} px.",
-        "",
-        "## Validation",
-        "",
     ]
+
+
+def _validation_lines(meta: dict) -> list[str]:
+    """The ``Validation`` section: the held-out scores (if the run was scored) and the training run."""
+    ds, tr = meta["dataset"], meta.get("training") or {}
+    lines = ["", "## Validation", ""]
     metrics = meta.get("metrics")
     if metrics and metrics.get("aggregate"):
         agg = metrics["aggregate"]
@@ -87,6 +95,13 @@ def package_readme(meta: dict) -> str:
         "",
         "To validate on your own annotated images, segment them (below) and compare the segmentation with "
         "your labels (IoU per class; for cells also the Cell Tracking Challenge SEG measure).",
+    ]
+    return lines
+
+
+def _usage_lines(meta: dict) -> list[str]:
+    """How to run the package (``seg segment``, Python, the exports) and what to cite."""
+    return [
         "",
         "## Usage",
         "",
@@ -106,8 +121,13 @@ def package_readme(meta: dict) -> str:
         "",
         "## Citations",
         "",
-        f"- {CITATIONS.get(m['family'], CITATIONS['unet'])}",
-        f"- {DATA_CITATIONS[ds['kind']]}",
+        f"- {CITATIONS.get(meta['model']['family'], CITATIONS['unet'])}",
+        f"- {DATA_CITATIONS[meta['dataset']['kind']]}",
         "",
     ]
+
+
+def package_readme(meta: dict) -> str:
+    """Markdown documentation of a package (``meta`` = its package.json document)."""
+    lines = _model_lines(meta) + _inference_lines(meta) + _validation_lines(meta) + _usage_lines(meta)
     return "\n".join(lines)

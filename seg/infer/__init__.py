@@ -1,9 +1,10 @@
 """seg.infer: tiled whole-slice inference, test-time augmentation, post-processing, ``seg predict``.
 
 Modules: ``tiling`` (predict_tiled: MONAI sliding windows / overlap-tile), ``tta`` (dihedral TTA),
-``postprocess`` (ISBI maps, CTC instances), ``device`` (device/AMP/predictor), ``predict``
-(predict_slice, run_predict), ``cli`` (the ``seg predict`` command), ``segment`` and ``inputs``
-(``seg segment``: a model package on new images, stacks and CTC sequences; ``segment_cli``).
+``postprocess`` (ISBI maps, CTC instances), ``predict`` (predict_slice, run_predict), ``cli``
+(the ``seg predict`` command), ``segment`` and ``inputs`` (``seg segment``: a model package on new
+images, stacks and CTC sequences; ``segment_cli``). Device, AMP and the batch predictor are
+:mod:`seg.device`'s (shared with training).
 """
 
 from __future__ import annotations

@@ -187,12 +187,11 @@ def run_calibrate(cfg: dict, *, dataset: str, variant: str, pred: str | os.PathL
         SegError: the predictions are not of the val split, a file is missing or of the wrong shape,
             or the split has no annotated slice.
     """
-    from seg.config import postprocess_section
+    from seg.config import dataset_dir, postprocess_section
     from seg.data import canonical
     from seg.io import read_json, write_json
 
-    if dataset not in cfg["datasets"]:
-        raise SegError(f"config: unknown dataset {dataset!r} (configured: {', '.join(cfg['datasets'])})")
+    ds_dir = dataset_dir(cfg, dataset, data_dir)  # SegError for an unknown dataset
     pred = Path(pred)
     summary_path = pred / "predict_summary.json"
     if not summary_path.is_file():
@@ -200,7 +199,6 @@ def run_calibrate(cfg: dict, *, dataset: str, variant: str, pred: str | os.PathL
     split = read_json(summary_path).get("split")
     if split != "val":
         raise SegError(f"{summary_path}: predictions of split {split!r}; the threshold is chosen on 'val' only")
-    ds_dir = Path(data_dir if data_dir is not None else cfg.get("data_dir", "data")) / dataset
     meta = canonical.load_meta(ds_dir)
     if len(meta["classes"]) != 2:
         raise SegError(f"{ds_dir / 'meta.json'}: calibration needs two classes, got {meta['classes']}")

@@ -1,9 +1,11 @@
 """``seg predict``: whole-slice predictions of a trained model for one dataset split.
 
-:func:`predict_slice` is the per-slice entry (also used by the trainer's validation):
-tile geometry from the model's size contract, tiled inference, optional 8-fold TTA.
-:func:`run_predict` loads the canonical dataset, the model and its checkpoint, predicts every slice
-of the split and writes, into a temporary folder renamed into place at the end:
+:func:`predict_slice` is the per-slice entry (also used by the trainer's validation): the
+``inference`` section over its schema defaults (the one place they are filled in on the way to the
+tiler), tile geometry from the model's size contract, tiled inference, optional 8-fold TTA.
+:func:`run_predict` reads the settings (:func:`predict_settings`), loads the canonical dataset, the
+model and its checkpoint, predicts every slice of the split and writes
+(:func:`write_slice_outputs`), into a temporary folder renamed into place at the end:
 
 - ``<id>_prob.tif``: float32; ISBI: (H, W) interior probability (1 = interior, 0 = membrane, the
   challenge's convention); CTC: (classes, H, W) probabilities.
@@ -17,15 +19,13 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from seg.errors import SegError
-
-DEFAULT_INFER = {"tile": 256, "overlap": 0.25, "blend": "gaussian", "tta": False, "batch_size": 4,
-                 "device": "auto", "amp": "auto"}
 
 
 def tile_geometry(model: torch.nn.Module, tile: int) -> tuple[int, int, int]:
@@ -48,24 +48,25 @@ def predict_slice(model: torch.nn.Module, image: np.ndarray, infer_cfg: dict | N
     """Softmax probabilities of one slice.
 
     Args:
-        model: any seg model (logits out); put in eval mode for the call, its mode restored after.
+        model: any seg model (logits out); put in eval mode for the call, its mode restored after;
+            moved to ``device`` in channels_last layout (in place).
         image: float32 (H, W) or (C_in, H, W), normalised (``seg.data.canonical.load_image``).
         infer_cfg: the ``inference`` config section (tile, overlap, blend, tta, batch_size, amp);
-            missing keys take the schema defaults.
+            missing keys take the schema defaults (``seg.config.complete_section``, validated).
         device: torch device (or ``auto``/``cpu``/``cuda``) the model runs on.
 
     Returns:
         float32 (classes, H, W).
     """
-    from seg.infer.device import amp_dtype, make_predictor, resolve_device
+    from seg.config import complete_section
+    from seg.device import precision_for, resolve_device
     from seg.infer.tiling import predict_tiled
     from seg.infer.tta import predict_tta
 
-    cfg = {**DEFAULT_INFER, **(infer_cfg or {})}
-    device = resolve_device(device)
+    cfg = complete_section("inference", infer_cfg)
+    device = resolve_device(device, section="inference")
     tile, border, align = tile_geometry(model, cfg["tile"])
-    predictor = make_predictor(model, device=device, dtype=amp_dtype(device, cfg["amp"]),
-                               channels_last=True)
+    predictor = precision_for(cfg, device, section="inference").predictor(model)
     was_training = model.training
     model.eval()
     try:
@@ -78,25 +79,74 @@ def predict_slice(model: torch.nn.Module, image: np.ndarray, infer_cfg: dict | N
         model.train(was_training)
 
 
-def load_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Load a checkpoint into ``model``: a dict with key ``model`` (the trainer's format) or a bare
-    state dict; ``module.`` / ``_orig_mod.`` prefixes (DDP, torch.compile) are stripped."""
-    p = Path(path)
-    if not p.is_file():
-        raise SegError(f"{p}: checkpoint not found")
-    try:
-        ck = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, pickle with non-tensor objects, ...
-        raise SegError(f"{p}: not a loadable checkpoint ({type(e).__name__}: {e})") from None
-    state = ck["model"] if isinstance(ck, dict) and isinstance(ck.get("model"), dict) else ck
-    if not isinstance(state, dict):
-        raise SegError(f"{p}: expected a state dict or a dict with key 'model', got {type(state).__name__}")
-    state = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise SegError(f"{p}: does not fit the configured model ({' '.join(first[:3])[:300]})") from None
+@dataclass(frozen=True)
+class PredictSettings:
+    """What ``seg predict`` reads from the config (and the calibration file) besides the data.
+
+    Attributes:
+        inference: the variant's ``inference`` section for the dataset (``device`` and, on the val
+            split with ``tta_val: false``, ``tta`` replaced).
+        postprocess: the dataset's ``postprocess`` settings, with what ``seg calibrate`` chose.
+        threshold: probability threshold of class 1 in [0, 1]; threshold_source: ``config`` or the
+            calibration file's path.
+    """
+
+    inference: dict
+    postprocess: dict
+    threshold: float
+    threshold_source: str
+
+
+def predict_settings(cfg: dict, *, dataset: str, variant: str, split: str, device: str | None = None,
+                     threshold_file: str | os.PathLike | None = None) -> PredictSettings:
+    """The :class:`PredictSettings` of ``dataset``/``variant`` on ``split`` (see :func:`run_predict`).
+
+    Raises:
+        SegError: unknown dataset or variant, or an invalid calibration file.
+    """
+    from seg.config import dataset_entry, postprocess_section, variant_section
+
+    dataset_entry(cfg, dataset)
+    infer_cfg = variant_section(cfg, variant, "inference", dataset)
+    if device is not None:
+        infer_cfg["device"] = device
+    if split == "val" and not infer_cfg["tta_val"]:  # val only feeds seg calibrate
+        infer_cfg["tta"] = False
+    pp = postprocess_section(cfg, dataset)  # schema defaults, then the dataset's own overrides
+    threshold, source = float(pp["threshold"]), "config"
+    if threshold_file is not None:  # every setting seg calibrate chose (threshold; CTC: h, min_size)
+        from seg.infer.calibrate import read_calibration
+
+        chosen = read_calibration(threshold_file)
+        threshold, source = chosen["threshold"], str(threshold_file)
+        pp = {**pp, **chosen}
+    return PredictSettings(infer_cfg, pp, threshold, source)
+
+
+def write_slice_outputs(folder: Path, kind: str, entry: dict, probs: np.ndarray, settings: PredictSettings) -> None:
+    """Write one slice's outputs (see the module doc) into ``folder``.
+
+    Args:
+        kind: the dataset's kind, ``isbi2012`` or ``ctc``.
+        entry: the slice's entry in ``meta.json`` (``id``; CTC: ``sequence``, ``frame``).
+        probs: float32 (classes, H, W) softmax probabilities of the slice.
+    """
+    import tifffile
+
+    from seg.infer.postprocess import ctc_mask_name, instances_from_probability, isbi_maps
+
+    if kind == "isbi2012":
+        interior, segm = isbi_maps(probs, threshold=settings.threshold)
+        tifffile.imwrite(folder / f"{entry['id']}_prob.tif", interior)
+        tifffile.imwrite(folder / f"{entry['id']}_seg.tif", segm)
+        return
+    pp = settings.postprocess
+    tifffile.imwrite(folder / f"{entry['id']}_prob.tif", probs)
+    labels = instances_from_probability(probs[1], method=pp["method"], threshold=settings.threshold,
+                                        min_size=pp["min_size"], h=pp["h"])
+    res = folder / f"{entry.get('sequence') or '01'}_RES"
+    res.mkdir(exist_ok=True)
+    tifffile.imwrite(res / ctc_mask_name(int(entry["frame"])), labels)
 
 
 def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.PathLike, split: str,
@@ -112,40 +162,25 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
     Returns:
         The summary written to ``predict_summary.json``.
     """
-    import tifffile
-
-    from seg.config import postprocess_section, variant_section
+    from seg.config import dataset_dir
     from seg.data import canonical
-    from seg.infer.device import resolve_device
-    from seg.infer.postprocess import ctc_mask_name, instances_from_probability, isbi_maps
+    from seg.device import resolve_device
     from seg.io import atomic_path, sha256_file, write_json
-    from seg.models import build_model
+    from seg.models import build_model, load_model_weights
     from seg.progress import progress
 
-    if dataset not in cfg["datasets"]:
-        raise SegError(f"config: unknown dataset {dataset!r} (configured: {', '.join(cfg['datasets'])})")
-    infer_cfg = {**DEFAULT_INFER, **variant_section(cfg, variant, "inference", dataset)}
-    if device is not None:
-        infer_cfg["device"] = device
-    if split == "val" and not infer_cfg.get("tta_val", True):  # val only feeds seg calibrate
-        infer_cfg["tta"] = False
-    pp = postprocess_section(cfg, dataset)  # schema defaults, then the dataset's own overrides
-    threshold, source = float(pp["threshold"]), "config"
-    if threshold_file is not None:  # every setting seg calibrate chose (threshold; CTC: h, min_size)
-        from seg.infer.calibrate import read_calibration
-
-        chosen = read_calibration(threshold_file)
-        threshold, source = chosen["threshold"], str(threshold_file)
-        pp = {**pp, **chosen}
-    ds_dir = Path(data_dir if data_dir is not None else cfg.get("data_dir", "data")) / dataset
+    settings = predict_settings(cfg, dataset=dataset, variant=variant, split=split, device=device,
+                                threshold_file=threshold_file)
+    infer_cfg = settings.inference
+    ds_dir = dataset_dir(cfg, dataset, data_dir)
     meta = canonical.load_meta(ds_dir)
     entries = canonical.slices(meta, split)
     if not entries:
         raise SegError(f"{ds_dir / 'meta.json'}: split {split!r} has no slices")
     var = cfg["variants"][variant]
-    model = build_model(var["model"], **var.get("params", {}), classes=len(meta["classes"]))
-    load_checkpoint(model, checkpoint)
-    dev = resolve_device(infer_cfg["device"])
+    model = load_model_weights(build_model(var["model"], **var.get("params", {}), classes=len(meta["classes"])),
+                               checkpoint)
+    dev = resolve_device(infer_cfg["device"], section="inference")
     tile, border, _ = tile_geometry(model, infer_cfg["tile"])
 
     seconds = []
@@ -156,18 +191,7 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
             t0 = time.perf_counter()
             probs = predict_slice(model, image, infer_cfg, dev)
             seconds.append(time.perf_counter() - t0)
-            if meta["kind"] == "isbi2012":
-                interior, segm = isbi_maps(probs, threshold=threshold)
-                tifffile.imwrite(tmp / f"{entry['id']}_prob.tif", interior)
-                tifffile.imwrite(tmp / f"{entry['id']}_seg.tif", segm)
-            else:
-                tifffile.imwrite(tmp / f"{entry['id']}_prob.tif", probs)
-                labels = instances_from_probability(
-                    probs[1], method=pp["method"], threshold=threshold,
-                    min_size=pp["min_size"], h=pp["h"])
-                res = tmp / f"{entry.get('sequence') or '01'}_RES"
-                res.mkdir(exist_ok=True)
-                tifffile.imwrite(res / ctc_mask_name(int(entry["frame"])), labels)
+            write_slice_outputs(tmp, meta["kind"], entry, probs, settings)
         summary = {
             "dataset": dataset, "variant": variant, "split": split, "kind": meta["kind"],
             "ids": [e["id"] for e in entries], "n_slices": len(entries),
@@ -175,8 +199,8 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
             "tile": tile, "border": border, "overlap": infer_cfg["overlap"], "blend": infer_cfg["blend"],
             "tta": bool(infer_cfg["tta"]), "batch_size": infer_cfg["batch_size"], "device": str(dev),
             "amp": infer_cfg["amp"], "model": var["model"], "checkpoint": str(checkpoint),
-            "checkpoint_sha256": sha256_file(checkpoint), "postprocess": pp,
-            "threshold": threshold, "threshold_source": source,
+            "checkpoint_sha256": sha256_file(checkpoint), "postprocess": settings.postprocess,
+            "threshold": settings.threshold, "threshold_source": settings.threshold_source,
         }
         write_json(tmp / "predict_summary.json", summary)
     return summary

@@ -86,7 +86,7 @@ def segment(image, model, *, device: str = "cpu", amp: str | None = None) -> tup
         CTC: cell), (H, W) or (Z, H, W); labels of the same shape, ISBI uint8 1 = interior
         (p >= threshold), CTC uint16 instances 0 = background.
     """
-    from seg.infer.device import resolve_device
+    from seg.device import resolve_device
 
     pkg = _package(model)
     arr = np.asarray(image)
@@ -95,7 +95,7 @@ def segment(image, model, *, device: str = "cpu", amp: str | None = None) -> tup
                        "expects one grey channel")
     if arr.ndim not in (2, 3):
         raise SegError(f"segment: expected an image (H, W) or a stack (Z, H, W), got shape {arr.shape}")
-    dev = resolve_device(device)
+    dev = resolve_device(device, section="inference")
     planes = arr[None] if arr.ndim == 2 else arr
     probs, labels = [], []
     for plane in planes:
@@ -207,7 +207,7 @@ def run_segment(model, inputs: list[str | os.PathLike], out: str | os.PathLike, 
     import torch
 
     from seg import __version__
-    from seg.infer.device import resolve_device
+    from seg.device import resolve_device
     from seg.infer.inputs import discover
     from seg.io import atomic_path, write_json
     from seg.progress import progress
@@ -216,7 +216,7 @@ def run_segment(model, inputs: list[str | os.PathLike], out: str | os.PathLike, 
         raise SegError("segment: no INPUT given")
     pkg = _package(model, config=config, data_dir=data_dir)
     items = discover(inputs)
-    dev = resolve_device(device)
+    dev = resolve_device(device, section="inference")
     use_amp = amp if amp is not None else pkg.inference["amp"]
 
     def run(image):

@@ -127,6 +127,92 @@ def _clean(d: dict) -> dict:
     return out
 
 
+class _SplitScorer:
+    """Scores the slices of one split one by one and pools them for the split's aggregate.
+
+    ``classes`` are the dataset's class names; ``decision`` is the threshold on the class-1
+    probability that turns CTC probabilities into class maps; ``thresholds`` those of the ISBI
+    maximisation. Pooled: the confusion matrix, the edge-error counts (not for sparse annotations),
+    the ISBI probability statistics, the CTC pair statistics and object counts.
+    """
+
+    def __init__(self, ds_dir: Path, pred_dir: Path, kind: str, classes: list[str], *, thresholds: list[float],
+                 decision: float, sparse: bool):
+        self.ds_dir, self.pred_dir, self.kind, self.classes = ds_dir, pred_dir, kind, classes
+        self.thresholds, self.decision, self.sparse = thresholds, decision, sparse
+        self.cm_total = np.zeros((len(classes), len(classes)), dtype=np.int64)
+        self.edges_total = np.zeros(len(BINS), dtype=np.int64)
+        self.isbi_stats: list = []
+        self.ctc_pairs, self.ctc_objects = PairStats(), ObjectCounts()
+
+    def score(self, e: dict) -> dict:
+        """The per-slice scores {"id", ...} of slice entry ``e`` (NaN as None), pooled as well."""
+        from seg.data import canonical
+
+        shape = tuple(e["shape"])
+        gt_sem = canonical.load_semantic(self.ds_dir, e)
+        gt_inst = canonical.load_instances(self.ds_dir, e)
+        prob_path = self.pred_dir / f"{e['id']}_prob.tif"
+        prob = _read(prob_path, shape, "probability map")
+        if self.kind == "isbi2012":
+            pred_cls, cm, row = self._isbi_slice(e, shape, gt_sem, gt_inst, prob, prob_path)
+        else:
+            pred_cls, cm, row = self._ctc_slice(e, shape, gt_sem, gt_inst, prob, prob_path)
+        self.cm_total += cm
+        if not self.sparse:
+            edges = edge_error_counts(gt_sem, pred_cls)
+            row["edge_errors"] = edge_error_summary(edges, cm, self.classes)
+            self.edges_total += edges
+        return _clean({"id": e["id"], **row})
+
+    def _isbi_slice(self, e: dict, shape: tuple, gt_sem: np.ndarray, gt_inst: np.ndarray, prob: np.ndarray,
+                    prob_path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+        """ISBI: class map from ``<id>_seg.tif``, Rand and information scores from the probability
+        map at the slice's own best threshold. Returns (class map, confusion matrix, scores)."""
+        seg_path = self.pred_dir / f"{e['id']}_seg.tif"
+        cls = _read(seg_path, shape, "segmentation")
+        if cls.ndim != 2:
+            raise SegError(f"{seg_path}: segmentation must be 2D (H, W), got {cls.shape}")
+        pred_cls = (cls > 0).astype(np.uint8)
+        cm = confusion_matrix(gt_sem, pred_cls, len(self.classes))
+        st = probability_stats(gt_inst, _interior_probability(prob, prob_path), self.thresholds)
+        self.isbi_stats.append(st)
+        return pred_cls, cm, {**overlap_scores(cm, self.classes), **best_over_thresholds([st])}
+
+    def _ctc_slice(self, e: dict, shape: tuple, gt_sem: np.ndarray, gt_inst: np.ndarray, prob: np.ndarray,
+                   prob_path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+        """CTC: class map from the probabilities, Rand and information scores of the instance mask
+        and the object scores (SEG, precision, recall). Returns (class map, confusion matrix, scores)."""
+        mask_path = ctc_mask_path(self.pred_dir, e)
+        inst = _read(mask_path, shape, "instance mask")
+        if inst.ndim != 2:
+            raise SegError(f"{mask_path}: instance mask must be 2D (H, W), got {inst.shape}")
+        pred_cls = _class_map(prob, len(self.classes), prob_path, self.decision)
+        cm = confusion_matrix(gt_sem, pred_cls, len(self.classes))
+        ps = pair_stats(gt_inst, thin_boundaries(inst, gt_inst > 0))
+        oc = object_counts(gt_inst, inst)
+        self.ctc_pairs, self.ctc_objects = self.ctc_pairs + ps, self.ctc_objects + oc
+        row = {**overlap_scores(cm, self.classes), **ps.rand(), **ps.info(), **oc.scores(),
+               "n_ref": oc.n_ref, "n_pred": oc.n_pred}
+        if self.sparse:
+            row = _sparse_scores(row, oc)
+        return pred_cls, cm, row
+
+    def aggregate(self, n_slices: int) -> dict:
+        """The split's scores from the pooled counts (NaN as None)."""
+        agg = overlap_scores(self.cm_total, self.classes)
+        agg["edge_errors"] = edge_error_summary(self.edges_total, self.cm_total, self.classes)
+        if self.kind == "isbi2012":
+            agg.update(best_over_thresholds(self.isbi_stats))
+        else:
+            agg.update({**self.ctc_pairs.rand(), **self.ctc_pairs.info(), **self.ctc_objects.scores(),
+                        "n_ref": self.ctc_objects.n_ref, "n_pred": self.ctc_objects.n_pred})
+            if self.sparse:
+                agg = _sparse_scores(agg, self.ctc_objects)
+        agg["n_slices"] = n_slices
+        return _clean(agg)
+
+
 def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split: str = "test",
                 thresholds: list[float] | None = None, predict_summary: dict | None = None) -> dict:
     """Score the predictions in ``pred_dir`` against the canonical dataset in ``ds_dir``.
@@ -162,60 +248,15 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
     thresholds = challenge_thresholds() if thresholds is None else list(thresholds)
     if predict_summary is None:
         predict_summary = _find_predict_summary(pred_dir)
-    decision = float(predict_summary.get("threshold", 0.5))
-
+    scorer = _SplitScorer(ds_dir, pred_dir, kind, classes, thresholds=thresholds,
+                          decision=float(predict_summary.get("threshold", 0.5)), sparse=sparse)
     per_slice: list[dict] = []
-    cm_total = np.zeros((len(classes), len(classes)), dtype=np.int64)
-    edges_total = np.zeros(len(BINS), dtype=np.int64)
-    isbi_stats, ctc_pairs, ctc_objects = [], PairStats(), ObjectCounts()
+    # a for loop, not a comprehension: a SegError leaves the loop, so the bar closes (ends its line)
+    # before the error is printed
     for e in progress(entries, desc=f"score {meta['name']}/{split}"):
-        shape = tuple(e["shape"])
-        gt_sem = canonical.load_semantic(ds_dir, e)
-        gt_inst = canonical.load_instances(ds_dir, e)
-        prob_path = pred_dir / f"{e['id']}_prob.tif"
-        prob = _read(prob_path, shape, "probability map")
-        if kind == "isbi2012":
-            seg_path = pred_dir / f"{e['id']}_seg.tif"
-            cls = _read(seg_path, shape, "segmentation")
-            if cls.ndim != 2:
-                raise SegError(f"{seg_path}: segmentation must be 2D (H, W), got {cls.shape}")
-            pred_cls = (cls > 0).astype(np.uint8)
-            cm = confusion_matrix(gt_sem, pred_cls, len(classes))
-            st = probability_stats(gt_inst, _interior_probability(prob, prob_path), thresholds)
-            isbi_stats.append(st)
-            row = {**overlap_scores(cm, classes), **best_over_thresholds([st])}
-        else:
-            mask_path = ctc_mask_path(pred_dir, e)
-            inst = _read(mask_path, shape, "instance mask")
-            if inst.ndim != 2:
-                raise SegError(f"{mask_path}: instance mask must be 2D (H, W), got {inst.shape}")
-            pred_cls = _class_map(prob, len(classes), prob_path, decision)
-            cm = confusion_matrix(gt_sem, pred_cls, len(classes))
-            ps = pair_stats(gt_inst, thin_boundaries(inst, gt_inst > 0))
-            oc = object_counts(gt_inst, inst)
-            ctc_pairs, ctc_objects = ctc_pairs + ps, ctc_objects + oc
-            row = {**overlap_scores(cm, classes), **ps.rand(), **ps.info(), **oc.scores(),
-                   "n_ref": oc.n_ref, "n_pred": oc.n_pred}
-            if sparse:
-                row = _sparse_scores(row, oc)
-        cm_total += cm
-        if not sparse:
-            edges = edge_error_counts(gt_sem, pred_cls)
-            row["edge_errors"] = edge_error_summary(edges, cm, classes)
-            edges_total += edges
-        per_slice.append(_clean({"id": e["id"], **row}))
-
-    agg = overlap_scores(cm_total, classes)
-    agg["edge_errors"] = edge_error_summary(edges_total, cm_total, classes)
-    if kind == "isbi2012":
-        agg.update(best_over_thresholds(isbi_stats))
-    else:
-        agg.update({**ctc_pairs.rand(), **ctc_pairs.info(), **ctc_objects.scores(),
-                    "n_ref": ctc_objects.n_ref, "n_pred": ctc_objects.n_pred})
-        if sparse:
-            agg = _sparse_scores(agg, ctc_objects)
-    agg["n_slices"] = len(entries)
-    out = {"kind": kind, "classes": classes, "split": split, "aggregate": _clean(agg), "per_slice": per_slice}
+        per_slice.append(scorer.score(e))
+    out = {"kind": kind, "classes": classes, "split": split, "aggregate": scorer.aggregate(len(entries)),
+           "per_slice": per_slice}
     if sparse:
         out.update(annotations="sparse", restricted=SPARSE_NOTE)
     return out
@@ -280,15 +321,14 @@ def run_score(cfg: dict, *, dataset: str, variant: str, pred: str | os.PathLike,
               data_dir: str | os.PathLike | None = None, train_summary: str | os.PathLike | None = None,
               split: str = "test") -> dict[str, Any]:
     """Score one prediction set and write ``out`` (metrics.json) atomically; returns the document."""
+    from seg.config import dataset_dir
     from seg.io import read_json, write_json
 
-    if dataset not in cfg["datasets"]:
-        raise SegError(f"config: unknown dataset {dataset!r} (configured: {', '.join(cfg['datasets'])})")
+    ds_dir = dataset_dir(cfg, dataset, data_dir)  # SegError if the dataset is not configured
     if variant not in cfg["variants"]:
         raise SegError(f"config: unknown variant {variant!r} (configured: {', '.join(cfg['variants'])})")
     th = (cfg.get("scoring") or {}).get("vrand_thresholds") or {}
     thresholds = challenge_thresholds(th.get("start", 0.0), th.get("stop", 1.0), th.get("step", 0.1))
-    ds_dir = Path(data_dir if data_dir is not None else cfg.get("data_dir", "data")) / dataset
     pred_dir = Path(pred)
     pred_summary = _find_predict_summary(pred_dir)
     scores = score_split(ds_dir, pred_dir, split=split, thresholds=thresholds, predict_summary=pred_summary)

@@ -3,8 +3,10 @@
 - :func:`build_model` (registry in :mod:`seg.models.registry`): ``unet`` (:mod:`.unet`),
   ``fcn32s|fcn16s|fcn8s`` (:mod:`.fcn`), ``<decoder>-<encoder>`` smp models (:mod:`.smp_models`).
 - :func:`output_size`, :func:`input_size_for`, :func:`size_divisor`, ``model.valid_border``.
-- :func:`build_classifier`, :func:`load_encoder_weights`, :func:`load_pretrained`
-  (:mod:`.classification`); ``seg pretrain`` (:mod:`.pretrain`).
+- :func:`load_model_weights` (a trained checkpoint into a model) and :func:`load_pretrained_encoder`
+  (a weights file into ``model.encoder``) (:mod:`.loading`).
+- :func:`build_classifier`, :func:`load_encoder_weights` (:mod:`.classification`);
+  ``seg pretrain`` (:mod:`.pretrain`).
 
 The catalogue of classic architectures (``seg zoo``) lives in :mod:`seg.models.zoo`.
 
@@ -20,7 +22,8 @@ _EXPORTS = {
     "classifier_to_encoder_state": "classification",
     "encoder_for": "classification",
     "load_encoder_weights": "classification",
-    "load_pretrained": "classification",
+    "load_model_weights": "loading",
+    "load_pretrained_encoder": "loading",
     "REGISTRY": "registry",
     "ModelEntry": "registry",
     "build_model": "registry",

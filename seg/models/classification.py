@@ -26,9 +26,7 @@ the RGB network gives to (x, x, x); for other channel counts the RGB weights are
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -37,7 +35,7 @@ from seg.errors import SegError
 
 TORCHVISION_ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                         "densenet121", "densenet161", "densenet169", "densenet201")
-ENCODERS = TORCHVISION_ENCODERS + ("vgg16", "unet")
+CLASSIFIER_ENCODERS = TORCHVISION_ENCODERS + ("vgg16", "unet")
 _HEADS = {"resnet": ("fc.",), "densenet": ("classifier.",), "vgg16": ("classifier.6.",), "unet": ("fc.",)}
 _DENSENET_OLD = re.compile(  # old torchvision DenseNet keys "norm.1" -> "norm1" (smp's pattern)
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
@@ -82,7 +80,7 @@ def build_classifier(encoder: str, *, in_channels: int = 1, num_classes: int = 2
     """The classification version of ``encoder`` (see the module table).
 
     Args:
-        encoder: one of :data:`ENCODERS`.
+        encoder: one of :data:`CLASSIFIER_ENCODERS`.
         params: ``width`` for vgg16; ``base_channels``, ``depth``, ``batch_norm`` (``padding``
             accepted and ignored: it does not change the weights) for unet.
     """
@@ -110,7 +108,7 @@ def build_classifier(encoder: str, *, in_channels: int = 1, num_classes: int = 2
 
         params = {k: v for k, v in params.items() if k != "padding"}
         return UNetClassifier(in_channels, num_classes, padding="same", **params)
-    raise SegError(f"encoder {encoder!r}: no classification version (choices: {', '.join(ENCODERS)})")
+    raise SegError(f"encoder {encoder!r}: no classification version (choices: {', '.join(CLASSIFIER_ENCODERS)})")
 
 
 def encoder_for(model_name: str, params: dict | None = None) -> tuple[str, dict]:
@@ -136,7 +134,7 @@ def classifier_to_encoder_state(state_dict: dict, encoder: str) -> dict[str, tor
     """
     fam = _family(encoder)
     if fam not in _HEADS:
-        raise SegError(f"encoder {encoder!r}: no classification version (choices: {', '.join(ENCODERS)})")
+        raise SegError(f"encoder {encoder!r}: no classification version (choices: {', '.join(CLASSIFIER_ENCODERS)})")
     out: dict[str, torch.Tensor] = {}
     for k, v in state_dict.items():
         k = k.removeprefix("module.").removeprefix("encoder.")
@@ -207,26 +205,3 @@ def load_encoder_weights(model: nn.Module, state_dict: dict) -> list[str]:
             raise SegError(f"encoder weights: {k}: shape {tuple(sd[k].shape)} != model's {tuple(v.shape)}")
     enc.load_state_dict({k: sd[k].to(v.dtype) for k, v in own.items()})
     return list(own)
-
-
-def load_pretrained(model: nn.Module, path: str | os.PathLike) -> list[str]:
-    """Load a local ``.pt``/``.pth`` state dict (torch.load weights_only) into ``model.encoder``.
-
-    Accepts a plain state dict or one wrapped under "state_dict" / "model". Nothing is downloaded.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise SegError(f"{p}: pretrained weights file not found")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise SegError(f"{p}: not a loadable torch state dict ({type(e).__name__}: {e})") from None
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise SegError(f"{p}: expected a state dict, got {type(obj).__name__}")
-    try:
-        return load_encoder_weights(model, obj)
-    except SegError as e:
-        raise SegError(f"{p}: {e}") from None

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from seg.device import resolve_device
 from seg.errors import SegError
 from seg.io import atomic_path, write_json
 from seg.models.classification import build_classifier, classifier_to_encoder_state
@@ -54,8 +55,7 @@ def pretrain(task, encoder: str, out: Path, *, iterations: int, batch_size: int,
     """
     out = Path(out)
     rng = rng if rng is not None else np.random.default_rng(seed)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = resolve_device(device, section="pretrain")
     torch.manual_seed(seed)
     model = build_classifier(encoder, in_channels=1, num_classes=len(task.classes), **(encoder_params or {}))
     model.to(dev).train()
@@ -167,10 +167,9 @@ def run_pretrain(cfg: dict, dataset: str, encoder: str, out: os.PathLike, *, dat
             raise SegError("config: pretrain.imagefolder: required for task imagefolder")
         task = ImageFolderTask(Path(root), pc["patch_size"], pc["held_out_fraction"], rng)
     else:
-        if dataset not in cfg["datasets"]:
-            raise SegError(f"config: datasets: unknown dataset {dataset!r} (configured: {', '.join(cfg['datasets'])})")
-        ds_dir = Path(data_dir or cfg.get("data_dir", "data")) / dataset
-        task = PatchTask(ds_dir, pc["patch_size"], pc["held_out_fraction"], rng)
+        from seg.config import dataset_dir
+
+        task = PatchTask(dataset_dir(cfg, dataset, data_dir), pc["patch_size"], pc["held_out_fraction"], rng)
     return pretrain(task, encoder, Path(out), iterations=iterations or pc["iterations"],
                     batch_size=pc["batch_size"], lr=pc["lr"], seed=seed, encoder_params=encoder_params,
                     rng=rng, meta={"dataset": dataset, "task_name": task_name}, **kwargs)

@@ -28,7 +28,7 @@ from typing import Callable
 from torch import nn
 
 from seg.errors import SegError
-from seg.models.smp_models import DECODERS, DILATED_DECODERS, ENCODERS
+from seg.models.smp_models import DECODERS, DILATED_DECODERS, REGISTERED_ENCODERS
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def _entries() -> dict[str, ModelEntry]:
         out[v] = ModelEntry(v, "fcn", _fcn(v), f"FCN-{v[3:]} (Long 2015), convolutionalized backbone",
                             {"backbone": "vgg16", "width": 1.0})
     for dec in DECODERS:
-        for enc in ENCODERS:
+        for enc in REGISTERED_ENCODERS:
             if enc.startswith("densenet") and dec in DILATED_DECODERS:
                 continue  # smp: DenseNet encoders cannot be dilated
             name = f"{dec}-{enc}"

@@ -39,7 +39,7 @@ DECODERS = {
 #: decoders that dilate the encoder (DenseNets cannot be dilated)
 DILATED_DECODERS = ("deeplabv3", "deeplabv3plus", "pan")
 #: encoders registered by name (any other smp encoder also builds when named explicitly)
-ENCODERS = ("resnet18", "resnet34", "resnet50", "densenet121", "densenet169")
+REGISTERED_ENCODERS = ("resnet18", "resnet34", "resnet50", "densenet121", "densenet169")
 
 
 def _smp():
@@ -58,7 +58,7 @@ def get_smp_encoder(name: str, in_channels: int = 1, depth: int = 5) -> nn.Modul
     """A randomly initialised smp encoder (``forward`` returns depth + 1 maps, the input first)."""
     smp = _smp()
     if name not in smp.encoders.encoders:
-        raise SegError(f"encoder {name!r} is not an smp encoder (known: {', '.join(ENCODERS)}, ...)")
+        raise SegError(f"encoder {name!r} is not an smp encoder (known: {', '.join(REGISTERED_ENCODERS)}, ...)")
     return smp.encoders.get_encoder(name, in_channels=in_channels, depth=depth, weights=None)
 
 
@@ -77,7 +77,7 @@ def build_smp(decoder: str, encoder: str, *, in_channels: int = 1, classes: int 
     smp = _smp()
     if encoder not in smp.encoders.encoders:
         raise SegError(f"model {decoder}-{encoder}: unknown smp encoder {encoder!r} "
-                       f"(registered: {', '.join(ENCODERS)}; smp has {len(smp.encoders.encoders)})")
+                       f"(registered: {', '.join(REGISTERED_ENCODERS)}; smp has {len(smp.encoders.encoders)})")
     if "decoder_channels" in params and isinstance(params["decoder_channels"], list):
         params["decoder_channels"] = tuple(params["decoder_channels"])
     cls = getattr(smp, DECODERS[decoder])

@@ -81,10 +81,121 @@ def _curves(rows: list[Row], notes: list[str]):
     return curves
 
 
+@dataclass
+class _FigureWriter:
+    """Writes the figures into ``folder`` (the temporary one that replaces the figures folder) and
+    lists each in ``out``."""
+
+    folder: Path
+    out: Figures
+
+    def add(self, fig_or_src, dataset: str, kind: str, title: str, caption: str) -> None:
+        """Save a matplotlib figure (or copy a PNG file) as ``<kind>_<safe dataset name>.png``."""
+        from seg.report.figures import DPI
+
+        name = f"{kind}_{safe_name(dataset)}.png"
+        if isinstance(fig_or_src, Path):
+            shutil.copyfile(fig_or_src, self.folder / name)
+        else:
+            fig_or_src.savefig(self.folder / name, format="png", dpi=DPI)
+        self.out.entries.append(FigureEntry(name, dataset, kind, title, caption))
+
+
+def _reference_text(kind: str, refs: list) -> str:
+    """What the IoU figure's caption says about the published U-Net result of the dataset."""
+    if any(r.metric == "iou_mean" for r in refs):
+        return ("The dashed line is the published U-Net result, measured on the "
+                "challenge's own test set, not on our split.")
+    if kind == "isbi2012":
+        return "The published ISBI 2012 results are error measures: see the errors figure."
+    if any(r.metric == "seg" for r in refs):
+        return ("The published U-Net result on this dataset is the challenge's SEG "
+                "measure (an object IoU): it is compared with our SEG in the reference "
+                "table, not with this pixel IoU.")
+    return "No published U-Net result exists for this dataset."
+
+
+def _score_figures(writer: _FigureWriter, board: Leaderboard, ds: str, colors: dict, notes: list[str]) -> None:
+    """The dataset's score figures: IoU per variant (SEG for sparse annotations) and, for ISBI 2012,
+    the errors beside the published ones."""
+    from seg.report import figures as F
+
+    rows, kind = board.datasets[ds], board.kinds.get(ds, "")
+    refs = references_for(board.identities.get(ds))
+    ref_text = _reference_text(kind, refs)
+    if board.sparse(ds):  # sparse annotations: SEG, and the note beside the dataset's table
+        notes.append(SPARSE_NOTE.format(dataset=ds))
+        seg_ref = any(r.metric == "seg" for r in refs)
+        writer.add(F.iou_chart(ds, rows, refs, colors, key="seg"), ds, "iou", "SEG per variant",
+                   "SEG (the Cell Tracking Challenge's measure: mean IoU of each annotated cell with "
+                   "the predicted object covering more than half of it) on our held-out test frames; "
+                   "error bars and ± give the std over runs with different seeds. Sparse "
+                   "annotations, so no pixel IoU over the whole frame. "
+                   + ("The dashed line is the published U-Net result on the challenge's own test "
+                      "sequences, not on our split." if seg_ref else ref_text))
+    else:
+        writer.add(F.iou_chart(ds, rows, refs, colors), ds, "iou", "IoU per variant",
+                   "Mean IoU over classes on our held-out test split; error bars and ± give the std "
+                   f"over runs with different seeds. {ref_text}")
+    if kind == "isbi2012":
+        writer.add(F.isbi_error_chart(ds, rows, refs, colors), ds, "errors",
+                   "Errors vs the published U-Net",
+                   "Rand error and pixel error on our test split (slices of the public training "
+                   "stack) beside the published U-Net values on the ISBI 2012 challenge test set.")
+
+
+def _curves_figure(writer: _FigureWriter, ds: str, rows: list[Row], colors: dict, notes: list[str]) -> None:
+    """Training loss and validation IoU of every run of the dataset (a note where logs are missing)."""
+    from seg.report import figures as F
+
+    curves = _curves(rows, notes)
+    if curves:
+        writer.add(F.training_curves(ds, curves, colors), ds, "curves", "Training curves",
+                   "Training loss (smoothed; raw values faint) and validation IoU against the "
+                   "optimiser step, one colour per variant, one line per run.")
+    else:
+        notes.append("no training logs found, so no training curves")
+
+
+def _example_figure(writer: _FigureWriter, ds: str, kind: str, rows: list[Row], data_dir: Path, n_examples: int,
+                    threshold: float, notes: list[str]) -> None:
+    """``n_examples`` test slices with the prediction of the best variant that has predictions (its
+    newest run that has them); notes say why where none could be shown."""
+    from seg.report import figures as F
+    from seg.report.examples import load_examples
+
+    ds_dir = data_dir / ds
+    examples, ex_notes, shown = [], [], None
+    for row, run in ((row, run) for row in rows for run in row.runs):
+        examples, ex_notes = load_examples(ds_dir, run.run_dir, n_examples, threshold=threshold)
+        if examples:
+            shown = row
+            break
+        if not (ds_dir / "meta.json").is_file():
+            break
+    notes.extend(ex_notes)
+    if shown is not None:
+        writer.add(F.examples_figure(ds, examples, shown.label, _class_names(data_dir, ds, kind)),
+                   ds, "examples", "Example test slices",
+                   f"Test slices with the prediction of {shown.label} (the best variant with "
+                   "predictions). Error overlay: false positives and false negatives of the "
+                   "foreground class in two colours (legend below the figure).")
+
+
+def _weights_figure(writer: _FigureWriter, ds: str, data_dir: Path, notes: list[str]) -> None:
+    """A copy of the dataset's border-weight map preview (a note if ``seg weights`` has not run)."""
+    preview = data_dir / ds / "weights" / "preview.png"
+    if preview.is_file():
+        writer.add(preview, ds, "weights", "Border-weight map",
+                   "Image, label and the border-weight map w(x) = w_c(x) + w0 exp(-(d1+d2)^2 / "
+                   "(2 sigma^2)) used by the weighted loss (U-Net paper, eq. 2).")
+    else:
+        notes.append(f"{preview}: not found (run `seg weights`), so no weight-map preview")
+
+
 def build_figures(board: Leaderboard, cfg: dict, data_dir: Path, folder: Path) -> Figures:
     """Write all figures for ``board`` into ``folder`` (replaced atomically) and list them."""
     from seg.report import figures as F
-    from seg.report.examples import load_examples
 
     variants = list((cfg.get("variants") or {}))
     variants += sorted({r.variant for r in board.rows} - set(variants))
@@ -94,80 +205,13 @@ def build_figures(board: Leaderboard, cfg: dict, data_dir: Path, folder: Path) -
     out = Figures(folder=folder)
     with atomic_path(folder) as tmp:
         tmp.mkdir()
-
-        def add(fig_or_src, dataset: str, kind: str, title: str, caption: str) -> None:
-            name = f"{kind}_{safe_name(dataset)}.png"
-            if isinstance(fig_or_src, Path):
-                shutil.copyfile(fig_or_src, tmp / name)
-            else:
-                fig_or_src.savefig(tmp / name, format="png", dpi=F.DPI)
-            out.entries.append(FigureEntry(name, dataset, kind, title, caption))
-
+        writer = _FigureWriter(tmp, out)
         for ds, rows in board.datasets.items():
             kind = board.kinds.get(ds, "")
             notes = out.notes.setdefault(ds, [])
-            refs = references_for(board.identities.get(ds))
-            if any(r.metric == "iou_mean" for r in refs):
-                ref_text = ("The dashed line is the published U-Net result, measured on the "
-                            "challenge's own test set, not on our split.")
-            elif kind == "isbi2012":
-                ref_text = "The published ISBI 2012 results are error measures: see the errors figure."
-            elif any(r.metric == "seg" for r in refs):
-                ref_text = ("The published U-Net result on this dataset is the challenge's SEG "
-                            "measure (an object IoU): it is compared with our SEG in the reference "
-                            "table, not with this pixel IoU.")
-            else:
-                ref_text = "No published U-Net result exists for this dataset."
-            if board.sparse(ds):  # sparse annotations: SEG, and the note beside the dataset's table
-                notes.append(SPARSE_NOTE.format(dataset=ds))
-                seg_ref = any(r.metric == "seg" for r in refs)
-                add(F.iou_chart(ds, rows, refs, colors, key="seg"), ds, "iou", "SEG per variant",
-                    "SEG (the Cell Tracking Challenge's measure: mean IoU of each annotated cell with "
-                    "the predicted object covering more than half of it) on our held-out test frames; "
-                    "error bars and ± give the std over runs with different seeds. Sparse "
-                    "annotations, so no pixel IoU over the whole frame. "
-                    + ("The dashed line is the published U-Net result on the challenge's own test "
-                       "sequences, not on our split." if seg_ref else ref_text))
-            else:
-                add(F.iou_chart(ds, rows, refs, colors), ds, "iou", "IoU per variant",
-                    "Mean IoU over classes on our held-out test split; error bars and ± give the std "
-                    f"over runs with different seeds. {ref_text}")
-            if kind == "isbi2012":
-                add(F.isbi_error_chart(ds, rows, refs, colors), ds, "errors",
-                    "Errors vs the published U-Net",
-                    "Rand error and pixel error on our test split (slices of the public training "
-                    "stack) beside the published U-Net values on the ISBI 2012 challenge test set.")
-            curves = _curves(rows, notes)
-            if curves:
-                add(F.training_curves(ds, curves, colors), ds, "curves", "Training curves",
-                    "Training loss (smoothed; raw values faint) and validation IoU against the "
-                    "optimiser step, one colour per variant, one line per run.")
-            else:
-                notes.append("no training logs found, so no training curves")
+            _score_figures(writer, board, ds, colors, notes)
+            _curves_figure(writer, ds, rows, colors, notes)
             if n_examples > 0:
-                ds_dir = data_dir / ds
-                examples, ex_notes, shown = [], [], None
-                # the best variant that has predictions (its newest run that has them)
-                for row, run in ((row, run) for row in rows for run in row.runs):
-                    examples, ex_notes = load_examples(ds_dir, run.run_dir, n_examples,
-                                                       threshold=threshold)
-                    if examples:
-                        shown = row
-                        break
-                    if not (ds_dir / "meta.json").is_file():
-                        break
-                notes.extend(ex_notes)
-                if shown is not None:
-                    add(F.examples_figure(ds, examples, shown.label, _class_names(data_dir, ds, kind)),
-                        ds, "examples", "Example test slices",
-                        f"Test slices with the prediction of {shown.label} (the best variant with "
-                        "predictions). Error overlay: false positives and false negatives of the "
-                        "foreground class in two colours (legend below the figure).")
-            preview = data_dir / ds / "weights" / "preview.png"
-            if preview.is_file():
-                add(preview, ds, "weights", "Border-weight map",
-                    "Image, label and the border-weight map w(x) = w_c(x) + w0 exp(-(d1+d2)^2 / "
-                    "(2 sigma^2)) used by the weighted loss (U-Net paper, eq. 2).")
-            else:
-                notes.append(f"{preview}: not found (run `seg weights`), so no weight-map preview")
+                _example_figure(writer, ds, kind, rows, data_dir, n_examples, threshold, notes)
+            _weights_figure(writer, ds, data_dir, notes)
     return out

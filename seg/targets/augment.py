@@ -36,12 +36,6 @@ import numpy as np
 
 from seg.errors import SegError
 
-DEFAULTS = {
-    "elastic": {"enabled": True, "grid": 3, "sigma": 10.0, "prob": 1.0},
-    "flip": True,
-    "rot90": True,
-    "intensity": {"prob": 0.5, "scale": 0.1, "shift": 0.1, "gamma": 0.0, "noise": 0.0},
-}
 ELASTIC_MODE = "mirror"
 
 
@@ -69,34 +63,13 @@ class AugmentParams:
     noise_seed: int = 0
 
 
-def _merged(cfg: dict | None) -> dict:
-    cfg = dict(cfg or {})
-    out = {**DEFAULTS, **{k: v for k, v in cfg.items() if k in DEFAULTS}}
-    for key in ("elastic", "intensity"):
-        sub = cfg.get(key) or {}
-        unknown = set(sub) - set(DEFAULTS[key])
-        if unknown:
-            raise SegError(f"augment.{key}: unknown key(s) {sorted(unknown)} (allowed: {sorted(DEFAULTS[key])})")
-        out[key] = {**DEFAULTS[key], **sub}
-    e, i = out["elastic"], out["intensity"]
-    if int(e["grid"]) < 2:
-        raise SegError(f"augment.elastic.grid: must be >= 2, got {e['grid']}")
-    for path, val in (("elastic.sigma", e["sigma"]), ("intensity.scale", i["scale"]), ("intensity.shift", i["shift"]),
-                      ("intensity.gamma", i["gamma"]), ("intensity.noise", i["noise"])):
-        if val < 0:
-            raise SegError(f"augment.{path}: must be >= 0, got {val}")
-    for path, val in (("elastic.prob", e["prob"]), ("intensity.prob", i["prob"])):
-        if not 0 <= val <= 1:
-            raise SegError(f"augment.{path}: must be in [0, 1], got {val}")
-    return out
-
-
 class Augmenter:
     """Random elastic + flip + rot90 + intensity augmentation of an image and its targets.
 
     Args:
         augment_cfg: the config's ``augment`` section (e.g. ``variant_section(cfg, v, "augment")``);
-            missing keys take the schema defaults; ``copies`` is ignored here.
+            missing keys take the schema defaults (``seg.config.complete_section``, which also
+            validates it: SegError naming a bad key); ``copies`` is ignored here.
 
     Call: ``image, targets = aug(image, targets, rng, crop=None)``
 
@@ -110,7 +83,9 @@ class Augmenter:
     """
 
     def __init__(self, augment_cfg: dict | None = None):
-        self.cfg = _merged(augment_cfg)
+        from seg.config import complete_section
+
+        self.cfg = complete_section("augment", augment_cfg)
         self.margin = int(math.ceil(4 * self.cfg["elastic"]["sigma"])) if self.cfg["elastic"]["enabled"] else 0
 
     def draw(self, rng: np.random.Generator, shape: tuple[int, int]) -> AugmentParams:

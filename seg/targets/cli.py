@@ -32,22 +32,11 @@ def _augment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder; None = <data-dir>/<dataset>/augmented")
 
 
-def _dataset_dir(args, cfg):
-    from pathlib import Path
-
-    from seg.errors import SegError
-
-    if args.dataset not in cfg["datasets"]:
-        raise SegError(f"{args.config}: datasets: unknown dataset {args.dataset!r} "
-                       f"(configured: {', '.join(cfg['datasets'])})")
-    return Path(args.data_dir or cfg["data_dir"]) / args.dataset
-
-
 def run_weights(args: argparse.Namespace) -> int:
     """Write weights/<id>.tif (float32) for every annotated slice, class_weights.json, preview.png."""
     from pathlib import Path
 
-    from seg.config import load_config
+    from seg.config import dataset_dir, load_config
     from seg.data import canonical
     from seg.errors import SegError
     from seg.io import atomic_path, write_json, write_tiff
@@ -56,7 +45,7 @@ def run_weights(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     wcfg = cfg["weights"]
-    ds = _dataset_dir(args, cfg)
+    ds = dataset_dir(cfg, args.dataset, args.data_dir)
     out = ds / "weights" if args.out is None else Path(args.out)
     meta = canonical.load_meta(ds)
     n_classes = len(meta["classes"])
@@ -98,7 +87,7 @@ def run_augment(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from seg.config import load_config, variant_section
+    from seg.config import dataset_dir, load_config, variant_section
     from seg.data import canonical
     from seg.errors import SegError
     from seg.io import atomic_path, read_json, write_json, write_tiff
@@ -112,7 +101,7 @@ def run_augment(args: argparse.Namespace) -> int:
     if copies < 0:
         raise SegError(f"--copies: must be >= 0, got {copies}")
     seed = cfg["seed"] if args.seed is None else args.seed
-    ds = _dataset_dir(args, cfg)
+    ds = dataset_dir(cfg, args.dataset, args.data_dir)
     out = ds / "augmented" if args.out is None else Path(args.out)
     meta = canonical.load_meta(ds)
     train = [e for e in canonical.slices(meta, "train") if e.get("instances") and e.get("semantic")]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from seg.errors import SegError
-from seg.io import atomic_path
+from seg.io import atomic_path, load_torch_file
 
 
 def rng_state() -> dict[str, Any]:
@@ -71,21 +71,17 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
             os.fsync(f.fileno())
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``.
+def read_training_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The full resumable training state saved by ``seg train`` (keys: see the module doc), read
+    with ``weights_only=True`` onto the CPU (:func:`seg.io.load_torch_file`).
 
     Raises:
-        SegError: the file is missing or not a readable checkpoint (names the file).
+        SegError: the file is missing, not a readable checkpoint, or has no ``model`` entry (names
+            the file).
     """
-    p = Path(path)
-    if not p.is_file():
-        raise SegError(f"{p}: checkpoint not found")
-    try:
-        obj = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # pickle/zip errors of many types
-        raise SegError(f"{p}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    obj = load_torch_file(path, "checkpoint")
     if not isinstance(obj, dict) or "model" not in obj:
-        raise SegError(f"{p}: not a training checkpoint (no 'model' entry)")
+        raise SegError(f"{Path(path)}: not a training checkpoint (no 'model' entry)")
     return obj
 
 

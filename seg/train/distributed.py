@@ -251,14 +251,3 @@ def all_gather_object(env: DistEnv, obj):
     out = [None] * env.world_size
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(env: DistEnv, obj):
-    """Rank 0's ``obj`` on every rank."""
-    if not env.distributed:
-        return obj
-    import torch.distributed as dist
-
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

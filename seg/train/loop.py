@@ -15,31 +15,38 @@ RNG states, data position = iteration count) if its config hash and seed match, 
 re-seeded before every step from (seed, rank, step), so dropout-like randomness is also a function
 of the step only; with the data also a function of the step, a resumed run ends with the same
 weights as an uninterrupted one, bit for bit on CPU.
+
+The loop in named parts: :class:`RunSpec` (the run's settings), :class:`Plan` (what the data and the
+model fix: budget, geometry, validation rule), :class:`Trainee` (model, optimiser, scheduler, scaler),
+:class:`Tally` (running totals kept in ``last.pt``) and one function per part: set-up, resume,
+steps, logging a window, validation with the best checkpoint, the time budget, saving ``last.pt``,
+the summary.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from seg.config import postprocess_section, variant_section
-from seg.device import set_threads
+from seg.config import dataset_dir, postprocess_section, variant_section
+from seg.device import (Precision, configure_determinism, peak_memory_mb, precision_for, resolve_device,
+                        seed_everything, set_threads)
 from seg.errors import SegError
 from seg.io import write_json
 from seg.train import checkpoint as ckpt
 from seg.train import distributed as ddp
-from seg.train.device import configure_determinism, peak_memory_mb, precision_for, resolve_device, seed_everything
 from seg.train.losses import build_loss, needs_weights
 from seg.train.optim import build_optimizer, build_scheduler
 from seg.train.records import TrainLog, device_name, param_digest, versions
-from seg.train.sampling import PatchDataset, load_training_slices, make_loader, patch_geometry
+from seg.train.sampling import PatchDataset, PatchGeometry, load_training_slices, make_loader, patch_geometry
 from seg.train.state import completed_summary, effective_config, run_identity
 from seg.train.validate import load_val_slices, validate
-
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -54,9 +61,9 @@ def build_training_model(cfg: dict, dataset: str, variant: str, classes: int, *,
     ``pretrained`` (a ``.pt`` state dict for ``model.encoder``, e.g. ``seg pretrain``'s ``encoder.pt``)
     wins over the variant's ``pretrained`` setting: ``inhouse`` reads
     ``<results_dir>/<dataset>/pretrain/<encoder>/encoder.pt``, a path reads that file, ``none`` nothing.
-    Loaded by ``seg.models.load_pretrained`` (weights_only).
+    Loaded by ``seg.models.load_pretrained_encoder`` (weights_only).
     """
-    from seg.models import build_model, load_pretrained
+    from seg.models import build_model, load_pretrained_encoder
 
     var = cfg["variants"][variant]
     model = build_model(var["model"], in_channels=1, classes=classes, **(var.get("params") or {}))
@@ -68,12 +75,12 @@ def build_training_model(cfg: dict, dataset: str, variant: str, classes: int, *,
         encoder = var["model"].split("-", 1)[1]
         pre = str(Path(cfg.get("results_dir", "results")) / dataset / "pretrain" / encoder / "encoder.pt")
     if pre != "none":
-        load_pretrained(model, pre)
+        load_pretrained_encoder(model, pre)
     return model
 
 
 def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, loss_fn, prec) -> torch.Tensor:
+               scaler: torch.amp.GradScaler, loss_fn, prec: Precision) -> torch.Tensor:
     """One optimiser step on a batch from :class:`seg.train.sampling.PatchDataset` (image (N,1,h,w),
     target (N,h',w'), optional weights); forward under the precision's autocast, loss in float32,
     backward (scaled for fp16), step. Returns the (detached) loss."""
@@ -108,7 +115,8 @@ def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_di
     Returns:
         The summary dict: iterations, wall_time_s, best_val_iou, best_iteration, samples_per_s,
         peak_memory_mb, device, amp, params, versions, seed, config_hash, model, variant, dataset,
-        effective_batch_size, world_size, stopped ("budget" | "max_minutes"), data_wait, patch sizes.
+        effective_batch_size, world_size, stopped ("budget" | "max_minutes"), data_wait, patch sizes
+        (an empty dict on the other ranks of a DDP run).
     """
     cfg = effective_config(cfg, variant, iterations=iterations)
     chash, seed = run_identity(cfg, dataset, variant)
@@ -124,181 +132,383 @@ def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_di
     dev = resolve_device(device or tcfg["device"], local_rank=env.local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+    spec = RunSpec(cfg=cfg, tcfg=tcfg, dataset=dataset, variant=variant, out=out,
+                   ds_dir=dataset_dir(cfg, dataset, data_dir), seed=seed, config_hash=chash, env=env,
+                   device=dev, pretrained=pretrained)
     ddp.init_process_group(env, dev.type)
     try:
-        return _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir, pretrained)
+        return _train(spec)
     finally:
         ddp.destroy_process_group()
 
 
-def _train(cfg, tcfg, dataset, variant, out, seed, chash, env, dev, data_dir, pretrained) -> dict:
-    from seg.data.canonical import load_meta
-    from seg.progress import progress
+# ----------------------------------------------------------------------------- the parts of a run
+@dataclass(frozen=True)
+class RunSpec:
+    """The settings of one training process, fixed before the first step.
 
-    configure_determinism(bool(tcfg["deterministic"]), dev)
-    seed_everything(seed)
-    ds_dir = Path(data_dir or cfg.get("data_dir", "data")) / dataset
-    meta = load_meta(ds_dir)
+    Attributes:
+        cfg: the effective config (``seg.train.state.effective_config``: budget override folded in).
+        tcfg: the variant's ``train`` section for the dataset.
+        dataset, variant: names in the config.
+        out: the run folder (``results/<dataset>/<variant>/``).
+        ds_dir: the canonical dataset folder (``seg.config.dataset_dir``).
+        seed, config_hash: the run's identity, stored in checkpoints and the summary.
+        env: this process's place in the DDP job (rank, world size; one process: rank 0 of 1).
+        device: the torch device this process trains on.
+        pretrained: encoder weights file overriding the variant's ``pretrained`` source, or None.
+    """
+
+    cfg: dict
+    tcfg: dict
+    dataset: str
+    variant: str
+    out: Path
+    ds_dir: Path
+    seed: int
+    config_hash: str
+    env: ddp.DistEnv
+    device: torch.device
+    pretrained: str | Path | None = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "checkpoints/last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out / "checkpoints/best.pt"
+
+    def due(self, every: str, iteration: int, total: int) -> bool:
+        """True every ``train.<every>`` steps (``log_every``, ``val_every``, ``checkpoint_every``)
+        and after the last step of the budget."""
+        return iteration % int(self.tcfg[every]) == 0 or iteration == total
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the data and the model fix for a run.
+
+    Attributes:
+        classes: number of classes of the dataset (``meta.json``).
+        val_postprocess: CTC data with two classes: the post-processing whose val SEG chooses the
+            best checkpoint; None: val mean IoU chooses it.
+        calibrate: ``postprocess.calibrate``: val scores at the val-chosen threshold.
+        n_params: number of model parameters.
+        geometry: patch input/output sizes in pixels.
+        data: the training patch dataset.
+        batch_size: patches per step and process; world_size: number of processes.
+        iters_per_epoch: steps that cover the training slices once (all processes together).
+        total: the budget in optimiser steps.
+        infer_cfg: the variant's ``inference`` section for validation (TTA off).
+    """
+
+    classes: int
+    val_postprocess: dict | None
+    calibrate: bool
+    n_params: int
+    geometry: PatchGeometry
+    data: PatchDataset
+    batch_size: int
+    world_size: int
+    iters_per_epoch: int
+    total: int
+    infer_cfg: dict
+
+
+@dataclass
+class Trainee:
+    """What training changes and how it runs: the model (DDP-wrapped in a distributed run; on the
+    device, in the precision's layout), optimiser, lr scheduler, GradScaler (enabled for fp16 only),
+    loss ``fn(logits, target, weights) -> scalar`` and precision."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    loss_fn: Callable
+    prec: Precision
+
+
+@dataclass
+class Tally:
+    """Running totals of a run (kept in ``last.pt`` across resumes).
+
+    Attributes:
+        iteration: completed optimiser steps.
+        best_val_iou, best_iteration: the best val score so far and its step (None before any).
+        wall_before, step_before, wait_before: training wall time, step time and data-wait time in
+            seconds of the earlier sessions of this run (from ``last.pt``).
+        step_sum, wait_sum: step and data-wait time in seconds of this session.
+        t0: ``time.perf_counter()`` when this session's steps started.
+    """
+
+    iteration: int = 0
+    best_val_iou: float | None = None
+    best_iteration: int | None = None
+    wall_before: float = 0.0
+    step_before: float = 0.0
+    wait_before: float = 0.0
+    step_sum: float = 0.0
+    wait_sum: float = 0.0
+    t0: float = 0.0
+
+    def wall(self, now: float | None = None) -> float:
+        """Training wall time in seconds over all sessions, up to ``now`` (default: this moment)."""
+        return self.wall_before + ((time.perf_counter() if now is None else now) - self.t0)
+
+
+@dataclass
+class Window:
+    """Sums over the steps since the last log row: loss (a tensor: no device sync per step),
+    steps, time waiting for data and step time in seconds."""
+
+    loss: torch.Tensor | float = 0.0
+    n: int = 0
+    wait: float = 0.0
+    time: float = 0.0
+
+    def add(self, loss: torch.Tensor, *, wait: float, took: float) -> None:
+        """Count one step: its loss, seconds waiting for its batch, seconds from the last step's end."""
+        self.loss += loss
+        self.n += 1
+        self.wait += wait
+        self.time += took
+
+
+def _train(spec: RunSpec) -> dict:
+    """One process's run: set-up, resume, steps, final checkpoints and summary (see :func:`train`)."""
+    plan, trainee = _setup(spec)
+    tally = _resume(spec, plan, trainee)
+    if spec.env.distributed:
+        trainee.model = torch.nn.parallel.DistributedDataParallel(
+            trainee.model, device_ids=[spec.device.index] if spec.device.type == "cuda" else None)
+    val_slices = load_val_slices(spec.ds_dir, "val") if spec.env.is_main else []
+    log = TrainLog(spec.out / "train_log.csv", tally.iteration) if spec.env.is_main else None
+    stopped, saved_at = _run_steps(spec, plan, trainee, tally, val_slices, log)
+    wall = tally.wall()
+    if saved_at != tally.iteration:
+        _save_last(spec, plan, trainee, tally, wall)
+    digests = ddp.all_gather_object(spec.env, param_digest(trainee.model))
+    if not spec.env.is_main:
+        ddp.barrier(spec.env)
+        return {}
+    log.close()
+    if tally.best_val_iou is None:  # no val slices: the final model is the one to use
+        _save_best(spec, trainee, tally.iteration, None)
+    summary = _summary(spec, plan, trainee, tally, stopped=stopped, wall=wall, digests=digests)
+    write_json(spec.out / "train_summary.json", summary)
+    ddp.barrier(spec.env)
+    return summary
+
+
+def _setup(spec: RunSpec) -> tuple[Plan, Trainee]:
+    """Determinism, seeding, then the model (its initial weights drawn from the seeded global
+    generator), the patch data and the budget; then the optimiser, scheduler and scaler."""
+    from seg.data.canonical import load_meta
+
+    tcfg = spec.tcfg
+    configure_determinism(bool(tcfg["deterministic"]), spec.device)
+    seed_everything(spec.seed)
+    meta = load_meta(spec.ds_dir)
     classes = len(meta["classes"])
     sparse = meta.get("annotations", "full") == "sparse"  # weight 0 marks the ignored pixels
-    pp = postprocess_section(cfg, dataset)
-    # CTC: the best checkpoint is the one with the best val SEG (annotated cells only), the measure
-    # seg calibrate chooses the post-processing by; ISBI: val mean IoU.
-    val_pp = pp if meta["kind"] == "ctc" and classes == 2 else None
-    model = build_training_model(cfg, dataset, variant, classes, pretrained=pretrained)
-    n_params = sum(p.numel() for p in model.parameters())
+    pp = postprocess_section(spec.cfg, spec.dataset)
+    model = build_training_model(spec.cfg, spec.dataset, spec.variant, classes, pretrained=spec.pretrained)
     geometry = patch_geometry(model, int(tcfg["patch_size"]))
-    loss_fn = build_loss(tcfg["loss"])
     data = PatchDataset(
-        load_training_slices(ds_dir, "train", with_weights=needs_weights(tcfg["loss"], sparse=sparse)),
+        load_training_slices(spec.ds_dir, "train", with_weights=needs_weights(tcfg["loss"], sparse=sparse)),
         geometry,
-        augment_cfg=variant_section(cfg, variant, "augment", dataset),
-        seed=seed,
+        augment_cfg=variant_section(spec.cfg, spec.variant, "augment", spec.dataset),
+        seed=spec.seed,
         border_sampling=float(tcfg["border_sampling"]),
     )
-    B, W = int(tcfg["batch_size"]), env.world_size
+    B, W = int(tcfg["batch_size"]), spec.env.world_size
     iters_per_epoch = max(1, math.ceil(data.patches_per_epoch() / (B * W)))
-    total = int(tcfg["epochs"]) * iters_per_epoch if tcfg.get("epochs") else int(tcfg["iterations"])
-
-    prec = precision_for(tcfg, dev)
+    plan = Plan(
+        classes=classes,
+        # CTC: the best checkpoint is the one with the best val SEG (annotated cells only), the
+        # measure seg calibrate chooses the post-processing by; ISBI: val mean IoU.
+        val_postprocess=pp if meta["kind"] == "ctc" and classes == 2 else None,
+        calibrate=bool(pp["calibrate"]),
+        n_params=sum(p.numel() for p in model.parameters()),
+        geometry=geometry, data=data, batch_size=B, world_size=W, iters_per_epoch=iters_per_epoch,
+        total=int(tcfg["epochs"]) * iters_per_epoch if tcfg.get("epochs") else int(tcfg["iterations"]),
+        infer_cfg={**variant_section(spec.cfg, spec.variant, "inference", spec.dataset), "tta": False},
+    )
+    prec = precision_for(tcfg, spec.device)
     model = prec.prepare_model(model)
     optimizer = build_optimizer(model.parameters(), tcfg["optimizer"])
-    scheduler = build_scheduler(optimizer, tcfg["schedule"], total)
-    scaler = prec.scaler()
+    trainee = Trainee(model=model, optimizer=optimizer,
+                      scheduler=build_scheduler(optimizer, tcfg["schedule"], plan.total),
+                      scaler=prec.scaler(), loss_fn=build_loss(tcfg["loss"]), prec=prec)
+    return plan, trainee
 
-    start, best_iou, best_it, wall_before, step_before, wait_before = 0, None, None, 0.0, 0.0, 0.0
-    if (out / "checkpoints/last.pt").is_file():
-        state = ckpt.load_checkpoint(out / "checkpoints/last.pt", map_location="cpu")
-        if state.get("config_hash") == chash and state.get("seed") == seed:
-            ckpt.unwrap(model).load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            if scaler.is_enabled() and state.get("scaler"):  # fp16 only; empty for bf16/fp32 runs
-                scaler.load_state_dict(state["scaler"])
-            ckpt.set_rng_state(state["rng"])
-            start, best_iou = int(state["iteration"]), state.get("best_val_iou")
-            best_it, wall_before = state.get("best_iteration"), float(state.get("wall_time_s", 0.0))
-            step_before, wait_before = float(state.get("step_time_s", 0.0)), float(state.get("data_wait_s", 0.0))
-            if env.is_main:
-                print(f"seg train: resuming {out} from iteration {start}/{total}")
-        elif env.is_main:
-            print(f"seg train: {out / 'checkpoints/last.pt'} is from another config or seed; starting afresh")
 
-    if env.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    infer_cfg = {**variant_section(cfg, variant, "inference", dataset), "tta": False}
-    val_slices = load_val_slices(ds_dir, "val") if env.is_main else []
-    log = TrainLog(out / "train_log.csv", start) if env.is_main else None
+def _resume(spec: RunSpec, plan: Plan, trainee: Trainee) -> Tally:
+    """The totals to start from: those of ``last.pt``, with the model, optimiser, scheduler, scaler
+    and random generators restored, if it is of this config and seed; else a fresh start."""
+    if not spec.last_path.is_file():
+        return Tally()
+    state = ckpt.read_training_checkpoint(spec.last_path)
+    if state.get("config_hash") != spec.config_hash or state.get("seed") != spec.seed:
+        if spec.env.is_main:
+            print(f"seg train: {spec.last_path} is from another config or seed; starting afresh")
+        return Tally()
+    ckpt.unwrap(trainee.model).load_state_dict(state["model"])
+    trainee.optimizer.load_state_dict(state["optimizer"])
+    trainee.scheduler.load_state_dict(state["scheduler"])
+    if trainee.scaler.is_enabled() and state.get("scaler"):  # fp16 only; empty for bf16/fp32 runs
+        trainee.scaler.load_state_dict(state["scaler"])
+    ckpt.set_rng_state(state["rng"])
+    tally = Tally(iteration=int(state["iteration"]), best_val_iou=state.get("best_val_iou"),
+                  best_iteration=state.get("best_iteration"), wall_before=float(state.get("wall_time_s", 0.0)),
+                  step_before=float(state.get("step_time_s", 0.0)), wait_before=float(state.get("data_wait_s", 0.0)))
+    if spec.env.is_main:
+        print(f"seg train: resuming {spec.out} from iteration {tally.iteration}/{plan.total}")
+    return tally
 
-    def save_last(iteration: int, wall: float) -> None:
-        if env.is_main:
-            ckpt.save_checkpoint(out / "checkpoints/last.pt", {
-                "model": ckpt.model_state_cpu(model), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": ckpt.rng_state(),
-                "iteration": iteration, "best_val_iou": best_iou, "best_iteration": best_it,
-                "config_hash": chash, "seed": seed, "wall_time_s": wall, "total_iterations": total,
-                "step_time_s": step_before + step_sum, "data_wait_s": wait_before + wait_sum,
-            })
-        ddp.barrier(env)
 
-    loader = make_loader(data, start=start, stop=total, batch_size=B, rank=env.rank, world_size=W,
-                         num_workers=int(tcfg["num_workers"]), seed=seed, pin_memory=dev.type == "cuda")
-    bar = progress(total=total, initial=start, disable=not env.is_main, desc=f"train {dataset}/{variant}",
-               unit="it", dynamic_ncols=True)
-    max_s = float(tcfg["max_minutes"]) * 60 if tcfg.get("max_minutes") else None
-    t0 = time.perf_counter()
-    wait_sum = step_sum = 0.0
-    win = {"loss": 0.0, "n": 0, "wait": 0.0, "time": 0.0}
-    it, stopped, saved_at = start, "budget", -1
+def _run_steps(spec: RunSpec, plan: Plan, trainee: Trainee, tally: Tally, val_slices: list[dict],
+               log: TrainLog | None) -> tuple[str, int]:
+    """Step from ``tally.iteration`` until the budget or the time limit, logging, validating and
+    saving ``last.pt`` on the way.
+
+    Returns:
+        (why it stopped, ``budget`` | ``max_minutes``; the step ``last.pt`` was last saved at in
+        this session, -1 if never).
+    """
+    from seg.progress import progress
+
+    loader = make_loader(plan.data, start=tally.iteration, stop=plan.total, batch_size=plan.batch_size,
+                         rank=spec.env.rank, world_size=plan.world_size, num_workers=int(spec.tcfg["num_workers"]),
+                         seed=spec.seed, pin_memory=spec.device.type == "cuda")
+    bar = progress(total=plan.total, initial=tally.iteration, disable=not spec.env.is_main,
+                   desc=f"train {spec.dataset}/{spec.variant}", unit="it", dynamic_ncols=True)
+    max_s = float(spec.tcfg["max_minutes"]) * 60 if spec.tcfg.get("max_minutes") else None
+    tally.t0 = time.perf_counter()
+    window, stopped, saved_at = Window(), "budget", -1
     batches = iter(loader)
     tick = time.perf_counter()
-    while it < total:
+    while tally.iteration < plan.total:
         batch = next(batches)
         got = time.perf_counter()
-        torch.manual_seed(step_seed(seed, env.rank, it))
-        lr = optimizer.param_groups[0]["lr"]
-        loss = train_step(model, batch, optimizer, scaler, loss_fn, prec)
-        scheduler.step()
-        it += 1
-        done = time.perf_counter()
-        win["loss"] += loss  # a tensor: no device sync per step
-        win["n"] += 1
-        win["wait"] += got - tick
-        win["time"] += done - tick
-        wait_sum, step_sum = wait_sum + (got - tick), step_sum + (done - tick)
-        wall = wall_before + (done - t0)
+        loss, lr = _step(spec, trainee, batch, tally.iteration)
+        tally.iteration += 1
+        it, done = tally.iteration, time.perf_counter()
+        window.add(loss, wait=got - tick, took=done - tick)
+        tally.wait_sum, tally.step_sum = tally.wait_sum + (got - tick), tally.step_sum + (done - tick)
         bar.update(1)
-
-        if it % int(tcfg["log_every"]) == 0 or it == total:
-            mean_loss = float(win["loss"]) / win["n"]
-            if env.distributed:
-                t = torch.tensor([mean_loss], dtype=torch.float64)
-                torch.distributed.all_reduce(t)
-                mean_loss = float(t) / W
-            if env.is_main:
-                log.write(iteration=it, epoch=(it - 1) // iters_per_epoch, loss=f"{mean_loss:.6g}", lr=f"{lr:.6g}",
-                          samples_per_s=f"{win['n'] * B * W / max(win['time'], 1e-9):.4g}",
-                          data_wait=f"{win['wait'] / max(win['time'], 1e-9):.4f}", wall_s=f"{wall:.2f}")
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
-            win = {"loss": 0.0, "n": 0, "wait": 0.0, "time": 0.0}
-
-        if it % int(tcfg["val_every"]) == 0 or it == total:
-            if env.is_main and val_slices:
-                iou, _ = validate(ckpt.unwrap(model), val_slices, infer_cfg, dev, classes,
-                                  calibrate=bool(pp["calibrate"]), postprocess=val_pp)
-                log.write(iteration=it, epoch=(it - 1) // iters_per_epoch, val_iou=f"{iou:.6f}", lr=f"{lr:.6g}",
-                          wall_s=f"{wall_before + time.perf_counter() - t0:.2f}")
-                if best_iou is None or iou > best_iou:
-                    best_iou, best_it = iou, it
-                    ckpt.save_checkpoint(out / "checkpoints/best.pt", {
-                        "model": ckpt.model_state_cpu(model), "iteration": it, "best_val_iou": iou,
-                        "best_iteration": it, "config_hash": chash, "seed": seed,
-                    })
-            ddp.barrier(env)
-
-        out_of_time = max_s is not None and wall_before + (time.perf_counter() - t0) >= max_s
-        if env.distributed and max_s is not None:
-            flag = torch.tensor([int(out_of_time)])
-            torch.distributed.broadcast(flag, src=0)
-            out_of_time = bool(flag)
-        if it % int(tcfg["checkpoint_every"]) == 0 or it == total or out_of_time:
-            save_last(it, wall_before + time.perf_counter() - t0)
+        if spec.due("log_every", it, plan.total):
+            _log_window(spec, plan, window, log, bar, iteration=it, lr=lr, wall=tally.wall(done))
+            window = Window()
+        if spec.due("val_every", it, plan.total):
+            _validate(spec, plan, trainee, tally, val_slices, log, lr=lr)
+        out_of_time = _out_of_time(spec, tally, max_s)
+        if spec.due("checkpoint_every", it, plan.total) or out_of_time:
+            _save_last(spec, plan, trainee, tally, tally.wall())
             saved_at = it
-        if out_of_time and it < total:
+        if out_of_time and it < plan.total:
             stopped = "max_minutes"
             break
         tick = time.perf_counter()
     bar.close()
-    del batches, loader
-    wall = wall_before + time.perf_counter() - t0
-    if saved_at != it:
-        save_last(it, wall)
-    digests = ddp.all_gather_object(env, param_digest(model))
-    if not env.is_main:
-        ddp.barrier(env)
-        return {}
-    log.close()
-    if best_iou is None:  # no val slices: the final model is the one to use
-        ckpt.save_checkpoint(out / "checkpoints/best.pt", {
-            "model": ckpt.model_state_cpu(model), "iteration": it, "best_val_iou": None, "best_iteration": it,
-            "config_hash": chash, "seed": seed,
+    return stopped, saved_at
+
+
+def _step(spec: RunSpec, trainee: Trainee, batch: dict[str, torch.Tensor],
+          iteration: int) -> tuple[torch.Tensor, float]:
+    """Optimiser step number ``iteration`` (from 0) with the global torch generator seeded from
+    (seed, rank, step) first; returns (the detached loss, the learning rate the step used)."""
+    torch.manual_seed(step_seed(spec.seed, spec.env.rank, iteration))
+    lr = trainee.optimizer.param_groups[0]["lr"]
+    loss = train_step(trainee.model, batch, trainee.optimizer, trainee.scaler, trainee.loss_fn, trainee.prec)
+    trainee.scheduler.step()
+    return loss, lr
+
+
+def _log_window(spec: RunSpec, plan: Plan, window: Window, log: TrainLog | None, bar, *, iteration: int,
+                lr: float, wall: float) -> None:
+    """One log row of the window: mean loss (averaged over the ranks), lr of the last step, patches/s
+    over all ranks, fraction of the time waiting for data, wall time in seconds."""
+    mean_loss = float(window.loss) / window.n
+    if spec.env.distributed:
+        t = torch.tensor([mean_loss], dtype=torch.float64)
+        torch.distributed.all_reduce(t)
+        mean_loss = float(t) / plan.world_size
+    if spec.env.is_main:
+        log.write(iteration=iteration, epoch=(iteration - 1) // plan.iters_per_epoch, loss=f"{mean_loss:.6g}",
+                  lr=f"{lr:.6g}",
+                  samples_per_s=f"{window.n * plan.batch_size * plan.world_size / max(window.time, 1e-9):.4g}",
+                  data_wait=f"{window.wait / max(window.time, 1e-9):.4f}", wall_s=f"{wall:.2f}")
+        bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
+
+
+def _validate(spec: RunSpec, plan: Plan, trainee: Trainee, tally: Tally, val_slices: list[dict],
+              log: TrainLog | None, *, lr: float) -> None:
+    """Validate on the main process (a log row; a new best score writes ``best.pt``); all ranks wait."""
+    if spec.env.is_main and val_slices:
+        it = tally.iteration
+        iou, _ = validate(ckpt.unwrap(trainee.model), val_slices, plan.infer_cfg, spec.device, plan.classes,
+                          calibrate=plan.calibrate, postprocess=plan.val_postprocess)
+        log.write(iteration=it, epoch=(it - 1) // plan.iters_per_epoch, val_iou=f"{iou:.6f}", lr=f"{lr:.6g}",
+                  wall_s=f"{tally.wall():.2f}")
+        if tally.best_val_iou is None or iou > tally.best_val_iou:
+            tally.best_val_iou, tally.best_iteration = iou, it
+            _save_best(spec, trainee, it, iou)
+    ddp.barrier(spec.env)
+
+
+def _out_of_time(spec: RunSpec, tally: Tally, max_s: float | None) -> bool:
+    """True when the wall-clock budget ``max_s`` (seconds, ``train.max_minutes``) is used up; in a DDP
+    run rank 0's clock decides for every rank."""
+    out_of_time = max_s is not None and tally.wall() >= max_s
+    if spec.env.distributed and max_s is not None:
+        flag = torch.tensor([int(out_of_time)])
+        torch.distributed.broadcast(flag, src=0)
+        out_of_time = bool(flag)
+    return out_of_time
+
+
+def _save_last(spec: RunSpec, plan: Plan, trainee: Trainee, tally: Tally, wall: float) -> None:
+    """Write the resumable state to ``last.pt`` (main process; ``wall`` in seconds); all ranks wait."""
+    if spec.env.is_main:
+        ckpt.save_checkpoint(spec.last_path, {
+            "model": ckpt.model_state_cpu(trainee.model), "optimizer": trainee.optimizer.state_dict(),
+            "scheduler": trainee.scheduler.state_dict(), "scaler": trainee.scaler.state_dict(),
+            "rng": ckpt.rng_state(), "iteration": tally.iteration, "best_val_iou": tally.best_val_iou,
+            "best_iteration": tally.best_iteration, "config_hash": spec.config_hash, "seed": spec.seed,
+            "wall_time_s": wall, "total_iterations": plan.total,
+            "step_time_s": tally.step_before + tally.step_sum, "data_wait_s": tally.wait_before + tally.wait_sum,
         })
-    summary = {
-        "dataset": dataset, "variant": variant, "model": cfg["variants"][variant]["model"],
-        "iterations": it, "budget_iterations": total, "stopped": stopped,
-        "wall_time_s": round(wall, 3), "best_val_iou": best_iou, "best_iteration": best_it,
-        "val_criterion": "seg" if val_pp is not None else "iou_mean",
-        "samples_per_s": round(it * B * W / (step_before + step_sum), 4) if step_before + step_sum > 0 else None,
-        "data_wait": round((wait_before + wait_sum) / (step_before + step_sum), 5) if step_before + step_sum > 0 else None,
-        "peak_memory_mb": round(peak_memory_mb(dev), 1), "device": device_name(dev), "amp": prec.name,
-        "channels_last": prec.channels_last, "params": int(n_params), "versions": versions(), "seed": seed,
-        "config_hash": chash, "batch_size": B, "world_size": W, "effective_batch_size": B * W,
-        "iterations_per_epoch": iters_per_epoch, "patch_input_size": geometry.input_size,
-        "patch_output_size": geometry.output_size, "loss": tcfg["loss"]["name"],
-        "optimizer": tcfg["optimizer"]["name"], "schedule": tcfg["schedule"]["name"],
+    ddp.barrier(spec.env)
+
+
+def _save_best(spec: RunSpec, trainee: Trainee, iteration: int, val_iou: float | None) -> None:
+    """Write the model of step ``iteration`` to ``best.pt`` with its val score (None: no val split)."""
+    ckpt.save_checkpoint(spec.best_path, {
+        "model": ckpt.model_state_cpu(trainee.model), "iteration": iteration, "best_val_iou": val_iou,
+        "best_iteration": iteration, "config_hash": spec.config_hash, "seed": spec.seed,
+    })
+
+
+def _summary(spec: RunSpec, plan: Plan, trainee: Trainee, tally: Tally, *, stopped: str, wall: float,
+             digests: list[str]) -> dict:
+    """The ``train_summary.json`` document (see :func:`train`)."""
+    it, B, W, tcfg = tally.iteration, plan.batch_size, plan.world_size, spec.tcfg
+    step_s, wait_s = tally.step_before + tally.step_sum, tally.wait_before + tally.wait_sum
+    return {
+        "dataset": spec.dataset, "variant": spec.variant, "model": spec.cfg["variants"][spec.variant]["model"],
+        "iterations": it, "budget_iterations": plan.total, "stopped": stopped,
+        "wall_time_s": round(wall, 3), "best_val_iou": tally.best_val_iou, "best_iteration": tally.best_iteration,
+        "val_criterion": "seg" if plan.val_postprocess is not None else "iou_mean",
+        "samples_per_s": round(it * B * W / step_s, 4) if step_s > 0 else None,
+        "data_wait": round(wait_s / step_s, 5) if step_s > 0 else None,
+        "peak_memory_mb": round(peak_memory_mb(spec.device), 1), "device": device_name(spec.device),
+        "amp": trainee.prec.name, "channels_last": trainee.prec.channels_last, "params": int(plan.n_params),
+        "versions": versions(), "seed": spec.seed, "config_hash": spec.config_hash, "batch_size": B,
+        "world_size": W, "effective_batch_size": B * W, "iterations_per_epoch": plan.iters_per_epoch,
+        "patch_input_size": plan.geometry.input_size, "patch_output_size": plan.geometry.output_size,
+        "loss": tcfg["loss"]["name"], "optimizer": tcfg["optimizer"]["name"], "schedule": tcfg["schedule"]["name"],
         "deterministic": bool(tcfg["deterministic"]), "rank_param_sha256": digests,
     }
-    write_json(out / "train_summary.json", summary)
-    ddp.barrier(env)
-    return summary
-

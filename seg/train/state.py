@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from seg.config import run_config_hash
+from seg.config import dataset_entry, run_config_hash
 from seg.errors import SegError
 from seg.io import read_json
 
@@ -37,8 +37,7 @@ def effective_config(cfg: dict, variant: str, *, iterations: int | None = None) 
 
 def run_identity(cfg: dict, dataset: str, variant: str) -> tuple[str, int]:
     """(config hash, seed) of an effective config."""
-    if dataset not in cfg["datasets"]:
-        raise SegError(f"config: unknown dataset {dataset!r} (configured: {', '.join(cfg['datasets'])})")
+    dataset_entry(cfg, dataset)  # SegError listing the configured datasets if unknown
     return run_config_hash(cfg, dataset, variant), int(cfg.get("seed", 0))
 
 

@@ -1,8 +1,13 @@
-"""Small canonical datasets and configs for training tests and benchmarks (not used by the pipeline).
+"""Test fixtures: small canonical datasets and configs for training tests and ``bench/train.py``.
+
+Not part of the ``seg`` package: tests import it as ``from toydata import ...`` (pytest puts
+``tests/`` on ``sys.path`` because it holds ``conftest.py`` and no ``__init__.py``); benches insert
+``<repo>/tests`` into ``sys.path`` first.
 
 - :func:`write_blob_dataset`: a seeded synthetic dataset in the canonical form (``kind: isbi2012``
   conventions: 0 = membrane/background, 1 = interior): bright disks on a noisy background, with
-  instances, semantic maps and border-weight maps (``seg.targets.weights.border_weight_map``).
+  instances, semantic maps and border-weight maps (``seg.targets.weights.border_weight_map`` with
+  the schema's ``weights`` defaults w0 and sigma).
 - :func:`write_isbi_subset`: the first slices of the real ISBI 2012 stacks, cropped, in the canonical
   form with weight maps (for one real-data test and ``bench/train.py``).
 - :func:`tiny_config`: a validated config with one tiny classic U-Net variant for such a dataset.
@@ -16,15 +21,17 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.config import validate_config
+from seg.config import section_defaults, validate_config
 
 
 def _write_weights(ds_dir: Path, ids_instances: list[tuple[str, np.ndarray]]) -> None:
     from seg.io import write_tiff
     from seg.targets.weights import border_weight_map
 
+    w = section_defaults("weights")
     for sid, inst in ids_instances:
-        write_tiff(ds_dir / "weights" / f"{sid}.tif", border_weight_map(inst, w0=10.0, sigma=5.0).astype(np.float32))
+        write_tiff(ds_dir / "weights" / f"{sid}.tif",
+                   border_weight_map(inst, w0=w["w0"], sigma=w["sigma"]).astype(np.float32))
 
 
 def write_blob_dataset(ds_dir: str | os.PathLike, *, seed: int = 0, size: int = 64,
@@ -92,10 +99,11 @@ def tiny_config(dataset: str = "toy", *, train: dict | None = None, params: dict
                 model: str = "unet", augment: dict | None = None, seed: int = 0) -> dict:
     """A validated config: one dataset (kind isbi2012) and one variant ``tiny`` (a 2-level classic
     U-Net with 4 base channels unless ``model``/``params`` say otherwise), short training budget,
-    in fp32 (``amp: none``: exact and the same on every CPU kind; tests of the bf16 branch ask for it)."""
+    in fp32 (``amp: none``: exact and the same on every CPU kind; tests of the bf16 branch ask for it).
+    Everything not set here takes the schema defaults."""
     tr = {
         "iterations": 6, "batch_size": 2, "patch_size": 32, "val_every": 3, "checkpoint_every": 2,
-        "log_every": 1, "num_workers": 0, "device": "cpu", "deterministic": True, "amp": "none",
+        "log_every": 1, "num_workers": 0, "device": "cpu", "amp": "none",
         "optimizer": {"name": "adam", "lr": 0.01}, "schedule": {"name": "cosine", "warmup": 2},
     }
     tr.update(copy.deepcopy(train or {}))
@@ -106,6 +114,6 @@ def tiny_config(dataset: str = "toy", *, train: dict | None = None, params: dict
                               {"base_channels": 4, "depth": 2, "padding": "same"}}},
         "train": tr,
         "augment": augment if augment is not None else {"elastic": {"sigma": 2.0}},
-        "inference": {"tile": 32, "overlap": 0.25, "batch_size": 4, "device": "cpu", "amp": "none"},
+        "inference": {"tile": 32, "device": "cpu", "amp": "none"},
     }
     return validate_config(cfg)
