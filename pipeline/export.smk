@@ -63,7 +63,9 @@ rule export:
 
 rule bioimageio:
     input:
-        f"{RESULTS}/models/{{dataset}}/package",
+        package=f"{RESULTS}/models/{{dataset}}/package",
+        # the checked TorchScript and ONNX exports are packed as they are, not exported again
+        exports=[f"{RESULTS}/models/{{dataset}}/torchscript", f"{RESULTS}/models/{{dataset}}/onnx"],
     output:
         report(
             f"{RESULTS}/models/{{dataset}}/bioimageio.zip",
@@ -82,7 +84,8 @@ rule bioimageio:
         mem_mb=8000,
     shell:
         # validated by bioimageio.spec and tested by bioimageio.core before it is kept
-        "{params.seg} export --model {input} --format bioimageio --threads {threads} --out {output} > {log} 2>&1"
+        "{params.seg} export --model {input.package} --format bioimageio --from-exports {input.exports} "
+        "--threads {threads} --out {output} > {log} 2>&1"
 
 
 rule segment:

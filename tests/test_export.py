@@ -151,6 +151,30 @@ def test_bioimageio_package_validates_and_passes_the_core_test(ctc_packaged_run,
     assert str(descr.license) == "MIT" and descr.authors[0].name == "A. Tester"
 
 
+def test_bioimageio_reuses_checked_exports_of_the_same_package(ctc_packaged_run, tmp_path, capsys):
+    """--from-exports packs the workflow's TorchScript/ONNX exports byte for byte (no second export);
+    an export checked to a looser tolerance is refused, naming its export.json, and nothing is written."""
+    import zipfile
+
+    pkg = ctc_packaged_run["package"]
+    for fmt in ("torchscript", "onnx"):
+        assert _export(pkg, fmt, tmp_path / fmt) == 0
+    out = tmp_path / "model.zip"
+    assert main(["export", "--model", str(pkg), "--format", "bioimageio", "--out", str(out),
+                 "--from-exports", str(tmp_path / "torchscript"), str(tmp_path / "onnx")]) == 0
+    with zipfile.ZipFile(out) as z:
+        assert z.read("model.pt") == (tmp_path / "torchscript" / "model.pt").read_bytes()
+        assert z.read("model.onnx") == (tmp_path / "onnx" / "model.onnx").read_bytes()
+    assert main(["export", "--model", str(pkg), "--format", "onnx", "--atol", "1e-3", "--out", str(tmp_path / "plain")]) == 0
+    capsys.readouterr()
+    bad = tmp_path / "bad.zip"
+    assert main(["export", "--model", str(pkg), "--format", "bioimageio", "--out", str(bad),
+                 "--from-exports", str(tmp_path / "plain")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "plain" / "export.json") in err[0] and "looser" in err[0]
+    assert not bad.exists()
+
+
 # ----------------------------------------------------------------------------- every family
 FAMILIES = [
     ("unet", {"padding": "same", "base_channels": 4, "depth": 2}),

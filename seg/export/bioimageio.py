@@ -72,8 +72,15 @@ def _documentation(pkg, formats: dict, refused: dict) -> str:
     return package_readme(pkg.meta) + "\n" + "\n".join(extra) + "\n"
 
 
-def _export_graphs(pkg, work: Path, tta: bool | None, atol: float) -> tuple[dict, dict, dict]:
+def _export_graphs(pkg, work: Path, tta: bool | None, atol: float,
+                   reuse: dict | None = None) -> tuple[dict, dict, dict]:
     """Export every weight format the network supports into ``work``.
+
+    ``reuse`` {format: folder} names exports already written by ``seg export --format torchscript|onnx``
+    (the workflow's ``export`` rule): a folder made from this package (same name and checkpoint
+    SHA-256), with the same TTA setting and checked to ``atol`` or tighter, is copied instead of
+    exported and checked again; its refusal (``exported: false``) is taken as is. Anything else is a
+    SegError naming the folder.
 
     Returns (formats {format: exporter}, refused {format: why the network cannot be exported},
     descs {format: :func:`seg.export.exporters.export_graph`'s description}).
@@ -82,13 +89,49 @@ def _export_graphs(pkg, work: Path, tta: bool | None, atol: float) -> tuple[dict
 
     formats, refused, descs = {}, {}, {}
     for fmt in ("torchscript", "onnx"):
-        reason = unsupported_reason(pkg.model, fmt)
-        if reason:
-            refused[fmt] = reason
-            continue
-        descs[fmt] = export_graph(pkg, fmt, work, tta=tta, atol=atol)
-        formats[fmt] = descs[fmt]["exporter"]
+        if reuse and fmt in reuse:
+            desc = _reused_export(pkg, Path(reuse[fmt]), fmt, work, tta, atol)
+            if not desc["exported"]:
+                refused[fmt] = desc["reason"]
+                continue
+        else:
+            reason = unsupported_reason(pkg.model, fmt)
+            if reason:
+                refused[fmt] = reason
+                continue
+            desc = export_graph(pkg, fmt, work, tta=tta, atol=atol)
+        descs[fmt], formats[fmt] = desc, desc["exporter"]
     return formats, refused, descs
+
+
+def _reused_export(pkg, folder: Path, fmt: str, work: Path, tta: bool | None, atol: float) -> dict:
+    """The ``export.json`` of the ``fmt`` export in ``folder`` after checking it belongs to ``pkg``
+    (see :func:`_export_graphs`); its graph file is copied into ``work``."""
+    from seg.export.exporters import GRAPH_FILES
+    from seg.io import read_json
+
+    doc_path = folder / "export.json"
+    if not doc_path.is_file():
+        raise SegError(f"{folder}: not an export folder (no export.json)")
+    doc = read_json(doc_path)
+    want_tta = bool(pkg.inference["tta"]) if tta is None else bool(tta)
+    sha = (pkg.meta.get("training") or {}).get("checkpoint_sha256")
+    problems = [what for what, bad in (
+        (f"format {doc.get('format')!r}, not {fmt!r}", doc.get("format") != fmt),
+        (f"made from package {doc.get('package')!r}, not {pkg.name!r}", doc.get("package") != pkg.name),
+        ("made from another checkpoint", doc.get("exported") and (doc.get("training") or {}).get("checkpoint_sha256") != sha),
+        (f"TTA {doc.get('tta')} in the graph, {want_tta} wanted", doc.get("exported") and bool(doc.get("tta")) != want_tta),
+        (f"checked to {(doc.get('checks') or {}).get('atol')}, looser than {atol:g}",
+         doc.get("exported") and not (doc.get("checks") or {}).get("atol", float("inf")) <= atol),
+    ) if bad]
+    if problems:
+        raise SegError(f"{doc_path}: cannot be reused for the bioimage.io package of {pkg.name}: {'; '.join(problems)}")
+    if doc.get("exported"):
+        graph = folder / GRAPH_FILES[fmt]
+        if not graph.is_file():
+            raise SegError(f"{graph}: missing (named by {doc_path})")
+        shutil.copyfile(graph, work / GRAPH_FILES[fmt])
+    return doc
 
 
 def _write_test_tensors(pkg, work: Path, tta: bool | None) -> None:
@@ -106,12 +149,13 @@ def _write_test_tensors(pkg, work: Path, tta: bool | None) -> None:
     _cover(pkg.test_input, test_out[0, 1], work / "cover.png", f"p({pkg.meta['dataset']['classes'][1]})")
 
 
-def _export_files(pkg, work: Path, tta: bool | None, atol: float) -> tuple[dict, dict]:
-    """Write the package's files into ``work``: the graphs, the test tensors, the cover and README.md.
+def _export_files(pkg, work: Path, tta: bool | None, atol: float, reuse: dict | None = None) -> tuple[dict, dict]:
+    """Write the package's files into ``work``: the graphs (exported, or copied from ``reuse``), the
+    test tensors, the cover and README.md.
 
     Returns (refused, descs) as :func:`_export_graphs`.
     """
-    formats, refused, descs = _export_graphs(pkg, work, tta, atol)
+    formats, refused, descs = _export_graphs(pkg, work, tta, atol, reuse)
     _write_test_tensors(pkg, work, tta)
     (work / "README.md").write_text(_documentation(pkg, formats, refused))
     return refused, descs
@@ -227,15 +271,16 @@ def _config(pkg, atol: float, refused: dict):
 
 
 def build_description(pkg, work: Path, *, tta: bool | None = None, atol: float = 1e-4,
-                      authors: list[str] | None = None):
-    """Export the graphs into ``work`` and return the validated ``bioimageio.spec`` ModelDescr.
+                      authors: list[str] | None = None, reuse: dict | None = None):
+    """Export the graphs into ``work`` (or copy the checked exports of ``reuse``, see
+    :func:`_export_graphs`) and return the validated ``bioimageio.spec`` ModelDescr.
 
     Raises:
         SegError: the TorchScript export fails its check, or the description does not validate.
     """
     from bioimageio.spec.model import v0_5 as b
 
-    refused, descs = _export_files(pkg, work, tta, atol)
+    refused, descs = _export_files(pkg, work, tta, atol, reuse)
     m = pkg.meta["model"]
     space_in, space_out = _space_axes(m)
     classes = [b.Identifier(c) for c in pkg.meta["dataset"]["classes"]]
@@ -275,8 +320,9 @@ def test_package(source: str | os.PathLike) -> dict:
 
 
 def write_bioimageio(pkg, out: str | os.PathLike, *, tta: bool | None = None, atol: float = 1e-4,
-                     authors: list[str] | None = None, run_test: bool = True) -> dict:
-    """Write the bioimage.io package of ``pkg`` to ``out`` (``.zip``, else a folder), atomically.
+                     authors: list[str] | None = None, run_test: bool = True, reuse: dict | None = None) -> dict:
+    """Write the bioimage.io package of ``pkg`` to ``out`` (``.zip``, else a folder), atomically;
+    ``reuse`` {format: folder}: take the graphs from these checked exports (:func:`_export_graphs`).
 
     Returns {"out", "weights", "not_exported", "test"}; SegError if the description does not validate
     or (``run_test``) ``bioimageio.core``'s test of the written package fails.
@@ -288,7 +334,7 @@ def write_bioimageio(pkg, out: str | os.PathLike, *, tta: bool | None = None, at
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix=".seg-bioimageio-") as work_dir:
         work = Path(work_dir)
-        descr = build_description(pkg, work, tta=tta, atol=atol, authors=authors)
+        descr = build_description(pkg, work, tta=tta, atol=atol, authors=authors, reuse=reuse)
         weights = [k for k in ("onnx", "torchscript") if getattr(descr.weights, k) is not None]
         refused = descr.config.model_extra["seg"]["not_exported"]
         saved = work / ("package.zip" if out.suffix == ".zip" else "package")

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from seg.cli import Command
+from seg.errors import SegError
 
 
 def _package_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,7 +34,6 @@ def _package_arguments(p: argparse.ArgumentParser) -> None:
 def _package_run(args: argparse.Namespace) -> int:
     from seg.config import load_config
     from seg.device import set_threads
-    from seg.errors import SegError
     from seg.export.build import best_run, build_package
     from seg.export.package import write_package
 
@@ -69,12 +70,34 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
                    help="bioimageio: an author name (repeatable; default 'seg pipeline')")
     p.add_argument("--no-test", action="store_true",
                    help="bioimageio: skip bioimageio.core's test of the written package (validation still runs)")
+    p.add_argument("--from-exports", nargs="+", default=None, metavar="EXPORT_DIR",
+                   help="bioimageio: take the TorchScript / ONNX graphs from these folders written by "
+                        "`seg export --format torchscript|onnx` of the same package (checked: same package, "
+                        "checkpoint, TTA and tolerance) instead of exporting and checking them again")
     p.add_argument("--allow-refusal", action="store_true",
                    help="torchscript/onnx: if the model's family cannot be exported to the format, write --out "
                         "with export.json saying why (exported: false) and exit 0 instead of failing")
     p.add_argument("--config", default=None, help="config of a run folder given as --model")
     p.add_argument("--data-dir", default=None, help="canonical data folder of a run folder given as --model")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+
+
+def _reused_exports(folders: list[str] | None) -> dict | None:
+    """{format: folder} of ``--from-exports`` (the format read from each folder's export.json)."""
+    if not folders:
+        return None
+    from seg.io import read_json
+
+    reuse = {}
+    for folder in map(Path, folders):
+        doc = folder / "export.json"
+        if not doc.is_file():
+            raise SegError(f"{folder}: not an export folder (no export.json)")
+        fmt = read_json(doc).get("format")
+        if fmt not in ("torchscript", "onnx") or fmt in reuse:
+            raise SegError(f"{doc}: format {fmt!r} is not torchscript or onnx, or given twice in --from-exports")
+        reuse[fmt] = folder
+    return reuse
 
 
 def _export_run(args: argparse.Namespace) -> int:
@@ -87,7 +110,8 @@ def _export_run(args: argparse.Namespace) -> int:
     if args.format == "bioimageio":
         from seg.export.bioimageio import write_bioimageio
 
-        r = write_bioimageio(pkg, args.out, tta=tta, atol=args.atol, authors=args.author, run_test=not args.no_test)
+        r = write_bioimageio(pkg, args.out, tta=tta, atol=args.atol, authors=args.author, run_test=not args.no_test,
+                             reuse=_reused_exports(args.from_exports))
         test = "not run" if r["test"] is None else r["test"]["status"]
         skipped = "".join(f"; no {k}: {v}" for k, v in r["not_exported"].items())
         print(f"seg export: {pkg.name} -> {args.out} (bioimage.io, weights {', '.join(r['weights'])}; "
