@@ -180,3 +180,26 @@ def test_cli_augment_reproducible_train_only(tiny_isbi, tmp_path):
     assert (outs[0] / "preview.png").is_file()
     images = outs[0] / "images"
     assert (images / "train_00_aug00.tif").read_bytes() != (images / "train_00_aug01.tif").read_bytes()
+
+
+def test_cli_augment_variant_takes_its_per_dataset_overrides(tiny_isbi, tmp_path):
+    """`seg augment --variant V --dataset D` deforms as training does: the top-level section, V's
+    overrides, then V's per_dataset overrides for D (here: geometry off for isbi2012 only)."""
+    from seg.cli import main
+
+    cfg, _ = tiny_isbi
+    plain = "{elastic: {enabled: false}, flip: false, rot90: false, intensity: {prob: 0.0}}"
+    cfg.write_text(cfg.read_text().replace(
+        "variants:\n  unet: {model: unet}\n",
+        "variants:\n  unet: {model: unet}\n"
+        f"  per-dataset: {{model: unet, per_dataset: {{isbi2012: {{augment: {plain}}}}}}}\n"
+        f"  overall: {{model: unet, augment: {plain}}}\n"))
+
+    def image(variant):
+        out = tmp_path / variant
+        args = ["augment", "--config", str(cfg), "--dataset", "isbi2012", "--copies", "1", "--out", str(out)]
+        assert main(args + ([] if variant == "top-level" else ["--variant", variant])) == 0
+        return (out / "images" / "train_00_aug00.tif").read_bytes()
+
+    assert image("per-dataset") == image("overall")  # the per_dataset override was applied
+    assert image("per-dataset") != image("top-level")  # and it is not the default deformation

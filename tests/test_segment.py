@@ -86,6 +86,30 @@ def test_package_is_self_contained_and_describes_the_model(isbi_packaged_run, tm
     assert again.meta["training"] == meta["training"] and again.threshold == 0.45
 
 
+def test_package_test_image_is_a_centre_crop_of_a_large_frame(isbi_packaged_run, monkeypatch):
+    """Frames larger than TEST_IMAGE_MAX px a side (GOWT1: 1024) give the package their centre crop
+    as test image (every export check runs it), recorded in package.json; its probabilities are
+    seg segment's own of that crop."""
+    import seg
+    from seg.config import load_config
+    from seg.data import canonical
+    from seg.export import build
+
+    r = isbi_packaged_run
+    monkeypatch.setattr(build, "TEST_IMAGE_MAX", 64)
+    pkg = build.build_package(load_config(r["config"]), r["run"])
+    meta = canonical.load_meta(r["data"] / "ds")
+    raw = canonical.load_raw_image(r["data"] / "ds", canonical.slices(meta, "test")[0])
+    assert raw.shape == (96, 128)
+    np.testing.assert_array_equal(pkg.test_input, raw[16:80, 32:96])
+    assert pkg.meta["test"]["crop"] == {"y": 16, "x": 32, "height": 64, "width": 64, "of": [96, 128]}
+    prob, _ = seg.segment(pkg.test_input, pkg, amp="none")
+    assert pkg.test_output.shape == (2, 64, 64)
+    np.testing.assert_allclose(pkg.test_output[1], prob, atol=1e-6, rtol=0)
+    monkeypatch.setattr(build, "TEST_IMAGE_MAX", 512)  # the default: a 96 x 128 frame is kept whole
+    assert build.build_package(load_config(r["config"]), r["run"]).test_input.shape == (96, 128)
+
+
 def test_segment_takes_a_run_folder_with_its_config(ctc_packaged_run, tmp_path):
     r = ctc_packaged_run
     image = r["images"] / f"{r['ids'][0]}.tif"

@@ -145,17 +145,34 @@ def _training_section(summary: dict, chash: str, mismatch: bool, checkpoint: Pat
     }
 
 
+# Largest side of the package's test image: a larger frame is centre-cropped to it. The test image
+# is run by every check of the handing-on stage (the package's own prediction, each export against
+# PyTorch, bioimage.io's test), all in fp32 with the row's TTA: a 1024^2 GOWT1 frame cost 4x a
+# 512^2 crop, and 512 px still spans 3x3 tiles of 256 px, so the crop checks the same tiling.
+TEST_IMAGE_MAX = 512
+
+
+def _centre_crop(shape: tuple[int, int], size: int) -> tuple[int, int, int, int]:
+    """(y0, x0, h, w) of the centred crop of a (H, W) image to at most ``size`` per side."""
+    h, w = min(shape[0], size), min(shape[1], size)
+    return (shape[0] - h) // 2, (shape[1] - w) // 2, h, w
+
+
 def _add_test_image(pkg: ModelPackage, meta: dict, ds_dir: Path, infer: dict) -> None:
-    """Give ``pkg`` its test image (the first test slice, else val, else any) and the model's fp32
-    probabilities on it, float32 (classes, H, W) predicted on the CPU."""
+    """Give ``pkg`` its test image (the first test slice, else val, else any; centre-cropped to
+    ``TEST_IMAGE_MAX`` px per side) and the model's fp32 probabilities on it, float32
+    (classes, H, W) predicted on the CPU."""
     import torch
 
     from seg.data import canonical
     from seg.infer.predict import predict_slice
 
     entries = (canonical.slices(meta, "test") or canonical.slices(meta, "val") or canonical.slices(meta))
-    pkg.test_input = canonical.load_raw_image(ds_dir, entries[0])
+    image = canonical.load_raw_image(ds_dir, entries[0])
+    y0, x0, h, w = _centre_crop(image.shape, TEST_IMAGE_MAX)
+    pkg.test_input = np.ascontiguousarray(image[y0:y0 + h, x0:x0 + w])
     pkg.meta["test"] = {"id": entries[0]["id"], "split": entries[0]["split"],
+                        "crop": {"y": y0, "x": x0, "height": h, "width": w, "of": list(image.shape)},
                         "probabilities": "float32 (classes, H, W), fp32 (amp none) on the CPU"}
     with torch.inference_mode():
         pkg.test_output = predict_slice(pkg.model, pkg.preprocess(pkg.test_input), {**infer, "amp": "none"}, "cpu")

@@ -5,7 +5,7 @@ run, its config or the data folder once it is written. Layout::
 
     package.json            the description below (format "seg-model-package", format_version 1)
     weights.pt              the network's state dict (``torch.load(..., weights_only=True)``)
-    test_input.tif          one raw image of the dataset's test split (its own dtype, (H, W))
+    test_input.tif          one raw image of the dataset's test split, centre-cropped to at most 512 px a side (its own dtype, (H, W))
     test_probabilities.tif  float32 (classes, H, W): this package's prediction of it in fp32
     README.md               what the model is, what its outputs mean, how to use it
 

@@ -27,7 +27,8 @@ def _augment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--copies", type=int, default=None,
                    help="deformed copies per training slice; None = the config's augment.copies")
     p.add_argument("--variant", default=None,
-                   help="take the augment settings of this variant; None = the top-level augment section")
+                   help="take the augment settings of this variant (with its per_dataset overrides for --dataset, "
+                        "as training does); None = the top-level augment section")
     p.add_argument("--seed", type=int, default=None, help="random seed (integer); None = the config's seed")
     p.add_argument("--out", default=None, help="output folder; None = <data-dir>/<dataset>/augmented")
 
@@ -96,7 +97,9 @@ def run_augment(args: argparse.Namespace) -> int:
     from seg.targets.weights import border_weight_map
 
     cfg = load_config(args.config)
-    aug_cfg = cfg["augment"] if args.variant is None else variant_section(cfg, args.variant, "augment")
+    # a variant's settings as training uses them: its overrides, then its per_dataset ones
+    aug_cfg = (cfg["augment"] if args.variant is None
+               else variant_section(cfg, args.variant, "augment", args.dataset))
     copies = aug_cfg["copies"] if args.copies is None else args.copies
     if copies < 0:
         raise SegError(f"--copies: must be >= 0, got {copies}")
