@@ -3,24 +3,28 @@ pretraining and inference.
 
 - Device (:func:`resolve_device`): ``auto`` = CUDA when available, else CPU; ``cuda`` without CUDA
   is an error.
-- Precision (``train.amp`` / ``inference.amp``, :func:`amp_dtype`):
+- Precision (``train.amp`` / ``inference.amp``, :func:`resolve_amp`):
 
   * ``auto``: on CUDA bf16 if the GPU supports it, else fp16 (training then scales the loss with a
-    GradScaler); on CPU bf16 only where the CPU has native bf16 arithmetic (AVX512-BF16 or AMX:
-    1.5-3.9x faster training steps, bench/train.py), else fp32. Without native support bf16 is
-    emulated and several times *slower* than fp32 (measured ~12x for a DenseNet-121 U-Net step on
-    an AVX2-only AMD EPYC).
+    GradScaler). On a CPU with native bf16 arithmetic (AVX512-BF16 or AMX) the faster of bf16
+    autocast and fp32 *for this model on this machine*, measured by a short timed probe and cached
+    per machine (:mod:`seg.precision`: bf16 is 1.5-3.9x faster on an Intel Xeon with AMX and on
+    an AMD EPYC with AVX512-BF16, but 0.7-0.85x for most models on an Intel Xeon with
+    AVX512-BF16 and no AMX). On other CPUs fp32: bf16 is emulated there and several times
+    *slower* (measured ~12x for a DenseNet-121 U-Net step on an AVX2-only AMD EPYC).
   * ``bf16``: bf16 autocast on any device; on a CPU without native bf16 it runs but warns.
   * ``fp16``: CUDA only. ``none``: fp32.
 
-- What is reproducible: in fp32 (``amp: none``, or ``auto`` on a CPU without native bf16) a rerun
-  with the same seed and config gives bit-identical weights and outputs on CPU. Under bf16
-  autocast results are reproducible on the same machine but differ from fp32 (and between CPU
-  kinds) at the 1e-2 level of probabilities (inference: up to ~0.05); so ``auto`` gives different
-  numbers on the two CPU kinds of our machines, and every exactness test pins ``amp: none``.
-- The native-bf16 probe (:func:`cpu_has_native_bf16`, cached per process) can be forced with the
-  environment variable ``SEG_NATIVE_BF16=1`` or ``=0`` (tests exercise both branches on every
-  machine; it also lets a user compare the two precisions on one machine).
+- What is reproducible: in fp32 (``amp: none``, or ``auto`` where fp32 is chosen) a rerun with
+  the same seed and config gives bit-identical weights and outputs on CPU. Under bf16 autocast
+  results are reproducible on the same machine but differ from fp32 (and between CPU kinds) at
+  the 1e-2 level of probabilities (inference: up to ~0.05); so ``auto`` gives different numbers
+  on different CPU kinds, and every exactness test pins ``amp: none``. The probe decides before
+  anything is trained and its cached answer makes every rerun on the machine decide the same.
+- The native-bf16 check (:func:`cpu_has_native_bf16`, cached per process) can be forced with the
+  environment variable ``SEG_NATIVE_BF16=1`` or ``=0``: ``auto`` then takes bf16 / fp32 on a CPU
+  without timing anything (tests exercise both branches on every machine; it also lets a user
+  compare the two precisions on one machine).
 - :class:`Precision` carries the choice: autocast context, channels_last layout (faster
   convolutions on CPU and GPU, same values up to float rounding), :meth:`Precision.to_input` for
   batches, :meth:`Precision.predictor` for tiled inference (training validation and ``seg
@@ -102,27 +106,55 @@ def cpu_has_native_bf16() -> bool:
     return _probe_native_bf16()
 
 
-def amp_dtype(device: torch.device, amp: str = "auto", *, section: str = "train",
-              stacklevel: int = 2) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (None = fp32); see the module doc for ``auto``.
-    ``stacklevel`` is passed to the emulated-bf16 warning (wrappers add one per level)."""
+def resolve_amp(device: torch.device, amp: str = "auto", *, section: str = "train",
+                model: torch.nn.Module | None = None, shape: tuple[int, ...] | None = None,
+                mode: str = "train", channels_last: bool = True,
+                stacklevel: int = 2) -> tuple[torch.dtype | None, str, float | None]:
+    """The autocast dtype for ``amp`` on ``device`` and why (see the module doc for ``auto``).
+
+    Args:
+        model, shape, mode, channels_last: what ``auto`` times on a CPU with native bf16
+            (:func:`seg.precision.choose_precision`: ``model`` on an input batch of ``shape``,
+            ``mode`` ``"train"`` or ``"infer"``); not needed in every other case.
+        stacklevel: passed to the emulated-bf16 warning (wrappers add one per level).
+
+    Returns:
+        (dtype or None for fp32, source, ratio): source is ``config`` (an explicit value), ``cuda``,
+        ``SEG_NATIVE_BF16=<v>`` (forced), ``no native bf16``, ``measured`` or ``cache`` (the probe);
+        ratio is the probe's fp32 / bf16 time (> 1: bf16 faster), else None.
+
+    Raises:
+        SegError: unknown ``amp``; fp16 on a CPU; ``auto`` on a native-bf16 CPU without a model.
+    """
     if amp not in AMP_MODES:
         raise SegError(f"{section}.amp: {amp!r} is not one of {list(AMP_MODES)}")
     if amp == "none":
-        return None
-    if device.type != "cuda":
-        if amp == "fp16":
-            raise SegError(f"{section}.amp: 'fp16' needs a CUDA device (use 'bf16', 'auto' or 'none' on CPU)")
+        return None, "config", None
+    if device.type == "cuda":
         if amp == "auto":
-            return torch.bfloat16 if cpu_has_native_bf16() else None
+            return (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16), "cuda", None
+        return (torch.bfloat16 if amp == "bf16" else torch.float16), "config", None
+    if amp == "fp16":
+        raise SegError(f"{section}.amp: 'fp16' needs a CUDA device (use 'bf16', 'auto' or 'none' on CPU)")
+    if amp == "bf16":
         if not cpu_has_native_bf16():
             warnings.warn(f"{section}.amp: 'bf16' on a CPU without native bf16 (AVX512-BF16/AMX) is "
                           "emulated and usually several times slower than fp32; 'auto' picks fp32 here",
                           RuntimeWarning, stacklevel=stacklevel)
-        return torch.bfloat16
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if amp == "bf16" else torch.float16
+        return torch.bfloat16, "config", None
+    forced = os.environ.get(NATIVE_BF16_ENV, "").strip()
+    if forced:
+        native = cpu_has_native_bf16()  # validates the value
+        return (torch.bfloat16 if native else None), f"{NATIVE_BF16_ENV}={forced}", None
+    if not _probe_native_bf16():
+        return None, "no native bf16", None
+    if model is None or shape is None:
+        raise SegError(f"{section}.amp: 'auto' on this CPU times the model in both precisions; "
+                       "the caller must pass the model and its input shape")
+    from seg.precision import choose_precision
+
+    choice = choose_precision(model, shape, mode=mode, channels_last=channels_last)
+    return (torch.bfloat16 if choice.dtype == "bf16" else None), choice.source, choice.ratio
 
 
 @dataclass(frozen=True)
@@ -133,16 +165,25 @@ class Precision:
         device: where the model and its inputs live.
         dtype: ``torch.bfloat16`` / ``torch.float16`` autocast, or None for fp32.
         channels_last: NHWC memory layout for the model's 4D weights and its inputs.
+        source: why this dtype (:func:`resolve_amp`: ``config``, ``cuda``, ``measured``, ...).
+        ratio: the probe's fp32 / bf16 time where it was measured (> 1: bf16 faster), else None.
     """
 
     device: torch.device
     dtype: torch.dtype | None
     channels_last: bool = True
+    source: str = "config"
+    ratio: float | None = None
 
     @property
     def name(self) -> str:
         """``fp32``, ``bf16`` or ``fp16``."""
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    def record(self) -> dict:
+        """The choice as a JSON-able dict for summaries, reports and packages."""
+        return {"amp": self.name, "source": self.source, "bf16_vs_fp32_speed": self.ratio,
+                "channels_last": self.channels_last}
 
     @property
     def needs_scaler(self) -> bool:
@@ -186,14 +227,19 @@ class Precision:
         return torch.amp.GradScaler(self.device.type, enabled=self.needs_scaler)
 
 
-def precision_for(section_cfg: dict, device: torch.device, *, section: str = "train") -> Precision:
+def precision_for(section_cfg: dict, device: torch.device, *, section: str = "train",
+                  model: torch.nn.Module | None = None, shape: tuple[int, ...] | None = None,
+                  mode: str = "train") -> Precision:
     """Precision settings from a config section (``amp``, ``channels_last``; defaults ``auto`` and
     true: the ``inference`` section has no ``channels_last`` and always runs channels_last).
 
-    An emulated-bf16 warning names the caller's line (the one that asked for these settings).
+    ``model``, ``shape`` and ``mode`` are what ``auto`` times on a CPU with native bf16 (see
+    :func:`resolve_amp`). An emulated-bf16 warning names the caller's line.
     """
-    dtype = amp_dtype(device, section_cfg.get("amp", "auto"), section=section, stacklevel=3)
-    return Precision(device, dtype, bool(section_cfg.get("channels_last", True)))
+    channels_last = bool(section_cfg.get("channels_last", True))
+    dtype, source, ratio = resolve_amp(device, section_cfg.get("amp", "auto"), section=section, model=model,
+                                       shape=shape, mode=mode, channels_last=channels_last, stacklevel=3)
+    return Precision(device, dtype, channels_last, source, ratio)
 
 
 # ----------------------------------------------------------------------------- reproducibility

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +13,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# amp: auto's per-machine precision cache (seg.precision) of this test session, inherited by every
+# subprocess (workflow runs, SLURM jobs): tests never read or write the user's ~/.cache/seg, and all
+# runs of a session decide alike (the local and the SLURM quick runs compare their metrics).
+os.environ["SEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="seg-test-cache-")
+atexit.register(shutil.rmtree, os.environ["SEG_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

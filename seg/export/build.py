@@ -140,7 +140,7 @@ def _training_section(summary: dict, chash: str, mismatch: bool, checkpoint: Pat
         "config_hash_of_packaging_config": chash, "config_mismatch": bool(mismatch),
         "seed": summary.get("seed"), "iterations": summary.get("iterations"),
         "best_iteration": summary.get("best_iteration"), "best_val_iou": summary.get("best_val_iou"),
-        "device": summary.get("device"), "amp": summary.get("amp"),
+        "device": summary.get("device"), "amp": summary.get("amp"), "precision": summary.get("precision"),
         "checkpoint_sha256": sha256_file(checkpoint),
     }
 

@@ -43,6 +43,18 @@ def tile_geometry(model: torch.nn.Module, tile: int) -> tuple[int, int, int]:
     return out_tile, border, int(size_divisor(model)) if border else 1
 
 
+def inference_precision(model: torch.nn.Module, infer_cfg: dict, device: torch.device, channels: int = 1):
+    """The :class:`seg.device.Precision` inference runs ``model`` in: ``inference.amp`` (``auto``
+    times a batch of ``inference.batch_size`` input tiles of ``channels`` channels, cached per
+    machine: :mod:`seg.precision`). ``infer_cfg`` is a complete ``inference`` section."""
+    from seg.device import precision_for
+
+    tile, border, _ = tile_geometry(model, infer_cfg["tile"])
+    size_in = tile + 2 * border
+    return precision_for(infer_cfg, device, section="inference", model=model, mode="infer",
+                         shape=(int(infer_cfg["batch_size"]), int(channels), size_in, size_in))
+
+
 def predict_slice(model: torch.nn.Module, image: np.ndarray, infer_cfg: dict | None = None,
                   device: torch.device | str = "cpu") -> np.ndarray:
     """Softmax probabilities of one slice.
@@ -59,14 +71,15 @@ def predict_slice(model: torch.nn.Module, image: np.ndarray, infer_cfg: dict | N
         float32 (classes, H, W).
     """
     from seg.config import complete_section
-    from seg.device import precision_for, resolve_device
+    from seg.device import resolve_device
     from seg.infer.tiling import predict_tiled
     from seg.infer.tta import predict_tta
 
     cfg = complete_section("inference", infer_cfg)
     device = resolve_device(device, section="inference")
     tile, border, align = tile_geometry(model, cfg["tile"])
-    predictor = precision_for(cfg, device, section="inference").predictor(model)
+    channels = 1 if np.ndim(image) == 2 else int(np.shape(image)[0])
+    predictor = inference_precision(model, cfg, device, channels).predictor(model)
     was_training = model.training
     model.eval()
     try:
@@ -198,7 +211,8 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
             "seconds_per_slice": float(np.mean(seconds)), "seconds_total": float(np.sum(seconds)),
             "tile": tile, "border": border, "overlap": infer_cfg["overlap"], "blend": infer_cfg["blend"],
             "tta": bool(infer_cfg["tta"]), "batch_size": infer_cfg["batch_size"], "device": str(dev),
-            "amp": infer_cfg["amp"], "model": var["model"], "checkpoint": str(checkpoint),
+            "amp": infer_cfg["amp"], "precision": inference_precision(model, infer_cfg, dev).record(),
+            "model": var["model"], "checkpoint": str(checkpoint),
             "checkpoint_sha256": sha256_file(checkpoint), "postprocess": settings.postprocess,
             "threshold": settings.threshold, "threshold_source": settings.threshold_source,
         }

@@ -128,7 +128,7 @@ class Row:
 
     @property
     def devices(self) -> str:
-        return ", ".join(dict.fromkeys(r.device for r in self.runs if r.device))
+        return "; ".join(dict.fromkeys(r.device for r in self.runs if r.device))
 
     @property
     def date(self) -> str:
@@ -164,6 +164,22 @@ def _num(x) -> float:
     return v
 
 
+def device_label(train: dict) -> str:
+    """The leaderboard's device text of a run's ``train_summary.json``: device, precision and why,
+    e.g. ``cpu (2 threads), bf16 (measured, bf16/fp32 speed 1.68)`` ("" when unknown)."""
+    device = str(train.get("device") or "")
+    prec = train.get("precision") or {}
+    amp = prec.get("amp") or train.get("amp")
+    if not amp:
+        return device
+    why = prec.get("source")
+    ratio = prec.get("bf16_vs_fp32_speed")
+    if why and ratio is not None:
+        why = f"{why}, bf16/fp32 speed {float(ratio):.2f}"
+    text = f"{amp} ({why})" if why else str(amp)
+    return f"{device}, {text}" if device else text
+
+
 def load_run(path: Path, cfg: dict | None = None) -> Run:
     """Read one metrics.json; fields missing from it are taken from the folder layout
     (``<dataset>/<variant>/metrics.json``) or left empty/NaN. Raises SegError if it is not JSON."""
@@ -196,7 +212,7 @@ def load_run(path: Path, cfg: dict | None = None) -> Run:
             "best_val_iou": _num(train.get("best_val_iou")),
             "threshold": _num(inference.get("threshold")),
         },
-        device=str(train.get("device") or ""),
+        device=device_label(train),
         model=str(var_cfg.get("model") or train.get("model") or ""),
         class_iou={str(k): _num(v) for k, v in (agg.get("iou") or {}).items()},
         kind=str(m.get("kind") or ""),

@@ -336,13 +336,29 @@ def _setup(spec: RunSpec) -> tuple[Plan, Trainee]:
         total=int(tcfg["epochs"]) * iters_per_epoch if tcfg.get("epochs") else int(tcfg["iterations"]),
         infer_cfg={**variant_section(spec.cfg, spec.variant, "inference", spec.dataset), "tta": False},
     )
-    prec = precision_for(tcfg, spec.device)
+    prec = _agreed_precision(spec, precision_for(
+        tcfg, spec.device, model=model, mode="train",
+        shape=(B, _in_channels(model), geometry.input_size, geometry.input_size)))
     model = prec.prepare_model(model)
     optimizer = build_optimizer(model.parameters(), tcfg["optimizer"])
     trainee = Trainee(model=model, optimizer=optimizer,
                       scheduler=build_scheduler(optimizer, tcfg["schedule"], plan.total),
                       scaler=prec.scaler(), loss_fn=build_loss(tcfg["loss"]), prec=prec)
     return plan, trainee
+
+
+def _in_channels(model: torch.nn.Module) -> int:
+    """Input channels of a model: those of its first convolution."""
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    return int(conv.in_channels) if conv is not None else 1
+
+
+def _agreed_precision(spec: RunSpec, prec: Precision) -> Precision:
+    """Rank 0's precision for every rank of a DDP job (each rank may have probed its own CPU)."""
+    if not spec.env.distributed:
+        return prec
+    first = ddp.all_gather_object(spec.env, (prec.dtype, prec.source, prec.ratio))[0]
+    return Precision(prec.device, first[0], prec.channels_last, first[1], first[2])
 
 
 def _resume(spec: RunSpec, plan: Plan, trainee: Trainee) -> Tally:
@@ -505,7 +521,8 @@ def _summary(spec: RunSpec, plan: Plan, trainee: Trainee, tally: Tally, *, stopp
         "samples_per_s": round(it * B * W / step_s, 4) if step_s > 0 else None,
         "data_wait": round(wait_s / step_s, 5) if step_s > 0 else None,
         "peak_memory_mb": round(peak_memory_mb(spec.device), 1), "device": device_name(spec.device),
-        "amp": trainee.prec.name, "channels_last": trainee.prec.channels_last, "params": int(plan.n_params),
+        "amp": trainee.prec.name, "channels_last": trainee.prec.channels_last,
+        "precision": trainee.prec.record(), "params": int(plan.n_params),
         "versions": versions(), "seed": spec.seed, "config_hash": spec.config_hash, "batch_size": B,
         "world_size": W, "effective_batch_size": B * W, "iterations_per_epoch": plan.iters_per_epoch,
         "patch_input_size": plan.geometry.input_size, "patch_output_size": plan.geometry.output_size,
