@@ -9,8 +9,10 @@ Outputs in ``out`` (each written atomically; the summary last):
     ``pretrain_summary.json``  held-out accuracy, loss curve, iterations, wall time, seed, ...
     ``curve.png``              training loss and held-out accuracy vs iteration
 
-Optimiser: AdamW (``lr`` from the config, weight decay 1e-4) with cosine decay, cross-entropy loss.
-Same seed, same device => same bytes.
+Optimiser: AdamW (``lr`` from the config, weight decay 1e-4, fused kernels where torch has them)
+with cosine decay, cross-entropy loss, in the precision ``pretrain.amp`` picks
+(:func:`seg.device.precision_for`: ``auto`` times fp32 against bf16 on a CPU with native bf16) and
+channels_last. Same seed, same device and precision => same bytes.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seg.device import resolve_device
+from seg.device import precision_for, resolve_device
 from seg.errors import SegError
 from seg.io import atomic_path, write_json
 from seg.models.classification import build_classifier, classifier_to_encoder_state
@@ -31,14 +33,15 @@ from seg.models.pretrain_tasks import ImageFolderTask, PatchTask
 
 
 # ----------------------------------------------------------------------------- training
-def _accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, device, batch: int) -> tuple[float, float]:
+def _accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, prec, batch: int) -> tuple[float, float]:
     model.eval()
     correct, loss = 0, 0.0
     with torch.inference_mode():
         for i in range(0, len(x), batch):
-            xb = torch.from_numpy(x[i : i + batch]).to(device)
-            yb = torch.from_numpy(y[i : i + batch]).to(device)
-            logits = model(xb)
+            xb = prec.to_input(torch.from_numpy(x[i : i + batch]))
+            yb = torch.from_numpy(y[i : i + batch]).to(prec.device)
+            with prec.autocast():
+                logits = model(xb).float()
             loss += float(nn.functional.cross_entropy(logits, yb, reduction="sum"))
             correct += int((logits.argmax(1) == yb).sum())
     model.train()
@@ -47,7 +50,8 @@ def _accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, device, batch: int
 
 def pretrain(task, encoder: str, out: Path, *, iterations: int, batch_size: int, lr: float, seed: int,
              encoder_params: dict | None = None, eval_patches: int = 512, eval_points: int = 10,
-             device: str = "auto", rng: np.random.Generator | None = None, meta: dict | None = None) -> dict:
+             device: str = "auto", amp: str = "auto", rng: np.random.Generator | None = None,
+             meta: dict | None = None) -> dict:
     """Train ``build_classifier(encoder)`` on ``task`` and write the outputs (module docstring).
 
     Returns:
@@ -58,8 +62,11 @@ def pretrain(task, encoder: str, out: Path, *, iterations: int, batch_size: int,
     dev = resolve_device(device, section="pretrain")
     torch.manual_seed(seed)
     model = build_classifier(encoder, in_channels=1, num_classes=len(task.classes), **(encoder_params or {}))
-    model.to(dev).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    shape = (batch_size, 1, int(getattr(task, "patch_size", 64)), int(getattr(task, "patch_size", 64)))
+    prec = precision_for({"amp": amp}, dev, section="pretrain", model=model, shape=shape, mode="train")
+    model = prec.prepare_model(model).train()
+    # fused kernels (float32 parameters on CPU or CUDA, as build_classifier makes them): deterministic
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4, fused=dev.type in ("cpu", "cuda"))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=iterations)
     eval_rng = np.random.default_rng([seed, 1])
     x_eval, y_eval = task.batch(eval_patches, eval_rng, held_out=True, augment=False)
@@ -71,13 +78,14 @@ def pretrain(task, encoder: str, out: Path, *, iterations: int, batch_size: int,
     t0 = time.perf_counter()
     for it in progress(range(iterations + 1), desc=f"pretrain {encoder}"):
         if it in eval_at:
-            acc, vloss = _accuracy(model, x_eval, y_eval, dev, max(batch_size, 64))
+            acc, vloss = _accuracy(model, x_eval, y_eval, prec, max(batch_size, 64))
             evals.append({"iteration": it, "accuracy": acc, "loss": vloss})
         if it == iterations:
             break
         x, y = task.batch(batch_size, rng)
-        logits = model(torch.from_numpy(x).to(dev))
-        loss = nn.functional.cross_entropy(logits, torch.from_numpy(y).to(dev))
+        with prec.autocast():
+            logits = model(prec.to_input(torch.from_numpy(x)))
+        loss = nn.functional.cross_entropy(logits.float(), torch.from_numpy(y).to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -94,7 +102,7 @@ def pretrain(task, encoder: str, out: Path, *, iterations: int, batch_size: int,
         "encoder": encoder, "encoder_params": encoder_params or {}, "task": type(task).__name__,
         "classes": task.classes, "iterations": iterations, "batch_size": batch_size,
         "patch_size": getattr(task, "patch_size", None), "lr": lr, "optimizer": "adamw+cosine",
-        "seed": seed, "device": str(dev), "wall_time_s": round(wall, 3),
+        "seed": seed, "device": str(dev), "precision": prec.record(), "wall_time_s": round(wall, 3),
         "params": sum(p.numel() for p in model.parameters()), "encoder_tensors": len(enc_state),
         "held_out": {"ids": task.held_out_ids, "train_ids": getattr(task, "train_ids", None),
                      "patches": int(len(y_eval)), "per_class": classes_hist.tolist(),
@@ -172,4 +180,4 @@ def run_pretrain(cfg: dict, dataset: str, encoder: str, out: os.PathLike, *, dat
         task = PatchTask(dataset_dir(cfg, dataset, data_dir), pc["patch_size"], pc["held_out_fraction"], rng)
     return pretrain(task, encoder, Path(out), iterations=iterations or pc["iterations"],
                     batch_size=pc["batch_size"], lr=pc["lr"], seed=seed, encoder_params=encoder_params,
-                    rng=rng, meta={"dataset": dataset, "task_name": task_name}, **kwargs)
+                    amp=pc["amp"], rng=rng, meta={"dataset": dataset, "task_name": task_name}, **kwargs)
