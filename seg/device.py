@@ -250,24 +250,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def configure_determinism(deterministic: bool, device: torch.device) -> None:
+def configure_determinism(deterministic: bool, device: torch.device, *, compiling: bool = False) -> None:
     """Deterministic algorithms on/off; cudnn.benchmark only when determinism is not asked for.
 
     On CPU every op the models use has a deterministic kernel (bit-identical reruns). On CUDA some
     ops have none (e.g. ``nll_loss2d`` forward inside cross-entropy, adaptive pooling backward), so
     there determinism is ``warn_only``: deterministic kernels where they exist, a warning elsewhere,
-    never a crash.
+    never a crash. ``compiling``: the run will ``torch.compile`` (``train.compile``), so the
+    compiler's own flag is set too.
     """
     warn_only = device.type == "cuda"
     if deterministic and device.type == "cuda":
         # cuBLAS needs a fixed workspace for deterministic matmuls; read when its handle is created.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    if "torch._inductor" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
+    if compiling or "torch._inductor" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
     else:
         # torch.use_deterministic_algorithms also sets torch._inductor.config.deterministic, which
-        # imports the whole compiler stack (~2 s CPU per process). Nothing here uses torch.compile,
-        # so set only the eager-mode flag, exactly as that function does for eager code.
+        # imports the whole compiler stack (~2 s CPU per process). Without torch.compile only the
+        # eager-mode flag matters: set it exactly as that function does for eager code.
         torch._C._set_deterministic_algorithms(deterministic, warn_only=warn_only)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not deterministic

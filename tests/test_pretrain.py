@@ -102,6 +102,20 @@ def test_pretrain_is_seeded(isbi_mini, tmp_path):
     assert c["loss"] != a["loss"]
 
 
+def test_pretrain_runs_in_the_chosen_precision(isbi_mini, tmp_path, native_bf16):
+    """pretrain.amp auto follows the native-bf16 answer (forced both ways here); none is fp32."""
+    auto = run_pretrain(_cfg(isbi_mini, iterations=1), "isbi", "unet", tmp_path / "auto",
+                        encoder_params=TINY_UNET, eval_patches=8, eval_points=1)
+    assert auto["precision"]["amp"] == ("bf16" if native_bf16 else "fp32")
+    assert auto["precision"]["source"] == f"SEG_NATIVE_BF16={int(native_bf16)}"
+    plain = run_pretrain(_cfg(isbi_mini, iterations=1, amp="none"), "isbi", "unet", tmp_path / "none",
+                         encoder_params=TINY_UNET, eval_patches=8, eval_points=1)
+    assert plain["precision"]["amp"] == "fp32" and plain["precision"]["source"] == "config"
+    assert all(np.isfinite(auto["loss"]))
+    if native_bf16:  # bf16 autocast was really on: the first loss already differs from fp32's
+        assert auto["loss"] != plain["loss"]
+
+
 def test_pretrain_resnet18_loads_into_unet_resnet18_and_fcn(isbi_mini, tmp_path):
     cfg = _cfg(isbi_mini, iterations=2, batch_size=4)
     run_pretrain(cfg, "isbi", "resnet18", tmp_path, eval_patches=8, eval_points=1)

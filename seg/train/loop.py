@@ -220,7 +220,13 @@ class Plan:
 class Trainee:
     """What training changes and how it runs: the model (DDP-wrapped in a distributed run; on the
     device, in the precision's layout), optimiser, lr scheduler, GradScaler (enabled for fp16 only),
-    loss ``fn(logits, target, weights) -> scalar`` and precision."""
+    loss ``fn(logits, target, weights) -> scalar`` and precision.
+
+    ``stepper`` is what the training steps call: the model itself, or with ``train.compile`` its
+    ``torch.compile`` wrapper (same parameters; checkpoints and validation use ``model``).
+    ``compile`` records how that went: ``{"enabled", "fallback" (why it runs eager, or None),
+    "first_step_s" (the step that compiled)}``.
+    """
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -228,6 +234,8 @@ class Trainee:
     scaler: torch.amp.GradScaler
     loss_fn: Callable
     prec: Precision
+    stepper: torch.nn.Module | None = None
+    compile: dict | None = None
 
 
 @dataclass
@@ -283,6 +291,10 @@ def _train(spec: RunSpec) -> dict:
     if spec.env.distributed:
         trainee.model = torch.nn.parallel.DistributedDataParallel(
             trainee.model, device_ids=[spec.device.index] if spec.device.type == "cuda" else None)
+    trainee.stepper = trainee.model
+    if spec.tcfg.get("compile"):
+        trainee.stepper = torch.compile(trainee.model)
+        trainee.compile = {"enabled": True, "fallback": None, "first_step_s": None}
     val_slices = load_val_slices(spec.ds_dir, "val") if spec.env.is_main else []
     log = TrainLog(spec.out / "train_log.csv", tally.iteration) if spec.env.is_main else None
     stopped, saved_at = _run_steps(spec, plan, trainee, tally, val_slices, log)
@@ -308,7 +320,7 @@ def _setup(spec: RunSpec) -> tuple[Plan, Trainee]:
     from seg.data.canonical import load_meta
 
     tcfg = spec.tcfg
-    configure_determinism(bool(tcfg["deterministic"]), spec.device)
+    configure_determinism(bool(tcfg["deterministic"]), spec.device, compiling=bool(tcfg.get("compile")))
     seed_everything(spec.seed)
     meta = load_meta(spec.ds_dir)
     classes = len(meta["classes"])
@@ -438,9 +450,34 @@ def _step(spec: RunSpec, trainee: Trainee, batch: dict[str, torch.Tensor],
     (seed, rank, step) first; returns (the detached loss, the learning rate the step used)."""
     torch.manual_seed(step_seed(spec.seed, spec.env.rank, iteration))
     lr = trainee.optimizer.param_groups[0]["lr"]
-    loss = train_step(trainee.model, batch, trainee.optimizer, trainee.scaler, trainee.loss_fn, trainee.prec)
+    if trainee.compile is not None and trainee.compile["first_step_s"] is None:
+        loss = _first_compiled_step(spec, trainee, batch, iteration)
+    else:
+        loss = train_step(trainee.stepper, batch, trainee.optimizer, trainee.scaler, trainee.loss_fn, trainee.prec)
     trainee.scheduler.step()
     return loss, lr
+
+
+def _first_compiled_step(spec: RunSpec, trainee: Trainee, batch: dict[str, torch.Tensor],
+                         iteration: int) -> torch.Tensor:
+    """The first step of a ``train.compile`` run (of this session): compiles, and on failure warns,
+    records why and redoes the step in eager mode (compiling fails while tracing the forward pass,
+    before any weight changes; the step's random state is set again)."""
+    import warnings
+
+    t0 = time.perf_counter()
+    try:
+        loss = train_step(trainee.stepper, batch, trainee.optimizer, trainee.scaler, trainee.loss_fn, trainee.prec)
+    except Exception as e:  # torch.compile raises many kinds (BackendCompilerFailed, Unsupported, ...)
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+        warnings.warn(f"train.compile: compiling {spec.variant} failed ({reason}); training eager instead",
+                      RuntimeWarning, stacklevel=2)
+        trainee.stepper, trainee.compile["fallback"] = trainee.model, reason
+        trainee.optimizer.zero_grad(set_to_none=True)
+        torch.manual_seed(step_seed(spec.seed, spec.env.rank, iteration))
+        loss = train_step(trainee.stepper, batch, trainee.optimizer, trainee.scaler, trainee.loss_fn, trainee.prec)
+    trainee.compile["first_step_s"] = round(time.perf_counter() - t0, 3)
+    return loss
 
 
 def _log_window(spec: RunSpec, plan: Plan, window: Window, log: TrainLog | None, bar, *, iteration: int,
@@ -522,7 +559,8 @@ def _summary(spec: RunSpec, plan: Plan, trainee: Trainee, tally: Tally, *, stopp
         "data_wait": round(wait_s / step_s, 5) if step_s > 0 else None,
         "peak_memory_mb": round(peak_memory_mb(spec.device), 1), "device": device_name(spec.device),
         "amp": trainee.prec.name, "channels_last": trainee.prec.channels_last,
-        "precision": trainee.prec.record(), "params": int(plan.n_params),
+        "precision": trainee.prec.record(), "compile": trainee.compile or {"enabled": False},
+        "params": int(plan.n_params),
         "versions": versions(), "seed": spec.seed, "config_hash": spec.config_hash, "batch_size": B,
         "world_size": W, "effective_batch_size": B * W, "iterations_per_epoch": plan.iters_per_epoch,
         "patch_input_size": plan.geometry.input_size, "patch_output_size": plan.geometry.output_size,
