@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import numpy as np
-import pytest
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest-xdist workers on the 2 cores: one OpenMP thread each (and for
+    # the commands they start, unless those set their own: Snakemake's jobs do), set before numpy
+    # or torch is imported. Two 2-thread pools on 2 cores make every parallel op wait for a
+    # descheduled thread. Tests that compare runs bit for bit compare runs of one thread count.
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses quick_run (directly or through another fixture) joins the xdist group
+    "quick_run", so that under `pytest -n 2 --dist loadgroup` one worker makes the run once and runs
+    them all (tests/test_slurm.py joins it by its module mark). Runs before pytest-xdist's own hook,
+    which reads the groups."""
+    for item in items:
+        if "quick_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("quick_run"))
 
 
 @pytest.fixture(scope="session")
@@ -94,22 +114,43 @@ def path_without_project_python() -> str:
                            if p and os.path.realpath(p) != os.path.realpath(venv_bin))
 
 
+NO_SLURM_CLIENT = ROOT / "tests" / "no-slurm-client"
+
+
+def uses_slurm(args: list[str]) -> bool:
+    """Whether a Snakemake command line runs its jobs through the SLURM executor."""
+    return "slurm" in args or any(a.startswith("--executor=slurm") or a.rstrip("/").endswith("profiles/slurm")
+                                  for a in args)
+
+
+def snakemake_command(args: list[str], *, env_extra: dict | None = None) -> tuple[list[str], dict]:
+    """The command line and environment with which :func:`snakemake` runs the project's Snakemake.
+
+    A run that does not use the SLURM executor finds ``tests/no-slurm-client/scontrol`` (exits 1 at
+    once) first on PATH: snakemake-executor-plugin-slurm runs ``scontrol show config`` whenever it is
+    imported, i.e. by every ``snakemake`` command, and where SLURM's client is installed but no
+    slurmctld answers (after tests/test_slurm.py, or on a machine with the Debian packages) that
+    call only returns after its 10 s timeout."""
+    import os
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    path = path_without_project_python()
+    if not uses_slurm(args):
+        path = os.pathsep.join([str(NO_SLURM_CLIENT), path])
+    env = {**os.environ, "PATH": path, "SEG_RAW_ROOT": str(SHARED_DATA), **(env_extra or {})}
+    return [str(bin_dir / "snakemake"), *args], env
+
+
 def snakemake(args: list[str], *, cwd: Path = ROOT, env_extra: dict | None = None, timeout: int = 1800):
     """Run the project's Snakemake (``.venv/bin/snakemake`` of the venv running the tests, by path) and
     return the CompletedProcess. PATH does not contain that venv, as for a user who calls
     ``.venv/bin/snakemake`` without activating anything: every rule must run the interpreter that
     runs Snakemake, not whatever ``python`` PATH finds."""
-    import os
     import subprocess
-    import sys
 
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": path_without_project_python(), "SEG_RAW_ROOT": str(SHARED_DATA),
-           **(env_extra or {})}
-    return subprocess.run(
-        [str(bin_dir / "snakemake"), *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=timeout,
-    )
+    cmd, env = snakemake_command(args, env_extra=env_extra)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

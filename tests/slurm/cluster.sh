@@ -60,12 +60,14 @@ EOF
     pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged --force || die "munged did not start"
     pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld -i || die "slurmctld did not start"
     pgrep -x slurmd >/dev/null || /usr/sbin/slurmd || die "slurmd did not start"
-    for _ in $(seq 1 30); do
+    # wait (up to 30 s) until the node takes jobs, checking every 0.2 s
+    local deadline=$((SECONDS + 30))
+    while [ "$SECONDS" -lt "$deadline" ]; do
         if sinfo -h -o '%T' 2>/dev/null | grep -qE '^(idle|mixed)'; then
             echo "slurm-cluster: node ${host} is up ($(nproc) CPUs, ${mem} MB)"
             return 0
         fi
-        sleep 1
+        sleep 0.2
     done
     sinfo >&2 || true
     die "the node did not become idle within 30 s (see /var/log/slurm/)"
@@ -77,7 +79,7 @@ stop() {
         if [ -s "$f" ]; then
             pid=$(cat "$f")
             kill "$pid" 2>/dev/null || true
-            for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+            for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done  # gone within 10 s
         fi
     done
     if [ -s /run/munge/munged.pid ]; then kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true; fi
