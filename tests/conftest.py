@@ -20,15 +20,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
-@pytest.hookimpl(tryfirst=True)
+# Test files in the order they start (the rest keep pytest's order, between these two lists). `make
+# test` gives each worker whole files (pytest-xdist --dist loadfile --no-loadscope-reorder), so the
+# longest files go first: the SLURM test, which makes quick_run while its SLURM run goes on, and the
+# exports; the workflow tests go last, when quick_run is there to share.
+FIRST_FILES = ("test_slurm.py", "test_export.py")
+LAST_FILES = ("test_workflow.py",)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Every test that uses quick_run (directly or through another fixture) joins the xdist group
-    "quick_run", so that under `pytest -n 2 --dist loadgroup` one worker makes the run once and runs
-    them all (tests/test_slurm.py joins it by its module mark). Runs before pytest-xdist's own hook,
-    which reads the groups."""
-    for item in items:
-        if "quick_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("quick_run"))
+    def rank(item) -> int:
+        name = item.path.name
+        return -1 if name in FIRST_FILES else 1 if name in LAST_FILES else 0
+
+    order = {name: i for i, name in enumerate(FIRST_FILES)}
+    items.sort(key=lambda it: (rank(it), order.get(it.path.name, 0)))  # stable: same order within a file
 
 
 @pytest.fixture(scope="session")
@@ -157,14 +163,32 @@ def snakemake(args: list[str], *, cwd: Path = ROOT, env_extra: dict | None = Non
 def quick_run(tmp_path_factory, shared_data) -> dict:
     """One real end-to-end run of configs/quick.yaml on 2 cores (ISBI 2012 + GOWT1, every stage).
 
-    Returns {"results": Path, "data": Path, "proc": CompletedProcess}. Shared by the workflow test
-    and the SLURM test (which compares its own run against this one)."""
-    base = tmp_path_factory.mktemp("quick")
-    results, data = base / "results", base / "data"
-    proc = snakemake([
-        "--cores", "2", "--configfile", "configs/quick.yaml",
-        "--config", f"results_dir={results}", f"data_dir={data}",
-    ])
+    Returns {"results": Path, "data": Path, "proc": CompletedProcess}. Shared by the workflow tests
+    (the end-to-end checks and the dry runs that plan reruns after config changes, which must leave
+    it as it is) and the SLURM test (which compares its own run against this one). Made once per
+    test session: under pytest-xdist the first worker that needs it runs it (holding a file lock
+    in the session's base folder) and the others wait for the lock and take its result."""
+    import fcntl
+    import json
+    import subprocess
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if worker else root  # <basetemp>/popen-gwN -> <basetemp>, shared by the workers
+    base = root / "quick"
+    results, data, record = base / "results", base / "data", root / "quick.json"
+    with open(root / "quick.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held while the run is made; released on close
+        if not record.is_file():
+            base.mkdir(exist_ok=True)
+            proc = snakemake([
+                "--cores", "2", "--configfile", "configs/quick.yaml",
+                "--config", f"results_dir={results}", f"data_dir={data}",
+            ])
+            record.write_text(json.dumps({"args": proc.args, "returncode": proc.returncode,
+                                          "stdout": proc.stdout, "stderr": proc.stderr}))
+    r = json.loads(record.read_text())
+    proc = subprocess.CompletedProcess(r["args"], r["returncode"], r["stdout"], r["stderr"])
     if proc.returncode != 0:
         pytest.fail(f"quick workflow failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}")
     return {"results": results, "data": data, "proc": proc}

@@ -23,8 +23,7 @@ import pytest
 
 from conftest import ROOT, snakemake, snakemake_command
 
-# one xdist group with the other users of quick_run (tests/conftest.py): one worker makes it
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("quick_run")]
+pytestmark = pytest.mark.slurm
 CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
 # A CPU-only cluster: no GPU requests, 2 threads (the node has 2 CPUs), small memory.
 CPU_CLUSTER = [

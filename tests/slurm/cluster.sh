@@ -18,8 +18,10 @@ start() {
         apt-get install -y -qq munge slurmctld slurmd slurm-client >/dev/null 2>&1 \
             || die "apt-get install munge slurmctld slurmd slurm-client failed"
     fi
-    local host mem
+    local host mem cpus
     host=$(hostname -s)
+    # the machine's CPUs (nproc alone follows OMP_NUM_THREADS, which the tests set to 1 per worker)
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
     mem=$(( $(free -m | awk '/^Mem:/ {print $2}') - 1024 ))
     mkdir -p /run/munge /run/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /etc/slurm
     chown munge:munge /run/munge 2>/dev/null || true
@@ -54,7 +56,7 @@ MinJobAge=300
 MailProg=/bin/true
 DefMemPerCPU=500
 AccountingStorageType=accounting_storage/none
-NodeName=${host} NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=${mem} State=UNKNOWN
+NodeName=${host} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem} State=UNKNOWN
 PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP
 EOF
     pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged --force || die "munged did not start"
@@ -64,7 +66,7 @@ EOF
     local deadline=$((SECONDS + 30))
     while [ "$SECONDS" -lt "$deadline" ]; do
         if sinfo -h -o '%T' 2>/dev/null | grep -qE '^(idle|mixed)'; then
-            echo "slurm-cluster: node ${host} is up ($(nproc) CPUs, ${mem} MB)"
+            echo "slurm-cluster: node ${host} is up (${cpus} CPUs, ${mem} MB)"
             return 0
         fi
         sleep 0.2
