@@ -8,17 +8,46 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import pytest
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest-xdist workers on the 2 cores: one OpenMP thread each (and for
+    # the commands they start, unless those set their own: Snakemake's jobs do), set before numpy
+    # or torch is imported. Two 2-thread pools on 2 cores make every parallel op wait for a
+    # descheduled thread. Tests that compare runs bit for bit compare runs of one thread count.
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # amp: auto's per-machine precision cache (seg.precision) of this test session, inherited by every
 # subprocess (workflow runs, SLURM jobs): tests never read or write the user's ~/.cache/seg, and all
-# runs of a session decide alike (the local and the SLURM quick runs compare their metrics).
-os.environ["SEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="seg-test-cache-")
-atexit.register(shutil.rmtree, os.environ["SEG_CACHE_DIR"], ignore_errors=True)
+# runs of a session decide alike (the local and the SLURM quick runs compare their metrics). Under
+# pytest-xdist the controller loads this file before it starts the workers, which inherit its folder.
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("SEG_TEST_SESSION_CACHE"):
+    os.environ["SEG_CACHE_DIR"] = os.environ["SEG_TEST_SESSION_CACHE"]
+else:
+    os.environ["SEG_CACHE_DIR"] = os.environ["SEG_TEST_SESSION_CACHE"] = tempfile.mkdtemp(prefix="seg-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SEG_CACHE_DIR"], ignore_errors=True)
+
+
+# Test files in the order they start (the rest keep pytest's order, between these two lists). `make
+# test` gives each worker whole files (pytest-xdist --dist loadfile --no-loadscope-reorder), so the
+# longest files go first: the SLURM test, which makes quick_run while its SLURM run goes on, and the
+# exports; the workflow tests go last, when quick_run is there to share.
+FIRST_FILES = ("test_slurm.py", "test_export.py")
+LAST_FILES = ("test_workflow.py",)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        name = item.path.name
+        return -1 if name in FIRST_FILES else 1 if name in LAST_FILES else 0
+
+    order = {name: i for i, name in enumerate(FIRST_FILES)}
+    items.sort(key=lambda it: (rank(it), order.get(it.path.name, 0)))  # stable: same order within a file
 
 
 @pytest.fixture(scope="session")
@@ -104,36 +133,75 @@ def path_without_project_python() -> str:
                            if p and os.path.realpath(p) != os.path.realpath(venv_bin))
 
 
+NO_SLURM_CLIENT = ROOT / "tests" / "no-slurm-client"
+
+
+def uses_slurm(args: list[str]) -> bool:
+    """Whether a Snakemake command line runs its jobs through the SLURM executor."""
+    return "slurm" in args or any(a.startswith("--executor=slurm") or a.rstrip("/").endswith("profiles/slurm")
+                                  for a in args)
+
+
+def snakemake_command(args: list[str], *, env_extra: dict | None = None) -> tuple[list[str], dict]:
+    """The command line and environment with which :func:`snakemake` runs the project's Snakemake.
+
+    A run that does not use the SLURM executor finds ``tests/no-slurm-client/scontrol`` (exits 1 at
+    once) first on PATH: snakemake-executor-plugin-slurm runs ``scontrol show config`` whenever it is
+    imported, i.e. by every ``snakemake`` command, and where SLURM's client is installed but no
+    slurmctld answers (after tests/test_slurm.py, or on a machine with the Debian packages) that
+    call only returns after its 10 s timeout."""
+    import os
+    import sys
+
+    bin_dir = Path(sys.executable).parent
+    path = path_without_project_python()
+    if not uses_slurm(args):
+        path = os.pathsep.join([str(NO_SLURM_CLIENT), path])
+    env = {**os.environ, "PATH": path, "SEG_RAW_ROOT": str(SHARED_DATA), **(env_extra or {})}
+    return [str(bin_dir / "snakemake"), *args], env
+
+
 def snakemake(args: list[str], *, cwd: Path = ROOT, env_extra: dict | None = None, timeout: int = 1800):
     """Run the project's Snakemake (``.venv/bin/snakemake`` of the venv running the tests, by path) and
     return the CompletedProcess. PATH does not contain that venv, as for a user who calls
     ``.venv/bin/snakemake`` without activating anything: every rule must run the interpreter that
     runs Snakemake, not whatever ``python`` PATH finds."""
-    import os
     import subprocess
-    import sys
 
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": path_without_project_python(), "SEG_RAW_ROOT": str(SHARED_DATA),
-           **(env_extra or {})}
-    return subprocess.run(
-        [str(bin_dir / "snakemake"), *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=timeout,
-    )
+    cmd, env = snakemake_command(args, env_extra=env_extra)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory, shared_data) -> dict:
     """One real end-to-end run of configs/quick.yaml on 2 cores (ISBI 2012 + GOWT1, every stage).
 
-    Returns {"results": Path, "data": Path, "proc": CompletedProcess}. Shared by the workflow test
-    and the SLURM test (which compares its own run against this one)."""
-    base = tmp_path_factory.mktemp("quick")
-    results, data = base / "results", base / "data"
-    proc = snakemake([
-        "--cores", "2", "--configfile", "configs/quick.yaml",
-        "--config", f"results_dir={results}", f"data_dir={data}",
-    ])
+    Returns {"results": Path, "data": Path, "proc": CompletedProcess}. Shared by the workflow tests
+    (the end-to-end checks and the dry runs that plan reruns after config changes, which must leave
+    it as it is) and the SLURM test (which compares its own run against this one). Made once per
+    test session: under pytest-xdist the first worker that needs it runs it (holding a file lock
+    in the session's base folder) and the others wait for the lock and take its result."""
+    import fcntl
+    import json
+    import subprocess
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if worker else root  # <basetemp>/popen-gwN -> <basetemp>, shared by the workers
+    base = root / "quick"
+    results, data, record = base / "results", base / "data", root / "quick.json"
+    with open(root / "quick.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held while the run is made; released on close
+        if not record.is_file():
+            base.mkdir(exist_ok=True)
+            proc = snakemake([
+                "--cores", "2", "--configfile", "configs/quick.yaml",
+                "--config", f"results_dir={results}", f"data_dir={data}",
+            ])
+            record.write_text(json.dumps({"args": proc.args, "returncode": proc.returncode,
+                                          "stdout": proc.stdout, "stderr": proc.stderr}))
+    r = json.loads(record.read_text())
+    proc = subprocess.CompletedProcess(r["args"], r["returncode"], r["stdout"], r["stderr"])
     if proc.returncode != 0:
         pytest.fail(f"quick workflow failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}")
     return {"results": results, "data": data, "proc": proc}

@@ -138,31 +138,20 @@ def _planned_jobs(out: str) -> set[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory, shared_data) -> dict:
-    """A real run of a two-variant ISBI workflow (scratch U-Net and an in-house pretrained
-    ResNet-18 U-Net, two steps each) whose config the rerun tests change one setting at a time."""
-    base = tmp_path_factory.mktemp("rerun")
+def rerun_base(quick_run, tmp_path_factory) -> dict:
+    """The quick run's config as one file (configs/quick.yaml with the run's results_dir and
+    data_dir), whose settings the rerun tests change one at a time and plan with dry runs against
+    the quick run's results (which they leave as they are)."""
     cfg = yaml.safe_load((ROOT / "configs" / "quick.yaml").read_text())
-    cfg["datasets"] = {"isbi2012": cfg["datasets"]["isbi2012"]}
-    cfg["variants"] = {
-        "unet": {"model": "unet", "params": {"padding": "same", "base_channels": 4, "depth": 2}},
-        "unet-resnet18-inhouse": cfg["variants"]["unet-resnet18-inhouse"],
-    }
-    cfg["train"].update(iterations=2, val_every=2, checkpoint_every=2)
-    cfg["pretrain"]["iterations"] = 2
-    cfg.update(results_dir=str(base / "results"), data_dir=str(base / "data"))
-    path = base / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = snakemake(["--cores", "2", "--configfile", str(path)])
-    if proc.returncode != 0:
-        pytest.fail(f"workflow failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}")
-    return {"config": cfg, "base": base, "results": base / "results", "data": base / "data"}
+    cfg.update(results_dir=str(quick_run["results"]), data_dir=str(quick_run["data"]))
+    return {"config": cfg, "base": tmp_path_factory.mktemp("rerun"), "results": quick_run["results"],
+            "data": quick_run["data"]}
 
 
-def _changed(small_run: dict, name: str, section: str, key: str, value) -> Path:
-    cfg = json.loads(json.dumps(small_run["config"]))
+def _changed(run: dict, name: str, section: str, key: str, value) -> Path:
+    cfg = json.loads(json.dumps(run["config"]))
     cfg.setdefault(section, {})[key] = value
-    path = small_run["base"] / f"{name}.yaml"
+    path = run["base"] / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -174,8 +163,10 @@ def _dry_run(config: Path) -> set[tuple[str, str]]:
     return _planned_jobs(out)
 
 
-ISBI = "dataset=isbi2012"
-UNET, INHOUSE = f"{ISBI}, variant=unet", f"{ISBI}, variant=unet-resnet18-inhouse"
+ISBI, GOWT1 = "dataset=isbi2012", "dataset=Fluo-N2DH-GOWT1"
+# the quick run's (dataset, variant) runs
+UNET, VALID, INHOUSE = (f"{ISBI}, variant={v}" for v in ("unet-same", "unet-valid", "unet-resnet18-inhouse"))
+GOWT1_UNET = f"{GOWT1}, variant=unet-same"
 
 
 def _downstream_of_training(*variants: str) -> set[tuple[str, str]]:
@@ -187,28 +178,36 @@ def _downstream_of_training(*variants: str) -> set[tuple[str, str]]:
     return jobs
 
 
-# a rescored dataset re-packages its best run and exports it again (pipeline/export.smk)
-HANDING_ON = {("package", ISBI), ("export", f"{ISBI}, format=torchscript"), ("export", f"{ISBI}, format=onnx"),
-              ("bioimageio", ISBI)}
+def _handing_on(*datasets: str) -> set[tuple[str, str]]:
+    """A rescored dataset re-packages its best run and exports it again (pipeline/export.smk)."""
+    return {job for ds in datasets for job in (("package", ds), ("export", f"{ds}, format=torchscript"),
+                                               ("export", f"{ds}, format=onnx"), ("bioimageio", ds))}
 
 
 @pytest.mark.parametrize("key, value", [("w0", 3.0), ("sigma", 2.0)])
-def test_changed_border_weights_rerun_weights_and_all_training(small_run, key, value):
-    planned = _dry_run(_changed(small_run, f"weights_{key}", "weights", key, value))
-    expected = {("weights", ISBI), ("augment", ISBI), ("leaderboard", ""), ("all", "")} | HANDING_ON
-    assert planned == expected | _downstream_of_training(UNET, INHOUSE)  # not ingest, not pretrain
+def test_changed_border_weights_rerun_weights_and_all_training(rerun_base, key, value):
+    planned = _dry_run(_changed(rerun_base, f"weights_{key}", "weights", key, value))
+    expected = ({("weights", ds) for ds in (ISBI, GOWT1)} | {("augment", ds) for ds in (ISBI, GOWT1)}
+                | {("leaderboard", ""), ("all", "")} | _handing_on(ISBI, GOWT1))
+    # every variant of both datasets retrains; not ingest, not pretrain
+    assert planned == expected | _downstream_of_training(UNET, VALID, INHOUSE, GOWT1_UNET)
 
 
-def test_changed_pretraining_reruns_only_the_pretrained_variant(small_run):
-    planned = _dry_run(_changed(small_run, "pretrain", "pretrain", "iterations", 3))
-    expected = {("pretrain", f"{ISBI}, encoder=resnet18"), ("leaderboard", ""), ("all", "")} | HANDING_ON
-    assert planned == expected | _downstream_of_training(INHOUSE)  # the scratch U-Net is not retrained
+def test_changed_pretraining_reruns_only_the_pretrained_variant(rerun_base):
+    planned = _dry_run(_changed(rerun_base, "pretrain", "pretrain", "iterations", 3))
+    expected = {("pretrain", f"{ISBI}, encoder=resnet18"), ("leaderboard", ""), ("all", "")} | _handing_on(ISBI)
+    # the scratch U-Nets are not retrained, GOWT1 is not re-packaged
+    assert planned == expected | _downstream_of_training(INHOUSE)
 
 
-def test_changed_postprocessing_reruns_predictions_not_training(small_run):
-    planned = _dry_run(_changed(small_run, "postprocess", "postprocess", "min_size", 7))
-    assert planned == (_downstream_of_training(UNET, INHOUSE) - {("train", UNET), ("train", INHOUSE)}
-                       | {("leaderboard", ""), ("all", "")} | HANDING_ON)
+def test_changed_postprocessing_reruns_predictions_not_training(rerun_base):
+    planned = _dry_run(_changed(rerun_base, "postprocess", "postprocess", "min_size", 7))
+    isbi = (UNET, VALID, INHOUSE)
+    # the ISBI variants are not retrained; GOWT1's is: CTC validation scores the SEG of the
+    # post-processed instances, so min_size can change its best checkpoint (seg.config.step_settings)
+    assert planned == (_downstream_of_training(*isbi) - {("train", v) for v in isbi}
+                       | _downstream_of_training(GOWT1_UNET)
+                       | {("leaderboard", ""), ("all", "")} | _handing_on(ISBI, GOWT1))
 
 
 def _tree_state(*folders: Path) -> dict[str, tuple[int, int]]:
@@ -216,29 +215,48 @@ def _tree_state(*folders: Path) -> dict[str, tuple[int, int]]:
             for f in folders for p in sorted(f.rglob("*"))}
 
 
-def test_dry_run_and_lint_write_nothing(small_run):
+def test_dry_run_and_lint_write_nothing(rerun_base):
     """`-n` and `--lint` with a changed config leave results/ (config.resolved.yaml included) as they were."""
-    before = _tree_state(small_run["results"], small_run["data"])
-    resolved = (small_run["results"] / "config.resolved.yaml").read_text()
-    changed = _changed(small_run, "lint_w0", "weights", "w0", 4.0)
+    before = _tree_state(rerun_base["results"], rerun_base["data"])
+    resolved = (rerun_base["results"] / "config.resolved.yaml").read_text()
+    changed = _changed(rerun_base, "lint_w0", "weights", "w0", 4.0)
     assert _dry_run(changed)
     proc = snakemake(["--lint", "--configfile", str(changed)])
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    assert _tree_state(small_run["results"], small_run["data"]) == before
-    assert (small_run["results"] / "config.resolved.yaml").read_text() == resolved
+    assert _tree_state(rerun_base["results"], rerun_base["data"]) == before
+    assert (rerun_base["results"] / "config.resolved.yaml").read_text() == resolved
     assert "w0: 10.0" in resolved
 
 
-def test_changed_w0_regenerates_the_weight_maps(small_run):
+@pytest.fixture
+def weights_run(tmp_path) -> dict:
+    """The ISBI weight maps of configs/quick.yaml, made by a real run of the workflow for just that
+    target (ingest, weights) in a folder of its own, so that rerunning them with another config
+    changes no other test's run."""
+    cfg = yaml.safe_load((ROOT / "configs" / "quick.yaml").read_text())
+    cfg.update(results_dir=str(tmp_path / "results"), data_dir=str(tmp_path / "data"))
+    run = {"config": cfg, "base": tmp_path, "results": tmp_path / "results", "data": tmp_path / "data"}
+    (tmp_path / "quick.yaml").write_text(yaml.safe_dump(cfg))
+    target = run["data"] / "isbi2012" / "weights" / "class_weights.json"
+    proc = snakemake([str(target), "--cores", "2", "--configfile", str(tmp_path / "quick.yaml")])
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return run
+
+
+def test_changed_w0_regenerates_the_weight_maps(weights_run):
     """Running the workflow with a changed w0 rewrites the maps (not just the plan) and the resolved
-    config the jobs read. Runs last in this module: it changes the run's state."""
+    config the jobs read."""
     import tifffile
 
-    data, res = small_run["data"] / "isbi2012", small_run["results"]
+    data, res = weights_run["data"] / "isbi2012", weights_run["results"]
     old = tifffile.imread(data / "weights" / "train_00.tif")
-    changed = _changed(small_run, "weights_w0_run", "weights", "w0", 3.0)
+    assert "w0: 10.0" in (res / "config.resolved.yaml").read_text()
+    changed = _changed(weights_run, "weights_w0_run", "weights", "w0", 3.0)
     proc = snakemake([str(data / "weights" / "class_weights.json"), "--cores", "2", "--configfile", str(changed)])
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    # Snakemake reran the weights job for the changed setting (params), not the ingest
+    jobs = _planned_jobs(proc.stdout + proc.stderr)
+    assert jobs == {("weights", ISBI)}, jobs
     new = tifffile.imread(data / "weights" / "train_00.tif")
     assert json.loads((data / "weights" / "class_weights.json").read_text())["w0"] == 3.0
     assert new.shape == old.shape and not (new == old).all()

@@ -18,8 +18,10 @@ start() {
         apt-get install -y -qq munge slurmctld slurmd slurm-client >/dev/null 2>&1 \
             || die "apt-get install munge slurmctld slurmd slurm-client failed"
     fi
-    local host mem
+    local host mem cpus
     host=$(hostname -s)
+    # the machine's CPUs (nproc alone follows OMP_NUM_THREADS, which the tests set to 1 per worker)
+    cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
     mem=$(( $(free -m | awk '/^Mem:/ {print $2}') - 1024 ))
     mkdir -p /run/munge /run/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /etc/slurm
     chown munge:munge /run/munge 2>/dev/null || true
@@ -54,18 +56,20 @@ MinJobAge=300
 MailProg=/bin/true
 DefMemPerCPU=500
 AccountingStorageType=accounting_storage/none
-NodeName=${host} NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=${mem} State=UNKNOWN
+NodeName=${host} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem} State=UNKNOWN
 PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP
 EOF
     pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged --force || die "munged did not start"
     pgrep -x slurmctld >/dev/null || /usr/sbin/slurmctld -i || die "slurmctld did not start"
     pgrep -x slurmd >/dev/null || /usr/sbin/slurmd || die "slurmd did not start"
-    for _ in $(seq 1 30); do
+    # wait (up to 30 s) until the node takes jobs, checking every 0.2 s
+    local deadline=$((SECONDS + 30))
+    while [ "$SECONDS" -lt "$deadline" ]; do
         if sinfo -h -o '%T' 2>/dev/null | grep -qE '^(idle|mixed)'; then
-            echo "slurm-cluster: node ${host} is up ($(nproc) CPUs, ${mem} MB)"
+            echo "slurm-cluster: node ${host} is up (${cpus} CPUs, ${mem} MB)"
             return 0
         fi
-        sleep 1
+        sleep 0.2
     done
     sinfo >&2 || true
     die "the node did not become idle within 30 s (see /var/log/slurm/)"
@@ -77,7 +81,7 @@ stop() {
         if [ -s "$f" ]; then
             pid=$(cat "$f")
             kill "$pid" 2>/dev/null || true
-            for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+            for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done  # gone within 10 s
         fi
     done
     if [ -s /run/munge/munged.pid ]; then kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true; fi
