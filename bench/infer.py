@@ -46,8 +46,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from seg.device import Precision  # noqa: E402
-from seg.infer.predict import tile_geometry  # noqa: E402
-from seg.infer.tiling import balanced_batch, plan_tiles, predict_tiled  # noqa: E402
+from seg.infer.network import inference_predictor  # noqa: E402
+from seg.infer.plan import balanced_batch, plan_tiles  # noqa: E402
+from seg.infer.predict import predict_slice, tile_geometry  # noqa: E402
+from seg.infer.tiling import predict_tiled  # noqa: E402
 from seg.io import write_json  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "isbi2012" / "test-volume.tif"
@@ -115,9 +117,8 @@ def time_call(fn):
     return r, time.perf_counter() - t0
 
 
-def best_tile_forward(model, size_in: int, batch: int, repeats: int = 3) -> float:
-    """Best per-tile forward time (s), channels_last fp32, over batch sizes 1..batch."""
-    pred = Precision(torch.device("cpu"), None, channels_last=True).predictor(model)
+def best_tile_forward(pred, size_in: int, batch: int, repeats: int = 3) -> float:
+    """Best per-tile forward time (s) of the prepared predictor ``pred`` over batch sizes 1..batch."""
     best = float("inf")
     with torch.inference_mode():
         for b in range(1, batch + 1):
@@ -145,33 +146,31 @@ def whole_slice_valid(model, image, border):
 
 
 def bench_model(name, model, vol, args) -> dict:
+    import copy
+
     from monai.inferers import sliding_window_inference
 
     tile, border, align = tile_geometry(model, TILE)
     corners = plan_tiles(vol.shape[1:], tile, OVERLAP, align if border else 1)
     size_in = tile + 2 * border
-    b = balanced_batch(len(corners), args.batch)
     cpu = torch.device("cpu")
-    fast = Precision(cpu, None, channels_last=True).predictor(model)
-    bf16 = Precision(cpu, torch.bfloat16, channels_last=True).predictor(model)
-    plain = model  # contiguous fp32 forward, MONAI's default usage
+    b = balanced_batch(len(corners), args.batch)
+    plain = copy.deepcopy(model).eval()  # contiguous fp32 forward, MONAI's default usage
+    cfg = {"tile": TILE, "overlap": OVERLAP, "blend": BLEND, "batch_size": args.batch, "tta": False}
 
-    def ours(img, pred=fast):
-        return predict_tiled(img, pred, tile=tile, overlap=OVERLAP, blend=BLEND, batch_size=args.batch,
-                             border=border, align=align)
+    def ours(img, amp="none"):  # exactly what seg predict runs per slice
+        return predict_slice(model, img, {**cfg, "amp": amp}, cpu)
 
     def baseline(img):
-        model.to(memory_format=torch.contiguous_format)
-        try:
-            if border:
-                return predict_tiled(img, plain, tile=tile, overlap=OVERLAP, blend=BLEND, batch_size=1,
-                                     border=border, align=align)
-            with torch.no_grad():
-                out = sliding_window_inference(torch.from_numpy(img)[None, None], tile, 1, softmax(plain),
-                                               overlap=OVERLAP, mode=BLEND)
-            return out[0].numpy()
-        finally:
-            model.to(memory_format=torch.channels_last)
+        if border:
+            return predict_tiled(img, plain, tile=tile, overlap=OVERLAP, blend=BLEND, batch_size=1,
+                                 border=border, align=align)
+        with torch.no_grad():
+            out = sliding_window_inference(torch.from_numpy(img)[None, None], tile, 1, softmax(plain),
+                                           overlap=OVERLAP, mode=BLEND)
+        return out[0].numpy()
+
+    fast = inference_predictor(model, Precision(cpu, None))  # the network ours runs (prepared once)
 
     def forward_only(img):
         xp = torch.from_numpy(np.pad(img, border, mode="reflect") if border else img)
@@ -185,8 +184,8 @@ def bench_model(name, model, vol, args) -> dict:
                 fast(tiles[i:i + b])
             return time.perf_counter() - t0
 
-    ours(vol[0]), baseline(vol[0]), ours(vol[0], bf16)  # warm-up (allocations, oneDNN kernels)
-    per_tile = best_tile_forward(model, size_in, args.batch)
+    ours(vol[0]), baseline(vol[0]), ours(vol[0], "bf16")  # warm-up (allocations, oneDNN kernels)
+    per_tile = best_tile_forward(fast, size_in, b)
     rows = {"ours": [], "monai": [], "forward": [], "ours_bf16": [], "ours_for_bf16": []}
     max_diff = max_diff_whole = max_diff_bf16 = 0.0
     for i, img in enumerate(vol):
@@ -202,13 +201,12 @@ def bench_model(name, model, vol, args) -> dict:
                 rows["forward"].append(forward_only(img))
         extras = i % args.extras_every == 0
         if extras:
-            res["bf16"], t = time_call(lambda: ours(img, bf16))
+            res["bf16"], t = time_call(lambda: ours(img, "bf16"))
             rows["ours_bf16"].append(t)
             rows["ours_for_bf16"].append(rows["ours"][-1])
             max_diff_bf16 = max(max_diff_bf16, float(np.abs(res["bf16"] - res["ours"]).max()))
         if border and i < args.whole_ref:
-            crop, ref = whole_slice_valid(model, img, border)
-            model.to(memory_format=torch.channels_last)
+            crop, ref = whole_slice_valid(plain, img, border)
             max_diff_whole = max(max_diff_whole, float(np.abs(ours(crop) - ref).max()))
         max_diff = max(max_diff, float(np.abs(res["ours"] - res["monai"]).max()))
         extra = f" bf16 {rows['ours_bf16'][-1]:.2f}s" if extras else ""
