@@ -46,9 +46,31 @@ def importance_map(tile: int, blend: str = "gaussian", device: torch.device | st
     return torch.clamp_(weights, min=floor).to(torch.float32)
 
 
+def fold_axis(tiles: torch.Tensor, index: torch.Tensor, size, dim: int, *, scatter_free: bool = False) -> torch.Tensor:
+    """Sum slices of ``tiles`` along ``dim`` (-1 or -2) into ``size`` places: slice i goes to
+    ``index[i]`` (repeated where tiles overlap).
+
+    Args:
+        tiles: (..., R, C) float tensor.
+        index: int64 (C,) for ``dim=-1`` or (R,) for ``dim=-2``: where each slice goes.
+        size: output length along ``dim`` (int, SymInt or 0-d tensor).
+        scatter_free: a one-hot placement matmul instead of ``index_add`` (exported graphs).
+
+    Returns:
+        ``tiles`` with ``dim`` of length ``size``, same dtype and device.
+    """
+    if scatter_free:
+        place = (index[:, None] == torch.arange(size, device=tiles.device)[None, :]).to(tiles.dtype)
+        return tiles @ place if dim == -1 else place.transpose(0, 1) @ tiles
+    shape = list(tiles.shape)
+    shape[dim] = size
+    return tiles.new_zeros(shape).index_add_(tiles.dim() + dim, index, tiles)
+
+
 def fold_tiles(tiles: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, height, width, *,
                scatter_free: bool = False) -> torch.Tensor:
-    """Sum a grid of tiles into an image: ``out[..., rows[i], cols[j]] += tiles[..., i, j]``.
+    """Sum a grid of tiles into an image: ``out[..., rows[i], cols[j]] += tiles[..., i, j]``
+    (:func:`fold_axis` along the columns, then the rows).
 
     Args:
         tiles: (..., R, C) float tensor: the tiles of one grid row after another along R
@@ -61,10 +83,5 @@ def fold_tiles(tiles: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, heig
     Returns:
         (..., height, width) tensor of ``tiles``' dtype.
     """
-    if scatter_free:
-        place_rows = (torch.arange(height, device=tiles.device)[:, None] == rows[None, :]).to(tiles.dtype)
-        place_cols = (cols[:, None] == torch.arange(width, device=tiles.device)[None, :]).to(tiles.dtype)
-        return place_rows @ (tiles @ place_cols)
-    lead = tiles.shape[:-2]
-    out = tiles.new_zeros((*lead, tiles.shape[-2], width)).index_add_(-1, cols, tiles)
-    return tiles.new_zeros((*lead, height, width)).index_add_(-2, rows, out)
+    out = fold_axis(tiles, cols, width, -1, scatter_free=scatter_free)
+    return fold_axis(out, rows, height, -2, scatter_free=scatter_free)

@@ -12,8 +12,10 @@ traces and exports it. Per image:
    tile): an image smaller than a tile is mirror-padded to it, centred. Valid padding (the U-Net
    paper's overlap-tile strategy, output = input - 2 * border): mirror-padded by ``border`` on
    every side so each output pixel has full context, plus the grid's extension after the image.
-3. Cut every input tile with two ``index_select`` gathers on the device (no per-tile copies), run
-   the network on them (eager: in chunks of ``chunk`` tiles; graphs: one batch), softmax per tile.
+3. Cut the input tiles with two ``index_select`` gathers on the device (no per-tile copies), run
+   the network on them, softmax per tile. Eager callers go one row of tiles at a time (memory
+   holds one row of tiles, whatever the image size) in balanced chunks of at most ``chunk``
+   tiles; graphs cut and run every tile at once (their tile count depends on H and W).
 4. Blend with MONAI's importance map (:func:`seg.infer.blend.importance_map`): the weighted sum of
    the tiles' probabilities over the sum of the weights (:func:`seg.infer.blend.fold_tiles`), so
    probabilities still sum to 1 per pixel; crop back to the image.
@@ -31,7 +33,7 @@ import numpy as np
 import torch
 
 from seg.errors import SegError
-from seg.infer.blend import BLENDS, fold_tiles, importance_map
+from seg.infer.blend import BLENDS, fold_axis, fold_tiles, importance_map
 from seg.infer.padding import PAD_MODES, mirror_pad
 from seg.infer.plan import axis_plan, balanced_batch
 from seg.infer.tta import predict_tta
@@ -108,8 +110,9 @@ def tiled_probabilities(x: torch.Tensor, predictor: Predictor, spec: TileSpec, *
         spec: the tiling (:class:`TileSpec`).
         weight: float32 (tile, tile) blending weights on ``x``'s device; default ``spec.weight``
             (pass it to avoid recomputing it per call; exported graphs hold it as a buffer).
-        chunk: most tiles per predictor call, in balanced chunks (9 tiles at 4: 3 + 3 + 3);
-            None = all tiles of the batch in one call (what a traced graph does).
+        chunk: most tiles per predictor call; the tiles go one row of tiles at a time, in balanced
+            chunks (a row of 3 tiles of one image at 4: one call of 3). None = all tiles of the
+            batch in one call (what a traced graph does).
         scatter_free: blend with one-hot matmuls instead of ``index_add`` (exported graphs; see
             :mod:`seg.infer.blend`).
         progress: a tqdm bar over the chunks.
@@ -131,28 +134,49 @@ def tiled_probabilities(x: torch.Tensor, predictor: Predictor, spec: TileSpec, *
         xp = mirror_pad(x, py.before, py.extent - h - py.before, px.before, px.extent - w - px.before, spec.pad_mode)
     else:
         xp = mirror_pad(x, b, py.extent - h + b, b, px.extent - w + b, spec.pad_mode)
-    size_in = spec.input_tile
-    n, c = x.shape[0], x.shape[1]
-    ny, nx = py.count, px.count
-    span_in = torch.arange(size_in, device=x.device)
-    rows_in = (py.starts[:, None] + span_in).reshape(-1)
-    cols_in = (px.starts[:, None] + span_in).reshape(-1)
-    # (N, C, ny*T, nx*T) -> (N*ny*nx, C, T, T), row-major tile order
-    grid = xp.index_select(2, rows_in).index_select(3, cols_in)
-    tiles = grid.reshape(n, c, ny, size_in, nx, size_in).permute(0, 2, 4, 1, 3, 5).reshape(n * ny * nx, c, size_in,
-                                                                                           size_in)
     weight = spec.weight(x.device) if weight is None else weight
-    probs = _tile_probabilities(tiles, predictor, spec, weight, chunk, progress)
-    k = probs.shape[1]
-    probs = probs.reshape(n, ny, nx, k, t, t).permute(0, 3, 1, 4, 2, 5).reshape(n, k, ny * t, nx * t)
     span = torch.arange(t, device=x.device)
     rows, cols = (py.starts[:, None] + span).reshape(-1), (px.starts[:, None] + span).reshape(-1)
-    out = fold_tiles(probs, rows, cols, py.extent, px.extent, scatter_free=scatter_free)
-    wsum = fold_tiles(weight.repeat(ny, nx), rows, cols, py.extent, px.extent, scatter_free=scatter_free)
+    free = scatter_free or x.device.type != "cpu"  # index_add is deterministic on the CPU only
+    if chunk is None:  # graphs: every tile in one network call
+        out = _tile_rows(xp, py.starts, px.starts, predictor, spec, weight, None, False, cols, px.extent, free)
+        out = fold_axis(out, rows, py.extent, -2, scatter_free=free)
+    else:  # eager: one row of tiles at a time, so memory holds one row of tiles, not all of them
+        out = None
+        for i in range(int(py.count)):
+            part = _tile_rows(xp, py.starts[i:i + 1], px.starts, predictor, spec, weight, chunk, progress, cols,
+                              px.extent, free)
+            if out is None:
+                out = part.new_zeros((*part.shape[:2], py.extent, px.extent))
+            y = int(py.starts[i])
+            out[:, :, y:y + t] += part
+    wsum = fold_tiles(weight.repeat(py.count, px.count), rows, cols, py.extent, px.extent, scatter_free=free)
     out = out / wsum
     keep_rows = torch.arange(h, device=x.device) + py.before
     keep_cols = torch.arange(w, device=x.device) + px.before
     return out.index_select(2, keep_rows).index_select(3, keep_cols)
+
+
+def _tile_rows(xp: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, predictor: Predictor, spec: TileSpec,
+               weight: torch.Tensor, chunk: int | None, progress: bool, cols: torch.Tensor, width,
+               scatter_free: bool) -> torch.Tensor:
+    """The tiles starting at rows ``ys`` x columns ``xs`` (output-grid pixels) of the padded batch
+    ``xp`` (N, C, H', W'): cut with two gathers, predicted, weighted, and summed along each row of
+    tiles into the output grid's columns. Returns (N, classes, len(ys) * tile, width)."""
+    size_in, t = spec.input_tile, spec.tile
+    n, c = xp.shape[0], xp.shape[1]
+    ny, nx = ys.shape[0], xs.shape[0]
+    span_in = torch.arange(size_in, device=xp.device)
+    rows_in = (ys[:, None] + span_in).reshape(-1)
+    cols_in = (xs[:, None] + span_in).reshape(-1)
+    # (N, C, ny*T, nx*T) -> (N*ny*nx, C, T, T), row-major tile order
+    grid = xp.index_select(2, rows_in).index_select(3, cols_in)
+    tiles = grid.reshape(n, c, ny, size_in, nx, size_in).permute(0, 2, 4, 1, 3, 5).reshape(n * ny * nx, c, size_in,
+                                                                                           size_in)
+    probs = _tile_probabilities(tiles, predictor, spec, weight, chunk, progress)
+    k = probs.shape[1]
+    probs = probs.reshape(n, ny, nx, k, t, t).permute(0, 3, 1, 4, 2, 5).reshape(n, k, ny * t, nx * t)
+    return fold_axis(probs, cols, width, -1, scatter_free=scatter_free)  # rows: placed by the caller
 
 
 def predict_batch(x: torch.Tensor, predictor: Predictor, spec: TileSpec, *, tta: bool = False,
