@@ -12,6 +12,7 @@ weights, not once per slice.
 from __future__ import annotations
 
 import copy
+import warnings
 import weakref
 from typing import Callable
 
@@ -60,7 +61,8 @@ def inference_predictor(model: nn.Module, precision: Precision) -> Predictor:
 
     ``model`` is moved to ``precision``'s device and layout in place
     (:meth:`seg.device.Precision.prepare_model`), as training and export expect; the folded copy
-    is cached per (model, precision, weights).
+    is cached per (model, precision, weights). Should folding fail (a module that cannot be
+    copied), the model runs unfolded, with a warning.
     """
     precision.prepare_model(model)
     key = _weights_key(model)
@@ -68,13 +70,22 @@ def inference_predictor(model: nn.Module, precision: Precision) -> Predictor:
     hit = cached.get(precision)
     if hit is not None and hit[0] == key:
         return hit[1]
-    net = precision.prepare_model(fold_batch_norm(model))
+    try:
+        net = precision.prepare_model(fold_batch_norm(model))
+    except Exception as e:  # noqa: BLE001 - an unusual module (cannot be copied or traced): run it as it is
+        warnings.warn(f"inference: batch norm folding failed ({type(e).__name__}: {str(e)[:200]}); running "
+                      "the model unfolded", RuntimeWarning, stacklevel=2)
+        return precision.predictor(model)  # not cached: the cache must not hold its own key
+    predict = _predictor(net, precision)
+    cached[precision] = (key, predict)
+    return predict
 
+
+def _predictor(net: nn.Module, precision: Precision) -> Predictor:
     def predict(batch: torch.Tensor) -> torch.Tensor:
         batch = precision.to_input(batch)
         with precision.autocast():
             out = net(batch)
         return out.float()
 
-    cached[precision] = (key, predict)
     return predict
