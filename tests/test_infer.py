@@ -272,6 +272,40 @@ def test_predict_tiled_predict_slice_and_the_export_graph_run_the_same_code(padd
         assert len(graph_calls) == (8 if tta else 1)
 
 
+def test_folded_network_is_the_model_and_follows_weight_updates():
+    """Inference runs an eval copy with batch norms folded into the convolutions (same function to
+    float rounding), prepared once per weights: an in-place update (an optimiser step, a loaded
+    state dict) is seen by the next prediction, as training's validation needs."""
+    import copy
+
+    from seg.infer import predict_slice
+    from seg.infer.network import fold_batch_norm
+
+    torch.manual_seed(0)
+    for name, params in (("unet", {"padding": "same", "base_channels": 4, "depth": 2, "batch_norm": True}),
+                         ("unet-resnet18", {"encoder_depth": 3, "decoder_channels": [16, 8, 4]})):
+        model = build_model(name, **params).eval()
+        folded = fold_batch_norm(model)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+        x = torch.randn(2, 1, 64, 64)
+        with torch.no_grad():
+            ref, got = model(x), folded(x)
+        torch.testing.assert_close(got, ref, atol=1e-4 * float(ref.abs().max()), rtol=0)
+    model = build_model("unet", padding="same", base_channels=4, depth=2, batch_norm=True).eval()
+    image = np.random.default_rng(5).normal(size=(40, 56)).astype(np.float32)
+    cfg = {"tile": 32, "amp": "none"}
+    before = predict_slice(model, image, cfg)
+    state = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)
+    after = predict_slice(model, image, cfg)
+    assert np.abs(after - before).max() > 1e-3
+    np.testing.assert_array_equal(after, predict_slice(copy.deepcopy(model), image, cfg))
+    model.load_state_dict(state)
+    np.testing.assert_array_equal(predict_slice(model, image, cfg), before)
+
+
 def test_inference_path_does_not_import_monai(tmp_path):
     """seg predict / seg segment / the export graph never import MONAI (~4 s per process)."""
     import os
