@@ -144,8 +144,8 @@ def bench_segment_vs_predict(r: dict, repeats: int) -> dict:
     import tifffile
 
     import seg.infer.predict as predict_module
-    from seg.infer.predict import run_predict
     from seg.export.segment import run_segment
+    from seg.infer.predict import run_predict
 
     # time spent inside predict_slice (the network work both share), to separate each command's own
     # overhead (loading, reading, checks, post-processing, writing) from the load-sensitive compute
