@@ -27,25 +27,50 @@ _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def fold_batch_norm(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` with every convolution -> batch norm pair folded into one
-    convolution (``torch.fx``'s ``fuse``: w' = w * gamma / sqrt(var + eps), b' = (b - mean) * gamma /
-    sqrt(var + eps) + beta). Submodules ``torch.fx`` cannot trace (data-dependent Python control flow)
-    are folded child by child. Same function as the eval-mode model up to float rounding; ``model``
-    itself is not changed. A model without batch norm is returned as an eval-mode copy."""
-    return _fold(copy.deepcopy(model).eval())
+    """An eval-mode copy of ``model`` with every convolution -> batch norm pair folded into the
+    convolution (w' = w * gamma / sqrt(var + eps), b' = (b - mean) * gamma / sqrt(var + eps) + beta;
+    the batch norm becomes an identity). Same function as the eval-mode model up to float rounding;
+    ``model`` itself is not changed, and the copy keeps its classes and attributes.
+
+    The pairs are found with ``torch.fx``: a batch norm whose only input is a convolution called
+    once whose output nothing else uses. Submodules fx cannot trace (Python control flow on values)
+    are searched child by child; a batch norm after anything else (DenseNet's pre-activation
+    blocks) stays.
+    """
+    copied = copy.deepcopy(model).eval()
+    _fold(copied)
+    return copied
 
 
-def _fold(module: nn.Module) -> nn.Module:
-    from torch.fx.experimental.optimization import fuse
+def _fold(module: nn.Module) -> None:
+    """Fold the conv -> batch norm pairs of ``module`` in place (see :func:`fold_batch_norm`)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules()):
-        return module
+        return
     try:
-        return fuse(module, inplace=True)
+        graph = torch.fx.symbolic_trace(module).graph
     except Exception:  # noqa: BLE001 - fx cannot trace it (control flow on values): fold its children
-        for name, child in list(module.named_children()):
-            setattr(module, name, _fold(child))
-        return module
+        for child in module.children():
+            _fold(child)
+        return
+    mods = dict(module.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    for node in graph.nodes:
+        bn = mods.get(node.target) if node.op == "call_module" else None
+        if not isinstance(bn, nn.BatchNorm2d) or not bn.track_running_stats or calls[node.target] != 1:
+            continue
+        prev = node.args[0]
+        conv = mods.get(prev.target) if getattr(prev, "op", None) == "call_module" else None
+        if not isinstance(conv, nn.Conv2d) or calls[prev.target] != 1 or len(prev.users) != 1:
+            continue
+        fused = fuse_conv_bn_eval(conv, bn)
+        conv.weight, conv.bias = fused.weight, fused.bias
+        parent, _, name = node.target.rpartition(".")
+        setattr(module.get_submodule(parent) if parent else module, name, nn.Identity())
 
 
 def _weights_key(model: nn.Module) -> tuple:
