@@ -17,6 +17,10 @@ slice, interleaved so that load changes on a shared machine hit all methods alik
   bf16 speed-up = best fp32 slice / best bf16 slice over the same slices).
 ``ours_bf16`` runs on every ``--extras-every``-th slice only (time budget).
 
+All methods run in one process, so settings of the process apply to every method alike: the
+allocator setting ours makes on its first call (``seg.infer.network.keep_freed_memory``) speeds up
+the baseline as well.
+
 The models are untrained (random init, seed 0); their batch-norm statistics are re-estimated on 4
 training slices (:func:`calibrate_batch_norm`) so that logits have a trained model's scale.
 

@@ -1,4 +1,4 @@
-"""The network as tiled inference runs it: prepared once per weights.
+"""The network as tiled inference runs it: prepared once per weights, on memory kept for reuse.
 
 :func:`inference_predictor` turns a model into the batch predictor of
 :func:`seg.infer.tiling.predict_batch`: an eval-mode copy with every batch norm folded into the
@@ -7,11 +7,17 @@ and autocast, called under ``torch.inference_mode`` by the tiler. The copy is ca
 rebuilt when any of its weights changed (training validates the same model object after every
 few hundred steps), so ``seg predict``, ``seg segment`` and validation prepare it once per
 weights, not once per slice.
+
+:func:`keep_freed_memory` stops glibc from handing every large freed block back to the kernel: by
+default a feature map above its (adaptive) mmap threshold is mapped and unmapped per allocation and
+page-faulted in again on the next forward pass, which cost 17-20 % of a U-Net tile's time on the
+2-core AMD EPYC (38 -> 31 ms per 256 px tile of the base-16 same-padding U-Net, fp32).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import warnings
 import weakref
 from typing import Callable
@@ -24,6 +30,24 @@ from seg.device import Precision
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+
+
+@functools.lru_cache(maxsize=1)
+def keep_freed_memory() -> bool:
+    """Once per process, ask glibc's malloc to serve blocks up to 1 GiB from its heap and not to
+    trim the heap below 2 GiB of free memory (``mallopt``), so the activations of one forward pass
+    reuse the pages of the previous one instead of faulting in fresh ones. The process keeps its
+    peak memory until it exits. Returns whether it applied (False without glibc, e.g. macOS)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 31))
 
 
 def fold_batch_norm(model: nn.Module) -> nn.Module:
@@ -87,8 +111,11 @@ def inference_predictor(model: nn.Module, precision: Precision) -> Predictor:
     ``model`` is moved to ``precision``'s device and layout in place
     (:meth:`seg.device.Precision.prepare_model`), as training and export expect; the folded copy
     is cached per (model, precision, weights). Should folding fail (a module that cannot be
-    copied), the model runs unfolded, with a warning.
+    copied), the model runs unfolded, with a warning. On the CPU it also calls
+    :func:`keep_freed_memory`.
     """
+    if precision.device.type == "cpu":
+        keep_freed_memory()
     precision.prepare_model(model)
     key = _weights_key(model)
     cached = _PREPARED.setdefault(model, {})
