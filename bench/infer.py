@@ -3,8 +3,10 @@
 For each model (a small same-padding U-Net, smp U-Net ResNet-34, the valid-padding U-Net) and each
 slice, interleaved so that load changes on a shared machine hit all methods alike:
 
-- ``ours``: ``seg.infer.tiling.predict_tiled`` as ``seg predict`` runs it (batched tiles, balanced
-  batches, channels_last, inference mode, precomputed importance map), fp32;
+- ``ours``: ``seg.infer.predict.predict_slice``, exactly what ``seg predict`` runs per slice (the
+  tiler of ``seg.infer.tiling``: tiles cut by two gathers, balanced batches of at most ``--batch``,
+  inference mode; the network as ``seg.infer.network`` prepares it: batch norms folded, channels_last),
+  fp32;
 - ``monai``: ``monai.inferers.sliding_window_inference`` with its default settings (sw_batch_size 1,
   fp32, contiguous layout, under ``torch.no_grad``) at the same tile, overlap (0.25) and blending
   (gaussian), softmax per tile. MONAI cannot run a valid-padding network (its output tile is smaller
@@ -14,6 +16,10 @@ slice, interleaved so that load changes on a shared machine hit all methods alik
 - ``ours_bf16``: ours under bf16 autocast (reported separately; not used for the fp32 figures;
   bf16 speed-up = best fp32 slice / best bf16 slice over the same slices).
 ``ours_bf16`` runs on every ``--extras-every``-th slice only (time budget).
+
+All methods run in one process, so settings of the process apply to every method alike: the
+allocator setting ours makes on its first call (``seg.infer.network.keep_freed_memory``) speeds up
+the baseline as well.
 
 The models are untrained (random init, seed 0); their batch-norm statistics are re-estimated on 4
 training slices (:func:`calibrate_batch_norm`) so that logits have a trained model's scale.
@@ -26,6 +32,10 @@ batch sizes 1..batch and repeats), which can fall below 0 when one fast slice me
 speedup_vs_monai = best per-slice time of monai / best of ours (best-of-N is robust to the load of a
 shared machine; the median per-slice ratio and the ratio of totals are in the JSON).
 max_abs_diff = max |ours - monai| (fp32), and for the valid U-Net also |ours - whole slice|.
+
+Roofline: every family's GFLOP per tile (``torch.utils.flop_counter``), the GFLOP/s of ours and of
+the baseline at their best slice, against the machine's fp32 peak (best of a 2048^3 sgemm): a
+speed-up beyond peak / baseline GFLOP/s is impossible without fewer FLOPs.
 
 Run: ``.venv/bin/python bench/infer.py [--slices 30] [--models unet-same,unet-resnet34,unet-valid]``.
 """
@@ -46,12 +56,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from seg.device import Precision  # noqa: E402
-from seg.infer.predict import tile_geometry  # noqa: E402
-from seg.infer.tiling import balanced_batch, plan_tiles, predict_tiled  # noqa: E402
+from seg.infer.network import inference_predictor  # noqa: E402
+from seg.infer.plan import balanced_batch, plan_tiles  # noqa: E402
+from seg.infer.predict import predict_slice, tile_geometry  # noqa: E402
+from seg.infer.tiling import predict_tiled  # noqa: E402
 from seg.io import write_json  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "isbi2012" / "test-volume.tif"
 OVERLAP, BLEND, BATCH, TILE = 0.25, "gaussian", 4, 256
+
+
+def cpu_name() -> str:
+    """CPU model and its bf16 instruction sets (from /proc/cpuinfo; the platform's name elsewhere)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    isa = [f for f in ("avx512_bf16", "amx_bf16") if f in flags] or ["no native bf16"]
+    return f"{model} ({', '.join(isa)}; {torch.get_num_threads()} threads)"
 
 
 def load_volume(n: int) -> np.ndarray:
@@ -115,9 +139,28 @@ def time_call(fn):
     return r, time.perf_counter() - t0
 
 
-def best_tile_forward(model, size_in: int, batch: int, repeats: int = 3) -> float:
-    """Best per-tile forward time (s), channels_last fp32, over batch sizes 1..batch."""
-    pred = Precision(torch.device("cpu"), None, channels_last=True).predictor(model)
+def tile_gflop(model, size_in: int) -> float:
+    """GFLOP of one forward pass over one (1, 1, size_in, size_in) tile (torch's flop counter)."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        copy.deepcopy(model).eval()(torch.zeros(1, 1, size_in, size_in))
+    return counter.get_total_flops() / 1e9
+
+
+def fp32_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of an n^3 matmul (torch's BLAS) on all threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(time_call(lambda: a @ b)[1] for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def best_tile_forward(pred, size_in: int, batch: int, repeats: int = 3) -> float:
+    """Best per-tile forward time (s) of the prepared predictor ``pred`` over batch sizes 1..batch."""
     best = float("inf")
     with torch.inference_mode():
         for b in range(1, batch + 1):
@@ -145,33 +188,31 @@ def whole_slice_valid(model, image, border):
 
 
 def bench_model(name, model, vol, args) -> dict:
+    import copy
+
     from monai.inferers import sliding_window_inference
 
     tile, border, align = tile_geometry(model, TILE)
     corners = plan_tiles(vol.shape[1:], tile, OVERLAP, align if border else 1)
     size_in = tile + 2 * border
-    b = balanced_batch(len(corners), args.batch)
     cpu = torch.device("cpu")
-    fast = Precision(cpu, None, channels_last=True).predictor(model)
-    bf16 = Precision(cpu, torch.bfloat16, channels_last=True).predictor(model)
-    plain = model  # contiguous fp32 forward, MONAI's default usage
+    b = balanced_batch(len(corners), args.batch)
+    plain = copy.deepcopy(model).eval()  # contiguous fp32 forward, MONAI's default usage
+    cfg = {"tile": TILE, "overlap": OVERLAP, "blend": BLEND, "batch_size": args.batch, "tta": False}
 
-    def ours(img, pred=fast):
-        return predict_tiled(img, pred, tile=tile, overlap=OVERLAP, blend=BLEND, batch_size=args.batch,
-                             border=border, align=align)
+    def ours(img, amp="none"):  # exactly what seg predict runs per slice
+        return predict_slice(model, img, {**cfg, "amp": amp}, cpu)
 
     def baseline(img):
-        model.to(memory_format=torch.contiguous_format)
-        try:
-            if border:
-                return predict_tiled(img, plain, tile=tile, overlap=OVERLAP, blend=BLEND, batch_size=1,
-                                     border=border, align=align)
-            with torch.no_grad():
-                out = sliding_window_inference(torch.from_numpy(img)[None, None], tile, 1, softmax(plain),
-                                               overlap=OVERLAP, mode=BLEND)
-            return out[0].numpy()
-        finally:
-            model.to(memory_format=torch.channels_last)
+        if border:
+            return predict_tiled(img, plain, tile=tile, overlap=OVERLAP, blend=BLEND, batch_size=1,
+                                 border=border, align=align)
+        with torch.no_grad():
+            out = sliding_window_inference(torch.from_numpy(img)[None, None], tile, 1, softmax(plain),
+                                           overlap=OVERLAP, mode=BLEND)
+        return out[0].numpy()
+
+    fast = inference_predictor(model, Precision(cpu, None))  # the network ours runs (prepared once)
 
     def forward_only(img):
         xp = torch.from_numpy(np.pad(img, border, mode="reflect") if border else img)
@@ -185,8 +226,8 @@ def bench_model(name, model, vol, args) -> dict:
                 fast(tiles[i:i + b])
             return time.perf_counter() - t0
 
-    ours(vol[0]), baseline(vol[0]), ours(vol[0], bf16)  # warm-up (allocations, oneDNN kernels)
-    per_tile = best_tile_forward(model, size_in, args.batch)
+    ours(vol[0]), baseline(vol[0]), ours(vol[0], "bf16")  # warm-up (allocations, oneDNN kernels)
+    per_tile = best_tile_forward(fast, size_in, b)
     rows = {"ours": [], "monai": [], "forward": [], "ours_bf16": [], "ours_for_bf16": []}
     max_diff = max_diff_whole = max_diff_bf16 = 0.0
     for i, img in enumerate(vol):
@@ -202,19 +243,19 @@ def bench_model(name, model, vol, args) -> dict:
                 rows["forward"].append(forward_only(img))
         extras = i % args.extras_every == 0
         if extras:
-            res["bf16"], t = time_call(lambda: ours(img, bf16))
+            res["bf16"], t = time_call(lambda: ours(img, "bf16"))
             rows["ours_bf16"].append(t)
             rows["ours_for_bf16"].append(rows["ours"][-1])
             max_diff_bf16 = max(max_diff_bf16, float(np.abs(res["bf16"] - res["ours"]).max()))
         if border and i < args.whole_ref:
-            crop, ref = whole_slice_valid(model, img, border)
-            model.to(memory_format=torch.channels_last)
+            crop, ref = whole_slice_valid(plain, img, border)
             max_diff_whole = max(max_diff_whole, float(np.abs(ours(crop) - ref).max()))
         max_diff = max(max_diff, float(np.abs(res["ours"] - res["monai"]).max()))
         extra = f" bf16 {rows['ours_bf16'][-1]:.2f}s" if extras else ""
         print(f"  {name} slice {i:2d}: ours {rows['ours'][-1]:.2f}s monai {rows['monai'][-1]:.2f}s "
               f"fwd {rows['forward'][-1]:.2f}s{extra}", flush=True)
     n_tiles = len(corners)
+    gflop = tile_gflop(model, size_in)
     # best per-tile forward: the batch-size sweep or the best forward-only pass over a slice's tiles
     per_tile = min(per_tile, float(np.min(rows["forward"])) / n_tiles)
     ideal_slice = n_tiles * per_tile
@@ -237,6 +278,8 @@ def bench_model(name, model, vol, args) -> dict:
         "bf16_max_abs_diff": max_diff_bf16,
         "baseline": ("ours at MONAI defaults (batch 1, contiguous)" if border
                      else "MONAI sliding_window_inference defaults"),
+        "gflop_per_tile": gflop,
+        "gflops_per_s_best_slice": {k: n_tiles * gflop / float(np.min(rows[k])) for k in ("ours", "monai", "forward")},
     }
 
 
@@ -274,6 +317,14 @@ def main() -> None:
               f"({r['speedup_vs_monai_median_slice']:4.2f}, {r['speedup_vs_monai_total']:4.2f}) "
               f"{r['overhead_vs_ideal']:8.3f} {r['max_abs_diff_vs_monai']:8.1e} "
               f"{whole} {r['bf16_speedup_vs_ours_fp32']:6.2f} {r['bf16_max_abs_diff']:9.2e}")
+    peak = fp32_peak_gflops()
+    print(f"fp32 peak (2048^3 sgemm, {torch.get_num_threads()} threads): {peak:.0f} GFLOP/s; GFLOP/s at the best "
+          "slice (ours / baseline) and the speed-up that peak would allow over the baseline:")
+    for r in results:
+        g = r["gflops_per_s_best_slice"]
+        r["speedup_bound_at_peak"] = peak / g["monai"]
+        print(f"  {r['model']:14s} {r['gflop_per_tile']:5.2f} GFLOP/tile: ours {g['ours']:5.0f}, baseline "
+              f"{g['monai']:5.0f}; at peak {r['speedup_bound_at_peak']:4.2f}x")
     summary = {
         "speedup_vs_monai": min(r["speedup_vs_monai"] for r in results),
         "overhead_vs_ideal": max(r["overhead_vs_ideal"] for r in results),
@@ -281,9 +332,14 @@ def main() -> None:
     }
     write_json(args.out, {
         "summary (worst over models)": summary, "models": results,
+        "per_family": {r["model"]: {k: r[k] for k in (
+            "speedup_vs_monai", "speedup_vs_monai_median_slice", "overhead_vs_ideal", "max_abs_diff_vs_monai",
+            "max_abs_diff_vs_whole_slice", "bf16_speedup_vs_ours_fp32", "bf16_max_abs_diff", "gflop_per_tile",
+            "gflops_per_s_best_slice", "speedup_bound_at_peak", "baseline")} for r in results},
+        "fp32_peak_gflops": peak,
         "settings": {"tile": TILE, "overlap": OVERLAP, "blend": BLEND, "batch": args.batch, "slices": args.slices,
                      "threads": torch.get_num_threads()},
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "machine": {"cpu": cpu_name(), "torch": torch.__version__,
                     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     })
     print(f"RESULT infer speedup_vs_monai={summary['speedup_vs_monai']:.2f} "

@@ -15,7 +15,7 @@ machine hit both alike):
 - ``predict``: ``seg.infer.predict.run_predict`` with ``--split test`` on one test slice (what the
   workflow's rule runs: model build, checkpoint load, canonical image, tiled inference, outputs
   written atomically);
-- ``segment``: ``seg.infer.segment.run_segment`` with the package on the same slice as a raw TIFF file
+- ``segment``: ``seg.export.segment.run_segment`` with the package on the same slice as a raw TIFF file
   (package load, input checks, tiled inference, outputs written atomically).
   The two calls of a slice run back to back (order alternating), so a load change on a shared
   machine hits both members of a pair alike. speed_vs_predict = median over the pairs (5 slices x
@@ -144,8 +144,8 @@ def bench_segment_vs_predict(r: dict, repeats: int) -> dict:
     import tifffile
 
     import seg.infer.predict as predict_module
+    from seg.export.segment import run_segment
     from seg.infer.predict import run_predict
-    from seg.infer.segment import run_segment
 
     # time spent inside predict_slice (the network work both share), to separate each command's own
     # overhead (loading, reading, checks, post-processing, writing) from the load-sensitive compute

@@ -19,8 +19,8 @@ __version__ = "0.1.0"
 
 def segment(image, model, **kwargs):
     """Segment an image (H, W) or stack (Z, H, W) with a model package (path or loaded package):
-    returns (class-1 probabilities float32, labels); see :func:`seg.infer.segment.segment`."""
-    from seg.infer.segment import segment as _segment
+    returns (class-1 probabilities float32, labels); see :func:`seg.export.segment.segment`."""
+    from seg.export.segment import segment as _segment
 
     return _segment(image, model, **kwargs)
 

@@ -27,7 +27,7 @@ STAGE_MODULES = (
     "seg.models.zoo_cli",
     "seg.train.cli",
     "seg.infer.cli",
-    "seg.infer.segment_cli",
+    "seg.export.segment_cli",
     "seg.export.cli",
     "seg.metrics.cli",
     "seg.report.cli",

@@ -11,7 +11,8 @@ from torch import nn
 
 from seg.errors import SegError
 from seg.infer.postprocess import ctc_mask_name, instances_from_probability, isbi_maps
-from seg.infer.tiling import plan_starts, plan_tiles, predict_tiled
+from seg.infer.plan import plan_starts, plan_tiles
+from seg.infer.tiling import predict_tiled
 from seg.infer.tta import DIHEDRAL, apply_dihedral, predict_tta
 from seg.models import build_model
 
@@ -192,6 +193,135 @@ def test_tta_through_predict_slice_keeps_shape():
                           {"tile": 32, "tta": True}, "cpu")
     assert probs.shape == (2, 30, 50)
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- one implementation
+@pytest.mark.parametrize("tile", [16, 33, 64, 256])
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+def test_importance_map_is_monais(tile, blend):
+    """seg.infer.blend computes MONAI's map itself (importing MONAI costs ~4 s per process): equal."""
+    from monai.data.utils import compute_importance_map
+
+    from seg.infer.blend import importance_map
+
+    ours = importance_map(tile, blend)
+    ref = compute_importance_map((tile, tile), mode=blend, sigma_scale=0.125, dtype=torch.float32)
+    assert ours.dtype == torch.float32 and ours.shape == (tile, tile)
+    assert torch.equal(ours, ref)
+    assert float(ours.min()) >= 1e-3
+
+
+def test_fold_tiles_matmul_and_index_add_agree():
+    """The exported graphs' one-hot matmul blend and eager inference's index_add sum the same."""
+    from seg.infer.blend import fold_tiles
+
+    tiles = torch.rand(2, 3, 3 * 8, 2 * 8)
+    rows = (torch.tensor([0, 6, 12])[:, None] + torch.arange(8)).reshape(-1)
+    cols = (torch.tensor([0, 5])[:, None] + torch.arange(8)).reshape(-1)
+    a = fold_tiles(tiles, rows, cols, 20, 13)
+    b = fold_tiles(tiles, rows, cols, 20, 13, scatter_free=True)
+    assert a.shape == (2, 3, 20, 13)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    assert float(a[0, 0, 6, 0]) == pytest.approx(float(tiles[0, 0, 6, 0] + tiles[0, 0, 8, 0]))
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("tta", [False, True], ids=["no-tta", "tta"])
+def test_predict_tiled_predict_slice_and_the_export_graph_run_the_same_code(padding, tta, monkeypatch):
+    """predict_tiled, predict_slice (seg predict, validation, seg segment) and the exported graph's
+    PyTorch module all call seg.infer.tiling.tiled_probabilities, and agree to 1e-6 in fp32 on a
+    tiled image, an odd-sized one and one smaller than a tile, with and without TTA."""
+    import seg.infer.tiling as tiling
+    from seg.export.graph import SegmentGraph
+    from seg.infer import predict_slice
+    from seg.infer.predict import tile_geometry
+
+    torch.manual_seed(0)
+    model = build_model("unet", padding=padding, base_channels=4, depth=2, batch_norm=True).eval()
+    tile, border, align = tile_geometry(model, 32)
+    cfg = {"tile": 32, "overlap": 0.25, "blend": "gaussian", "batch_size": 3, "tta": tta, "amp": "none"}
+    graph = SegmentGraph(model, tile=tile, border=border, align=align, tta=tta).eval()
+    calls = []
+    real = tiling.tiled_probabilities
+
+    def spy(x, predictor, spec, **kw):
+        calls.append((tuple(x.shape), spec, kw.get("scatter_free", False)))
+        return real(x, predictor, spec, **kw)
+
+    monkeypatch.setattr(tiling, "tiled_probabilities", spy)
+    rng = np.random.default_rng(4)
+    for shape in [(80, 112), (37, 53), (20, 27)]:
+        image = rng.normal(size=shape).astype(np.float32)
+        calls.clear()
+        by_slice = predict_slice(model, image, cfg, "cpu")
+        slice_calls = list(calls)
+        with torch.inference_mode():
+            by_graph = graph.predict(torch.from_numpy(image)[None, None])[0].numpy()
+        graph_calls = calls[len(slice_calls):]
+
+        def tiled(x):
+            return predict_tiled(x, model, tile=tile, overlap=0.25, border=border, align=align, batch_size=2)
+
+        by_tiled = predict_tta(image, tiled) if tta else tiled(image)
+        assert by_slice.shape == by_graph.shape == by_tiled.shape == (2, *shape)
+        np.testing.assert_allclose(by_graph, by_slice, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(by_tiled, by_slice, atol=1e-6, rtol=0)
+        # the same function and tiling in every caller; only the graph blends scatter-free
+        assert {c[1] for c in calls} == {graph.spec}
+        assert not any(c[2] for c in slice_calls) and graph_calls and all(c[2] for c in graph_calls)
+        assert len(graph_calls) == (8 if tta else 1)
+
+
+def test_folded_network_is_the_model_and_follows_weight_updates():
+    """Inference runs an eval copy with batch norms folded into the convolutions (same function to
+    float rounding), prepared once per weights: an in-place update (an optimiser step, a loaded
+    state dict) is seen by the next prediction, as training's validation needs."""
+    import copy
+
+    from seg.infer import predict_slice
+    from seg.infer.network import fold_batch_norm
+
+    torch.manual_seed(0)
+    for name, params in (("unet", {"padding": "same", "base_channels": 4, "depth": 2, "batch_norm": True}),
+                         ("unet-resnet18", {"encoder_depth": 3, "decoder_channels": [16, 8, 4]})):
+        model = build_model(name, **params).eval()
+        folded = fold_batch_norm(model)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+        x = torch.randn(2, 1, 64, 64)
+        with torch.no_grad():
+            ref, got = model(x), folded(x)
+        torch.testing.assert_close(got, ref, atol=1e-4 * float(ref.abs().max()), rtol=0)
+    model = build_model("unet", padding="same", base_channels=4, depth=2, batch_norm=True).eval()
+    image = np.random.default_rng(5).normal(size=(40, 56)).astype(np.float32)
+    cfg = {"tile": 32, "amp": "none"}
+    before = predict_slice(model, image, cfg)
+    state = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)
+    after = predict_slice(model, image, cfg)
+    assert np.abs(after - before).max() > 1e-3
+    np.testing.assert_array_equal(after, predict_slice(copy.deepcopy(model), image, cfg))
+    model.load_state_dict(state)
+    np.testing.assert_array_equal(predict_slice(model, image, cfg), before)
+
+
+def test_inference_path_does_not_import_monai(tmp_path):
+    """seg predict / seg segment / the export graph never import MONAI (~4 s per process)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, numpy as np, torch\n"
+            "from seg.infer import predict_slice\n"
+            "import seg.export.graph, seg.export.segment, seg.infer.cli\n"
+            "net = torch.nn.Conv2d(1, 2, 3, padding=1)\n"
+            "predict_slice(net, np.zeros((40, 40), np.float32), {'tile': 32, 'tta': True, 'amp': 'none'})\n"
+            "assert 'monai' not in sys.modules, sorted(m for m in sys.modules if m.startswith('monai'))[:5]\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 # ----------------------------------------------------------------------------- post-processing

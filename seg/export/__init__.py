@@ -2,10 +2,12 @@
 
 Modules: ``package`` (the model package format: write, load), ``build`` (a package from a trained
 run; ``seg package``),
-``graph`` (the exported graph: raw image -> probabilities, preprocessing and size contract inside),
-``exporters`` (TorchScript and ONNX files, checked against PyTorch), ``bioimageio`` (bioimage.io
-model packages, validated and tested), ``readme`` (the generated documentation), ``cli``
-(``seg package``, ``seg export``). ``seg segment`` (in :mod:`seg.infer.segment`) runs packages.
+``graph`` (the exported graph: raw image -> probabilities, preprocessing inside, tiling and TTA
+from :mod:`seg.infer.tiling`), ``exporters`` (TorchScript and ONNX files, checked against
+PyTorch), ``bioimageio`` (bioimage.io model packages, validated and tested), ``readme`` (the
+generated documentation), ``cli`` (``seg package``, ``seg export``), ``segment`` and ``inputs``
+(``seg segment``: a package on new images, stacks and CTC sequences; ``segment_cli``).
+This package builds on :mod:`seg.infer`; ``seg.infer`` never imports it.
 """
 
 from __future__ import annotations

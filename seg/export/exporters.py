@@ -38,18 +38,16 @@ ATOL = 1e-4
 
 
 def build_graph(pkg, *, tta: bool | None = None):
-    """The :class:`~seg.export.graph.SegmentGraph` of a package (eval mode, CPU, fp32).
-    ``tta`` None = the package's inference setting."""
+    """The :class:`~seg.export.graph.SegmentGraph` of a package (eval mode, CPU, fp32), tiled as
+    ``seg segment`` tiles it. ``tta`` None = the package's inference setting."""
     from seg.export.graph import SegmentGraph
-
     from seg.infer.predict import tile_geometry
 
     m = pkg.meta["model"]
     use_tta = bool(pkg.inference["tta"]) if tta is None else bool(tta)
-    tile = tile_geometry(pkg.model, int(pkg.inference["tile"]))[0]
-    return SegmentGraph(pkg.model.float().cpu().eval(), shift=pkg.shift, border=m["valid_border"],
-                        divisor=m["size_divisor"], min_output=m["min_size"], min_size=m["min_size"],
-                        tta=use_tta, tile=tile, overlap=float(pkg.inference["overlap"]),
+    tile, border, align = tile_geometry(pkg.model, int(pkg.inference["tile"]))
+    return SegmentGraph(pkg.model.float().cpu().eval(), tile=tile, shift=pkg.shift, border=border, align=align,
+                        min_size=m["min_size"], tta=use_tta, overlap=float(pkg.inference["overlap"]),
                         blend=pkg.inference["blend"]).eval()
 
 
@@ -87,9 +85,13 @@ def export_description(pkg, fmt: str, graph) -> dict:
                    "values": "softmax probabilities; " + pkg.meta["outputs"]["probability"] + " is channel 1"},
         "preprocessing": pkg.meta["preprocessing"],
         "size_contract": {"valid_border": m["valid_border"], "size_divisor": m["size_divisor"],
-                          "handled": "inside the graph: mirror padding to the next size the network "
+                          "handled": "inside the graph: mirror padding to whole tiles of a size the network "
                                      "accepts, output cropped back to (H, W)"},
-        "tta": graph.tta, "tiling": "none: the network runs once on the whole (padded) image",
+        "tta": graph.tta,
+        "tiling": {"tile": graph.tile, "input_tile": graph.spec.input_tile, "overlap": graph.spec.overlap,
+                   "blend": graph.spec.blend, "border": graph.border, "align": graph.spec.align,
+                   "how": "seg segment's own tiling inside the graph (MONAI's tile grid and importance map; "
+                          "overlap-tile for valid padding); all tiles of an image in one network call"},
         "threshold": pkg.meta["threshold"], "postprocess": pkg.meta["postprocess"],
         "outputs": pkg.meta["outputs"], "training": pkg.meta.get("training"), "metrics": pkg.meta.get("metrics"),
     }

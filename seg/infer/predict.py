@@ -61,33 +61,36 @@ def predict_slice(model: torch.nn.Module, image: np.ndarray, infer_cfg: dict | N
 
     Args:
         model: any seg model (logits out); put in eval mode for the call, its mode restored after;
-            moved to ``device`` in channels_last layout (in place).
+            moved to ``device`` in channels_last layout (in place). It runs as
+            :func:`seg.infer.network.inference_predictor` prepares it (prepared once per weights).
         image: float32 (H, W) or (C_in, H, W), normalised (``seg.data.canonical.load_image``).
         infer_cfg: the ``inference`` config section (tile, overlap, blend, tta, batch_size, amp);
             missing keys take the schema defaults (``seg.config.complete_section``, validated).
         device: torch device (or ``auto``/``cpu``/``cuda``) the model runs on.
 
     Returns:
-        float32 (classes, H, W).
+        float32 (classes, H, W): :func:`seg.infer.tiling.predict_batch`, the computation the
+        exported graphs hold.
     """
     from seg.config import complete_section
     from seg.device import resolve_device
-    from seg.infer.tiling import predict_tiled
-    from seg.infer.tta import predict_tta
+    from seg.infer.network import inference_predictor
+    from seg.infer.tiling import TileSpec, as_batch, predict_batch
 
     cfg = complete_section("inference", infer_cfg)
     device = resolve_device(device, section="inference")
     tile, border, align = tile_geometry(model, cfg["tile"])
+    spec = TileSpec(tile, float(cfg["overlap"]), cfg["blend"], border, align)
     channels = 1 if np.ndim(image) == 2 else int(np.shape(image)[0])
-    predictor = inference_precision(model, cfg, device, channels).predictor(model)
+    precision = inference_precision(model, cfg, device, channels)
     was_training = model.training
     model.eval()
     try:
-        def run(x: np.ndarray) -> np.ndarray:
-            return predict_tiled(x, predictor, tile=tile, overlap=cfg["overlap"], blend=cfg["blend"],
-                                 batch_size=cfg["batch_size"], border=border, align=align, device=device)
-
-        return predict_tta(image, run) if cfg["tta"] else run(image)
+        predictor = inference_predictor(model, precision)
+        x = as_batch(image, device)
+        with torch.inference_mode():
+            probs = predict_batch(x, predictor, spec, tta=bool(cfg["tta"]), chunk=int(cfg["batch_size"]))
+        return np.ascontiguousarray(probs[0].cpu().numpy(), dtype=np.float32)
     finally:
         model.train(was_training)
 

@@ -5,6 +5,9 @@ is applied to the input, the prediction mapped back with the inverse symmetry, a
 averaged in probability space. The average over a whole group is equivariant: the TTA prediction
 of a rotated/flipped image is the rotated/flipped TTA prediction (exactly, for a predictor that
 treats all positions alike, e.g. one whole-slice forward pass).
+
+The functions take numpy arrays or torch tensors (symmetries act on the last two axes); on tensors
+they are traceable, so ``seg predict``, ``seg segment`` and the exported graphs run this same code.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import torch
 
 from seg.errors import SegError
 
@@ -19,43 +23,54 @@ from seg.errors import SegError
 DIHEDRAL: tuple[tuple[int, bool], ...] = tuple((k, f) for f in (False, True) for k in range(4))
 
 
-def apply_dihedral(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
-    """Apply one symmetry to the last two axes (H, W) of ``x``: flip W if ``flip``, then rot90 ``k``."""
+def apply_dihedral(x, k: int, flip: bool):
+    """Apply one symmetry to the last two axes (H, W) of ``x`` (numpy array or torch tensor): flip W
+    if ``flip``, then rot90 ``k`` (a view for numpy, a new tensor for torch)."""
+    if isinstance(x, torch.Tensor):
+        d = x.dim()
+        x = torch.flip(x, dims=[d - 1]) if flip else x
+        return torch.rot90(x, k, dims=[d - 2, d - 1]) if k % 4 else x
     if flip:
         x = x[..., ::-1]
     return np.rot90(x, k, axes=(-2, -1))
 
 
-def invert_dihedral(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
+def invert_dihedral(x, k: int, flip: bool):
     """Inverse of :func:`apply_dihedral` (rotate back by ``-k``, then undo the flip)."""
+    if isinstance(x, torch.Tensor):
+        d = x.dim()
+        x = torch.rot90(x, -k, dims=[d - 2, d - 1]) if k % 4 else x
+        return torch.flip(x, dims=[d - 1]) if flip else x
     x = np.rot90(x, -k, axes=(-2, -1))
     if flip:
         x = x[..., ::-1]
     return x
 
 
-def predict_tta(
-    image: np.ndarray,
-    predict_fn: Callable[[np.ndarray], np.ndarray],
-    *,
-    transforms: tuple[tuple[int, bool], ...] = DIHEDRAL,
-) -> np.ndarray:
+def predict_tta(image, predict_fn: Callable, *, transforms: tuple[tuple[int, bool], ...] = DIHEDRAL):
     """Average ``predict_fn`` over symmetries of the input.
 
     Args:
-        image: (H, W) or (C, H, W) array (any dtype ``predict_fn`` accepts).
-        predict_fn: maps an image of the same layout (possibly with H and W swapped) to probabilities
-            (classes, H', W') with the image's spatial size.
+        image: numpy (H, W) or (C, H, W) array, or torch (N, C, H, W) tensor.
+        predict_fn: maps an input of the same layout (H and W possibly swapped) to probabilities
+            (classes, H', W') for numpy, (N, classes, H', W') for torch, at the input's size.
         transforms: (k, flip) pairs; default all 8 elements of D4.
 
     Returns:
-        float32 (classes, H, W), the mean of the back-transformed predictions.
+        float32 mean of the back-transformed predictions: numpy (classes, H, W) or torch
+        (N, classes, H, W).
     """
     if not transforms:
         raise SegError("predict_tta: transforms is empty (give at least one (k, flip) pair)")
-    acc: np.ndarray | None = None
-    for k, flip in transforms:
-        view = np.ascontiguousarray(apply_dihedral(np.asarray(image), k, flip))
-        pred = invert_dihedral(np.asarray(predict_fn(view), dtype=np.float32), k, flip)
-        acc = pred.copy() if acc is None else acc + pred
-    return np.ascontiguousarray(acc / len(transforms), dtype=np.float32)
+    if not isinstance(image, torch.Tensor):
+        acc: np.ndarray | None = None
+        for k, flip in transforms:
+            view = np.ascontiguousarray(apply_dihedral(np.asarray(image), k, flip))
+            pred = invert_dihedral(np.asarray(predict_fn(view), dtype=np.float32), k, flip)
+            acc = pred.copy() if acc is None else acc + pred
+        return np.ascontiguousarray(acc / len(transforms), dtype=np.float32)
+    total: torch.Tensor | None = None
+    for k, flip in transforms:  # one view at a time: each tiled on its own grid, as few tiles in memory
+        back = invert_dihedral(predict_fn(apply_dihedral(image, k, flip)).float(), k, flip)
+        total = back if total is None else total + back
+    return total / float(len(transforms))

@@ -132,7 +132,7 @@ def _conventions(pkg) -> dict:
 
 def _segment_item(pkg, item, tmp: Path, run, bar) -> tuple[list[str], list[float]]:
     """Predict and write one input item; returns (written paths relative to ``tmp``, seconds/image)."""
-    from seg.infer.inputs import read_image, read_stack
+    from seg.export.inputs import read_image, read_stack
     from seg.infer.postprocess import ctc_mask_name
 
     conv = _conventions(pkg)["probability"]
@@ -208,7 +208,7 @@ def run_segment(model, inputs: list[str | os.PathLike], out: str | os.PathLike, 
 
     from seg import __version__
     from seg.device import resolve_device
-    from seg.infer.inputs import discover
+    from seg.export.inputs import discover
     from seg.io import atomic_path, write_json
     from seg.progress import progress
 

@@ -26,7 +26,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from seg.device import set_threads
-    from seg.infer.segment import run_segment
+    from seg.export.segment import run_segment
 
     set_threads(args.threads)
     s = run_segment(args.model, args.inputs, args.out, device=args.device, amp=args.amp, config=args.config,
