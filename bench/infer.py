@@ -13,9 +13,13 @@ slice, interleaved so that load changes on a shared machine hit all methods alik
   than its input tile), so for the valid U-Net the baseline is our overlap-tile path with MONAI's
   default settings (batch 1, contiguous, fp32) and max_abs_diff is against the whole-slice result;
 - ``forward``: the pure forward passes of the same tiles (pre-cut, batched as ours), no stitching;
-- ``ours_bf16``: ours under bf16 autocast (reported separately; not used for the fp32 figures;
-  bf16 speed-up = best fp32 slice / best bf16 slice over the same slices).
-``ours_bf16`` runs on every ``--extras-every``-th slice only (time budget).
+- ``ours_auto``: ours as ``seg predict`` runs it by default, ``inference.amp: auto``: the precision
+  the pipeline's timed probe picks for this model and tile batch on this machine
+  (:func:`seg.infer.predict.inference_precision`, :mod:`seg.precision`; a fresh cache in a temporary
+  folder unless ``SEG_CACHE_DIR`` is set), bf16 autocast where it measured faster, else fp32 (then
+  ``ours_auto`` is ``ours``);
+- ``ours_bf16``: ours under bf16 autocast whatever the probe says (bf16 speed-up = best fp32 slice /
+  best bf16 slice over the same slices; on every ``--extras-every``-th slice only, time budget).
 
 All methods run in one process, so settings of the process apply to every method alike: the
 allocator setting ours makes on its first call (``seg.infer.network.keep_freed_memory``) speeds up
@@ -29,9 +33,13 @@ back to back in the same round (paired, so a burst of load hits both): what tili
 stitching add to the bare forward passes of the same tiles. The JSON also holds the best-of-run
 form (best slice of ours / ideal - 1, ideal = tiles per slice x the best per-tile forward time over
 batch sizes 1..batch and repeats), which can fall below 0 when one fast slice meets a slower probe.
-speedup_vs_monai = best per-slice time of monai / best of ours (best-of-N is robust to the load of a
-shared machine; the median per-slice ratio and the ratio of totals are in the JSON).
-max_abs_diff = max |ours - monai| (fp32), and for the valid U-Net also |ours - whole slice|.
+speedup_vs_monai = best per-slice time of monai / best of ours_auto: what a user gets from ``seg
+predict`` against MONAI's defaults (best-of-N is robust to the load of a shared machine; the median
+per-slice ratio and the ratio of totals are in the JSON). speedup_vs_monai_fp32 = the same for ours
+in fp32, i.e. what the tiler and the prepared network give at equal precision; in fp32 it cannot
+exceed the peak bound printed below (fp32 peak / the baseline's GFLOP/s).
+max_abs_diff = max |ours - monai| (fp32), and for the valid U-Net also |ours - whole slice|;
+auto_max_abs_diff = max |ours_auto - ours| (bf16 rounding where auto is bf16, else 0).
 
 Roofline: every family's GFLOP per tile (``torch.utils.flop_counter``), the GFLOP/s of ours and of
 the baseline at their best slice, against the machine's fp32 peak (best of a 2048^3 sgemm): a
@@ -44,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import platform
 import sys
 import time
@@ -58,7 +67,7 @@ sys.path.insert(0, str(ROOT))
 from seg.device import Precision  # noqa: E402
 from seg.infer.network import inference_predictor  # noqa: E402
 from seg.infer.plan import balanced_batch, plan_tiles  # noqa: E402
-from seg.infer.predict import predict_slice, tile_geometry  # noqa: E402
+from seg.infer.predict import inference_precision, predict_slice, tile_geometry  # noqa: E402
 from seg.infer.tiling import predict_tiled  # noqa: E402
 from seg.io import write_json  # noqa: E402
 
@@ -226,10 +235,12 @@ def bench_model(name, model, vol, args) -> dict:
                 fast(tiles[i:i + b])
             return time.perf_counter() - t0
 
-    ours(vol[0]), baseline(vol[0]), ours(vol[0], "bf16")  # warm-up (allocations, oneDNN kernels)
+    auto = inference_precision(model, {**cfg, "amp": "auto"}, cpu)  # the probe (cached), as seg predict
+    print(f"  {name}: amp auto -> {auto.name} ({auto.source}, bf16/fp32 speed {auto.ratio})", flush=True)
+    ours(vol[0]), baseline(vol[0]), ours(vol[0], "bf16"), ours(vol[0], "auto")  # warm-up (oneDNN kernels)
     per_tile = best_tile_forward(fast, size_in, b)
-    rows = {"ours": [], "monai": [], "forward": [], "ours_bf16": [], "ours_for_bf16": []}
-    max_diff = max_diff_whole = max_diff_bf16 = 0.0
+    rows = {"ours": [], "monai": [], "forward": [], "ours_auto": [], "ours_bf16": [], "ours_for_bf16": []}
+    max_diff = max_diff_whole = max_diff_bf16 = max_diff_auto = 0.0
     for i, img in enumerate(vol):
         res = {}
         for k in np.random.default_rng(i).permutation(3):  # interleaved, order varies per slice
@@ -241,6 +252,12 @@ def bench_model(name, model, vol, args) -> dict:
                 rows["monai"].append(t)
             else:
                 rows["forward"].append(forward_only(img))
+        if auto.dtype is None:  # auto is fp32: seg predict runs exactly ours
+            rows["ours_auto"].append(rows["ours"][-1])
+        else:
+            res["auto"], t = time_call(lambda: ours(img, "auto"))
+            rows["ours_auto"].append(t)
+            max_diff_auto = max(max_diff_auto, float(np.abs(res["auto"] - res["ours"]).max()))
         extras = i % args.extras_every == 0
         if extras:
             res["bf16"], t = time_call(lambda: ours(img, "bf16"))
@@ -252,8 +269,8 @@ def bench_model(name, model, vol, args) -> dict:
             max_diff_whole = max(max_diff_whole, float(np.abs(ours(crop) - ref).max()))
         max_diff = max(max_diff, float(np.abs(res["ours"] - res["monai"]).max()))
         extra = f" bf16 {rows['ours_bf16'][-1]:.2f}s" if extras else ""
-        print(f"  {name} slice {i:2d}: ours {rows['ours'][-1]:.2f}s monai {rows['monai'][-1]:.2f}s "
-              f"fwd {rows['forward'][-1]:.2f}s{extra}", flush=True)
+        print(f"  {name} slice {i:2d}: ours {rows['ours'][-1]:.2f}s auto ({auto.name}) {rows['ours_auto'][-1]:.2f}s "
+              f"monai {rows['monai'][-1]:.2f}s fwd {rows['forward'][-1]:.2f}s{extra}", flush=True)
     n_tiles = len(corners)
     gflop = tile_gflop(model, size_in)
     # best per-tile forward: the batch-size sweep or the best forward-only pass over a slice's tiles
@@ -265,9 +282,14 @@ def bench_model(name, model, vol, args) -> dict:
         "tiles_per_slice": n_tiles, "batch": b, "slices": len(vol),
         "seconds_total": tot, "seconds_best_slice": {k: float(np.min(v)) for k, v in rows.items()},
         "best_per_tile_forward_s": per_tile, "ideal_total_s": ideal_slice * len(vol),
-        "speedup_vs_monai": float(np.min(rows["monai"]) / np.min(rows["ours"])),
-        "speedup_vs_monai_total": tot["monai"] / tot["ours"],
-        "speedup_vs_monai_median_slice": float(np.median(np.array(rows["monai"]) / np.array(rows["ours"]))),
+        "amp_auto": auto.record(),
+        "speedup_vs_monai": float(np.min(rows["monai"]) / np.min(rows["ours_auto"])),
+        "speedup_vs_monai_total": tot["monai"] / tot["ours_auto"],
+        "speedup_vs_monai_median_slice": float(np.median(np.array(rows["monai"]) / np.array(rows["ours_auto"]))),
+        "speedup_vs_monai_fp32": float(np.min(rows["monai"]) / np.min(rows["ours"])),
+        "speedup_vs_monai_fp32_total": tot["monai"] / tot["ours"],
+        "speedup_vs_monai_fp32_median_slice": float(np.median(np.array(rows["monai"]) / np.array(rows["ours"]))),
+        "auto_max_abs_diff": max_diff_auto,
         "overhead_vs_ideal": float(np.median(np.array(rows["ours"]) / np.array(rows["forward"])) - 1),
         "overhead_vs_ideal_best": float(np.min(rows["ours"])) / ideal_slice - 1,
         "overhead_vs_ideal_total": tot["ours"] / (ideal_slice * len(vol)) - 1,
@@ -279,7 +301,8 @@ def bench_model(name, model, vol, args) -> dict:
         "baseline": ("ours at MONAI defaults (batch 1, contiguous)" if border
                      else "MONAI sliding_window_inference defaults"),
         "gflop_per_tile": gflop,
-        "gflops_per_s_best_slice": {k: n_tiles * gflop / float(np.min(rows[k])) for k in ("ours", "monai", "forward")},
+        "gflops_per_s_best_slice": {k: n_tiles * gflop / float(np.min(rows[k]))
+                                    for k in ("ours", "ours_auto", "monai", "forward")},
     }
 
 
@@ -294,6 +317,13 @@ def main() -> None:
                     "every k-th slice (default 3)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "infer.json"))
     args = ap.parse_args()
+    if "SEG_CACHE_DIR" not in os.environ:  # measure amp: auto afresh, not from the user's cache
+        import atexit
+        import shutil
+        import tempfile
+
+        os.environ["SEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="seg-bench-cache-")
+        atexit.register(shutil.rmtree, os.environ["SEG_CACHE_DIR"], ignore_errors=True)
     vol = load_volume(args.slices)
     models = build_models(args.models.split(","))
     results = []
@@ -303,20 +333,22 @@ def main() -> None:
         r["source"] = src
         results.append(r)
     print()
-    print("per-slice times are best of the run (s); speedup = best monai / best ours (median and total ratio")
-    print("in brackets); overhead = median over slices of ours / forward-only of the same tiles - 1 (paired);")
-    print("diff = fp32 max |ours - ref|")
-    print(f"{'model':14s} {'tiles':>5s} {'ours':>6s} {'monai':>6s} {'ideal':>6s} {'speedup (med, tot)':>19s} "
-          f"{'overhead':>8s} {'diff':>8s} {'whole':>8s} {'bf16 x':>6s} {'bf16 diff':>9s}")
+    print("per-slice times are best of the run (s); auto = ours in the precision amp: auto measured faster;")
+    print("speedup = best monai / best ours (auto, and fp32), median over slices in brackets; overhead =")
+    print("median over slices of ours / forward-only of the same tiles - 1 (paired); diff = fp32 max |ours - ref|")
+    print(f"{'model':14s} {'tiles':>5s} {'auto':>4s} {'ours':>6s} {'auto':>6s} {'monai':>6s} {'ideal':>6s} "
+          f"{'speedup auto (med)':>18s} {'fp32 (med)':>12s} {'overhead':>8s} {'diff':>8s} {'whole':>8s} "
+          f"{'auto diff':>9s} {'bf16 x':>6s}")
     for r in results:
         b = r["seconds_best_slice"]
         wd = r["max_abs_diff_vs_whole_slice"]
         whole = f"{wd:8.1e}" if wd is not None else f"{'-':>8s}"
-        print(f"{r['model']:14s} {r['tiles_per_slice']:5d} {b['ours']:6.3f} {b['monai']:6.3f} "
-              f"{r['ideal_total_s'] / r['slices']:6.3f} {r['speedup_vs_monai']:5.2f} "
-              f"({r['speedup_vs_monai_median_slice']:4.2f}, {r['speedup_vs_monai_total']:4.2f}) "
+        print(f"{r['model']:14s} {r['tiles_per_slice']:5d} {r['amp_auto']['amp']:>4s} {b['ours']:6.3f} "
+              f"{b['ours_auto']:6.3f} {b['monai']:6.3f} {r['ideal_total_s'] / r['slices']:6.3f} "
+              f"{r['speedup_vs_monai']:11.2f} ({r['speedup_vs_monai_median_slice']:4.2f}) "
+              f"{r['speedup_vs_monai_fp32']:5.2f} ({r['speedup_vs_monai_fp32_median_slice']:4.2f}) "
               f"{r['overhead_vs_ideal']:8.3f} {r['max_abs_diff_vs_monai']:8.1e} "
-              f"{whole} {r['bf16_speedup_vs_ours_fp32']:6.2f} {r['bf16_max_abs_diff']:9.2e}")
+              f"{whole} {r['auto_max_abs_diff']:9.2e} {r['bf16_speedup_vs_ours_fp32']:6.2f}")
     peak = fp32_peak_gflops()
     print(f"fp32 peak (2048^3 sgemm, {torch.get_num_threads()} threads): {peak:.0f} GFLOP/s; GFLOP/s at the best "
           "slice (ours / baseline) and the speed-up that peak would allow over the baseline:")
@@ -327,13 +359,16 @@ def main() -> None:
               f"{g['monai']:5.0f}; at peak {r['speedup_bound_at_peak']:4.2f}x")
     summary = {
         "speedup_vs_monai": min(r["speedup_vs_monai"] for r in results),
+        "speedup_vs_monai_fp32": min(r["speedup_vs_monai_fp32"] for r in results),
+        "amp": "/".join(sorted({r["amp_auto"]["amp"] for r in results})),
         "overhead_vs_ideal": max(r["overhead_vs_ideal"] for r in results),
         "max_abs_diff": max(max(r["max_abs_diff_vs_monai"], r["max_abs_diff_vs_whole_slice"] or 0) for r in results),
     }
     write_json(args.out, {
         "summary (worst over models)": summary, "models": results,
         "per_family": {r["model"]: {k: r[k] for k in (
-            "speedup_vs_monai", "speedup_vs_monai_median_slice", "overhead_vs_ideal", "max_abs_diff_vs_monai",
+            "amp_auto", "speedup_vs_monai", "speedup_vs_monai_median_slice", "speedup_vs_monai_fp32",
+            "speedup_vs_monai_fp32_median_slice", "overhead_vs_ideal", "max_abs_diff_vs_monai", "auto_max_abs_diff",
             "max_abs_diff_vs_whole_slice", "bf16_speedup_vs_ours_fp32", "bf16_max_abs_diff", "gflop_per_tile",
             "gflops_per_s_best_slice", "speedup_bound_at_peak", "baseline")} for r in results},
         "fp32_peak_gflops": peak,
@@ -343,7 +378,8 @@ def main() -> None:
                     "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     })
     print(f"RESULT infer speedup_vs_monai={summary['speedup_vs_monai']:.2f} "
-          f"overhead_vs_ideal={summary['overhead_vs_ideal']:.3f} max_abs_diff={summary['max_abs_diff']:.1e}")
+          f"overhead_vs_ideal={summary['overhead_vs_ideal']:.3f} max_abs_diff={summary['max_abs_diff']:.1e} "
+          f"amp={summary['amp']} speedup_vs_monai_fp32={summary['speedup_vs_monai_fp32']:.2f}")
 
 
 if __name__ == "__main__":
