@@ -207,7 +207,7 @@ class Precision:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def predictor(self, model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A batch predictor for :func:`seg.infer.tiling.predict_tiled`: (N, C, h, w) float32 ->
+        """A batch predictor for :func:`seg.infer.tiling.predict_batch`: (N, C, h, w) float32 ->
         float32 logits (N, classes, h', w'), the forward pass under :meth:`autocast`.
 
         The model is prepared in place (:meth:`prepare_model`); the caller sets eval mode.

@@ -128,16 +128,7 @@ def inference_predictor(model: nn.Module, precision: Precision) -> Predictor:
         warnings.warn(f"inference: batch norm folding failed ({type(e).__name__}: {str(e)[:200]}); running "
                       "the model unfolded", RuntimeWarning, stacklevel=2)
         return precision.predictor(model)  # not cached: the cache must not hold its own key
-    predict = _predictor(net, precision)
+    predict = precision.predictor(net)
     cached[precision] = (key, predict)
     return predict
 
-
-def _predictor(net: nn.Module, precision: Precision) -> Predictor:
-    def predict(batch: torch.Tensor) -> torch.Tensor:
-        batch = precision.to_input(batch)
-        with precision.autocast():
-            out = net(batch)
-        return out.float()
-
-    return predict
