@@ -58,7 +58,7 @@ def _name(pkg) -> str:
 
 
 def _documentation(pkg, formats: dict, refused: dict) -> str:
-    from seg.export.readme import package_readme
+    from seg.package.readme import package_readme
 
     extra = ["## bioimage.io package", "",
              "Input `raw`: float32 (batch, channel=1, y, x), the image's raw values; no preprocessing is "
@@ -207,7 +207,7 @@ def _citations(family: str, kind: str) -> list:
     """The network's paper (U-Net's DOI, or the smp URL) and the dataset's paper, as CiteEntry."""
     from bioimageio.spec.model import v0_5 as b
 
-    from seg.export.readme import CITATIONS, DATA_CITATIONS
+    from seg.package.readme import CITATIONS, DATA_CITATIONS
 
     return [b.CiteEntry(text=CITATIONS.get(family, CITATIONS["unet"]),
                         doi=b.Doi(re.search(r"doi:(\S+)", CITATIONS["unet"]).group(1))

@@ -1,7 +1,7 @@
 """``seg segment`` and :func:`segment`: a packaged model on new images, stacks and CTC sequences.
 
 Per image the computation is exactly ``seg predict``'s: the package's preprocessing
-(:meth:`seg.export.package.ModelPackage.preprocess`: the same shift and normalisation functions
+(:meth:`seg.package.format.ModelPackage.preprocess`: the same shift and normalisation functions
 ``seg predict`` reads canonical images with), :func:`seg.infer.predict.predict_slice` with the
 package's tile / overlap / blend / TTA / AMP settings, then the package's threshold and
 post-processing (:mod:`seg.infer.postprocess`). So the probabilities equal the workflow's own
@@ -39,7 +39,7 @@ from seg.errors import SegError
 
 
 def _package(model, **kwargs):
-    from seg.export.package import ModelPackage, load_package
+    from seg.package import ModelPackage, load_package
 
     return model if isinstance(model, ModelPackage) else load_package(model, **kwargs)
 
@@ -76,7 +76,7 @@ def segment(image, model, *, device: str = "cpu", amp: str | None = None) -> tup
     Args:
         image: (H, W) image, or (Z, H, W) stack of them, any integer or float grey values (raw, not
             normalised: the package's preprocessing is applied). (H, W, 3|4) colour arrays are refused.
-        model: a :class:`seg.export.package.ModelPackage`, or the path of a package folder / zip /
+        model: a :class:`seg.package.format.ModelPackage`, or the path of a package folder / zip /
             run folder (loaded on every call: load it once with ``load_package`` for many images).
         device: ``cpu``, ``cuda`` or ``auto``.
         amp: override of the package's ``inference.amp`` (``none`` = fp32, exact on every CPU).
@@ -206,7 +206,7 @@ def run_segment(model, inputs: list[str | os.PathLike], out: str | os.PathLike, 
     """
     import torch
 
-    from seg import __version__
+    from seg.version import __version__
     from seg.device import resolve_device
     from seg.export.inputs import discover
     from seg.io import atomic_path, write_json
