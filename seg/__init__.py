@@ -2,6 +2,7 @@
 
 The package is a library of small modules, one per stage of the workflow:
 
+- ``seg.kinds``    the dataset kinds (ISBI 2012, Cell Tracking Challenge): one registry, one module each
 - ``seg.data``     ingest of ISBI 2012 and Cell Tracking Challenge data into the canonical form
 - ``seg.targets``  U-Net border-weight maps and elastic-deformation augmentation
 - ``seg.models``   model registry (classic U-Net, FCN-8s/16s/32s, smp encoder U-Nets), pretraining, zoo

@@ -11,7 +11,7 @@ run, its config or the data folder once it is written. Layout::
 
 ``package.json`` keys: ``format``, ``format_version``, ``seg_version``, ``name``, ``created``;
 ``dataset`` (name, kind, classes), ``outputs`` (what the probability and the segmentation mean for
-the kind); ``model`` (registry name, params, in_channels, classes, family, size contract:
+the kind: :meth:`seg.kinds.base.Kind.outputs`); ``model`` (registry name, params, in_channels, classes, family, size contract:
 valid_border, size_divisor, min_size, parameter count); ``preprocessing`` (the explicit steps: the
 sub-pixel ``shift`` of datasets ingested with ``align_images`` and the per-image zero mean / unit
 std normalisation, :func:`seg.data.canonical.normalise`); ``inference`` (tile, overlap, blend, tta,
@@ -49,26 +49,6 @@ README_FILE = "README.md"
 INFERENCE_KEYS = ("tile", "overlap", "blend", "tta", "batch_size", "amp")
 POSTPROCESS_KEYS = ("method", "min_size", "h")
 
-#: What the outputs of a model of each dataset kind mean (copied into every package).
-OUTPUTS = {
-    "isbi2012": {
-        "classes": ["membrane", "interior"],
-        "probability": "float32, probability of class 1 'interior' in [0, 1]: 1 = cell interior, "
-                       "0 = membrane (the ISBI 2012 challenge convention, as its training labels: "
-                       "membrane black, interior white)",
-        "segmentation": "uint8, 1 = interior (probability >= threshold), 0 = membrane",
-    },
-    "ctc": {
-        "classes": ["background", "cell"],
-        "probability": "float32, probability of class 1 'cell' in [0, 1]",
-        "segmentation": "uint16 instance labels, 0 = background, 1..N cells (Cell Tracking Challenge "
-                        "result masks, <sequence>_RES/maskNNN.tif); from the cell probability by the "
-                        "postprocess method (connected components or seeded watershed), objects "
-                        "smaller than min_size px removed",
-    },
-}
-
-
 @dataclass
 class ModelPackage:
     """A loaded package: its description, the network (CPU, eval mode) and its test pair.
@@ -94,7 +74,19 @@ class ModelPackage:
 
     @property
     def kind(self) -> str:
+        """The name of the dataset kind the model was trained on (``dataset.kind``)."""
         return self.meta["dataset"]["kind"]
+
+    @property
+    def dataset_kind(self):
+        """The registered dataset kind (:class:`seg.kinds.base.Kind`) of :attr:`kind` (SegError
+        naming the package if this seg does not know it)."""
+        from seg.kinds import get_kind
+
+        try:
+            return get_kind(self.kind)
+        except SegError as e:
+            raise SegError(f"{self.source or self.name}: {e}") from None
 
     @property
     def shift(self) -> list[float] | None:
