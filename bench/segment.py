@@ -75,13 +75,14 @@ def build_run(base: Path, tta: bool) -> dict:
 
     from seg.config import load_config, run_config_hash
     from seg.data.canonical import canonical_writer
-    from seg.export.build import build_package
-    from seg.export.package import write_package
+    from seg.kinds import get_kind
+    from seg.package.build import build_package
+    from seg.package.format import write_package
     from seg.models import build_model
 
     vol, lab = tifffile.imread(DATA / "train-volume.tif"), tifffile.imread(DATA / "train-labels.tif")
     data = base / "data"
-    with canonical_writer(data / "isbi2012", name="isbi2012", kind="isbi2012", source={"bench": True},
+    with canonical_writer(data / "isbi2012", name="isbi2012", kind=get_kind("isbi2012"), source={"bench": True},
                           align=True) as w:
         for split, idx in (("train", TRAIN), ("val", VAL), ("test", TEST)):
             for i in idx:
@@ -202,7 +203,7 @@ def bench_onnx_vs_torch(r: dict, repeats: int, threads: int) -> dict:
     import tifffile
 
     from seg.export.exporters import build_graph, onnx_session, run_exported, write_export
-    from seg.export.package import load_package
+    from seg.package import load_package
 
     pkg = load_package(r["package"])
     out = r["base"] / "onnx"

@@ -2,19 +2,21 @@
 
 The package is a library of small modules, one per stage of the workflow:
 
+- ``seg.kinds``    the dataset kinds (ISBI 2012, Cell Tracking Challenge): one registry, one module each
 - ``seg.data``     ingest of ISBI 2012 and Cell Tracking Challenge data into the canonical form
 - ``seg.targets``  U-Net border-weight maps and elastic-deformation augmentation
 - ``seg.models``   model registry (classic U-Net, FCN-8s/16s/32s, smp encoder U-Nets), pretraining, zoo
 - ``seg.train``    training loop (weighted loss, resume, DDP)
 - ``seg.infer``    tiled inference with overlap and post-processing; ``seg segment`` on new images
-- ``seg.export``   self-contained model packages; bioimage.io, TorchScript and ONNX exports
+- ``seg.package``  self-contained model packages (format, build from a run, load)
+- ``seg.export``   bioimage.io, TorchScript and ONNX exports; ``seg segment`` on new images
 - ``seg.metrics``  IoU, Dice, pixel error, ISBI V_rand/V_info, CTC SEG
 - ``seg.report``   leaderboard and HTML report
 
 Every stage is also a ``seg <command>`` (see ``seg --help``), and every Snakemake rule calls one.
 """
 
-__version__ = "0.1.0"
+from seg.version import __version__
 
 
 def segment(image, model, **kwargs):

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from seg import __version__
+    from seg.version import __version__
 
     return f"seg {__version__}"
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from seg.errors import SegError
+from seg.kinds import find_kind, get_kind, kind_names
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "configs" / "schema.yaml"
 _OVERRIDABLE = ("train", "augment", "inference")
@@ -118,6 +119,11 @@ def validate_config(cfg: dict, *, where: str = "config", schema: dict | None = N
     errors = sorted(v.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise SegError(_format_error(errors[0], where))
+    # A dataset's kind must be registered (seg.kinds; the schema leaves it open so that a kind
+    # registered by a plugin validates without editing it).
+    for name, entry in cfg["datasets"].items():
+        if find_kind(entry["kind"]) is None:
+            raise SegError(f"{where}: datasets.{name}.kind: {entry['kind']!r} is not one of {kind_names()}")
     # Dataset overrides of the postprocess section must be valid keys of that section.
     pp_check = _validator({**schema["$defs"]["postprocess"], "$defs": schema["$defs"]}, set_default=False)
     for name, entry in cfg["datasets"].items():
@@ -263,8 +269,9 @@ def run_config_hash(cfg: dict, dataset: str, variant: str) -> str:
         "weights": cfg["weights"],
         "calibrate": postprocess_section(cfg, dataset)["calibrate"],
     }
-    if dataset_entry(cfg, dataset)["kind"] == "ctc":  # CTC validation scores SEG of post-processed instances
-        relevant["val_postprocess"] = {k: postprocess_section(cfg, dataset)[k] for k in ("method", "threshold", "h", "min_size")}
+    keys = get_kind(dataset_entry(cfg, dataset)["kind"]).validation_postprocess_keys()
+    if keys:  # instance kinds (CTC): validation scores SEG of post-processed instances
+        relevant["val_postprocess"] = {k: postprocess_section(cfg, dataset)[k] for k in keys}
     if var.get("pretrained") == "inhouse":
         relevant["pretrain"] = cfg["pretrain"]
     return config_hash(relevant)

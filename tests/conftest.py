@@ -93,9 +93,10 @@ def tiny_isbi(tmp_path, isbi_stacks):
     from skimage.measure import label
 
     from seg.data.canonical import canonical_writer
+    from seg.kinds import get_kind
 
     data = tmp_path / "data"
-    with canonical_writer(data / "isbi2012", name="isbi2012", kind="isbi2012", source={"test": True}) as w:
+    with canonical_writer(data / "isbi2012", name="isbi2012", kind=get_kind("isbi2012"), source={"test": True}) as w:
         for i, split in enumerate(["train", "train", "val", "test"]):
             lab = isbi_stacks["labels"][i]
             w.add(f"train_{i:02d}", isbi_stacks["train"][i], split=split, frame=i,
@@ -238,6 +239,7 @@ def _fake_packaged_run(base, *, kind, model, params, inference, postprocess, siz
     from seg.cli import main
     from seg.config import load_config, run_config_hash
     from seg.data.canonical import canonical_writer
+    from seg.kinds import get_kind
     from seg.models import build_model
 
     base.mkdir(parents=True, exist_ok=True)
@@ -250,13 +252,13 @@ def _fake_packaged_run(base, *, kind, model, params, inference, postprocess, siz
 
         vol = tifffile.imread(SHARED_DATA / "isbi2012" / "train-volume.tif")[:5, :h, :w]
         lab = tifffile.imread(SHARED_DATA / "isbi2012" / "train-labels.tif")[:5, :h, :w]
-        with canonical_writer(data / "ds", name="ds", kind=kind, source={"test": True}, align=True) as wr:
+        with canonical_writer(data / "ds", name="ds", kind=get_kind(kind), source={"test": True}, align=True) as wr:
             for i, split in enumerate(splits):
                 wr.add(f"train_{i:02d}", vol[i], split=split, frame=i,
                        instances=label(lab[i] == 255, connectivity=1), semantic=(lab[i] == 255).astype(np.uint8))
     else:
         yy, xx = np.mgrid[:h, :w]
-        with canonical_writer(data / "ds", name="ds", kind=kind, source={"test": True}) as wr:
+        with canonical_writer(data / "ds", name="ds", kind=get_kind(kind), source={"test": True}) as wr:
             for i, split in enumerate(splits):
                 inst = np.zeros((h, w), np.int32)
                 for k in range(1, 4):

@@ -85,9 +85,10 @@ def ctc_project(tmp_path: Path) -> dict:
     """A canonical CTC dataset (frame 3 val, 4-5 test) whose predicted cell probability is 0.35 on
     the cells and 0.05 elsewhere: wrong at threshold 0.5, right at any threshold in (0.05, 0.35]."""
     from seg.data.canonical import canonical_writer
+    from seg.kinds import get_kind
 
     data = tmp_path / "data"
-    with canonical_writer(data / "gowt1", name="gowt1", kind="ctc", source={"test": True}) as w:
+    with canonical_writer(data / "gowt1", name="gowt1", kind=get_kind("ctc"), source={"test": True}) as w:
         for t in (3, 4, 5):
             inst = _cells(t)
             w.add(f"01_t{t:03d}", (inst > 0).astype(np.uint8) * 200, split="val" if t == 3 else "test",

@@ -28,6 +28,7 @@ def sparse_val(tmp_path_factory) -> dict:
     val frames 3 and 6, and val "predictions": every cell, annotated or not, as a blurred
     probability map, the way a model that found the unannotated cells would see them."""
     from seg.data.canonical import canonical_writer
+    from seg.kinds import get_kind
 
     root = tmp_path_factory.mktemp("calseg")
     d = synth_ctc(np.random.default_rng(4), size=96, frames=7, every=3, sequences=("01",), annotated=0.5,
@@ -35,7 +36,7 @@ def sparse_val(tmp_path_factory) -> dict:
     data, pred = root / "data", root / "pred_val"
     (pred / "01_RES").mkdir(parents=True)
     fgs, refs = [], []
-    with canonical_writer(data / "syn", name="syn", kind="ctc", source={"test": True}) as w:
+    with canonical_writer(data / "syn", name="syn", kind=get_kind("ctc"), source={"test": True}) as w:
         w.meta["annotations"] = "sparse"
         for t in (3, 6):
             ref = d["masks"][t].astype(np.int32)
@@ -90,10 +91,11 @@ def _tiny_project(tmp_path: Path, postprocess: str, dataset_pp: str = "") -> tup
     import torch
 
     from seg.data.canonical import canonical_writer
+    from seg.kinds import get_kind
     from seg.models import build_model
 
     d = synth_ctc(np.random.default_rng(1), size=64, frames=1, every=1, sequences=("01",))["01"]
-    with canonical_writer(tmp_path / "data" / "syn", name="syn", kind="ctc", source={"test": True}) as w:
+    with canonical_writer(tmp_path / "data" / "syn", name="syn", kind=get_kind("ctc"), source={"test": True}) as w:
         inst = d["masks"][0].astype(np.int32)
         w.add("01_t000", d["images"][0], split="test", frame=0, sequence="01", instances=inst,
               semantic=ctc_semantic(inst))

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from seg.errors import SegError
-from seg.infer.postprocess import ctc_mask_name, instances_from_probability, isbi_maps
+from seg.infer.postprocess import instances_from_probability, isbi_maps
+from seg.kinds.ctc import result_mask_name
 from seg.infer.plan import plan_starts, plan_tiles
 from seg.infer.tiling import predict_tiled
 from seg.infer.tta import DIHEDRAL, apply_dihedral, predict_tta
@@ -370,8 +371,8 @@ def test_isbi_maps_convention():
 
 
 def test_ctc_mask_names():
-    assert ctc_mask_name(0) == "mask000.tif" and ctc_mask_name(42) == "mask042.tif"
-    assert ctc_mask_name(1234) == "mask1234.tif"
+    assert result_mask_name(0) == "mask000.tif" and result_mask_name(42) == "mask042.tif"
+    assert result_mask_name(1234) == "mask1234.tif"
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -22,9 +22,10 @@ SPLITS = ["train"] * 4 + ["val", "test"]
 def isbi_mini(isbi_stacks, tmp_path_factory):
     """Canonical ISBI dataset of six real 96x96 crops: slices 0-3 train, 4 val, 5 test."""
     from seg.data.canonical import canonical_writer
+    from seg.kinds import get_kind
 
     root = tmp_path_factory.mktemp("data")
-    with canonical_writer(root / "isbi", name="isbi", kind="isbi2012", source={}) as w:
+    with canonical_writer(root / "isbi", name="isbi", kind=get_kind("isbi2012"), source={}) as w:
         for i, split in enumerate(SPLITS):
             crop = (i, slice(200, 296), slice(100, 196))
             w.add(f"train_{i:02d}", isbi_stacks["train"][crop], split=split, frame=i,
@@ -157,8 +158,9 @@ def test_seg_pretrain_cli(isbi_mini, tmp_path):
 
 def test_pretrain_refuses_too_few_training_slices(isbi_stacks, tmp_path):
     from seg.data.canonical import canonical_writer
+    from seg.kinds import get_kind
 
-    with canonical_writer(tmp_path / "isbi", name="isbi", kind="isbi2012", source={}) as w:
+    with canonical_writer(tmp_path / "isbi", name="isbi", kind=get_kind("isbi2012"), source={}) as w:
         for i, split in enumerate(["train", "val"]):
             w.add(f"train_{i:02d}", isbi_stacks["train"][i, :64, :64], split=split, frame=i,
                   semantic=(isbi_stacks["labels"][i, :64, :64] > 0).astype(np.uint8))

@@ -164,6 +164,7 @@ def _write_ctc(tmp_path: Path, *, sparse: bool) -> tuple[Path, Path, np.ndarray]
     """A one-frame canonical CTC test split: two annotated cells, one unannotated; the prediction
     finds all three and merges nothing. Returns (dataset dir, pred dir, prediction)."""
     from seg.data.canonical import canonical_writer
+    from seg.kinds import get_kind
 
     yy, xx = np.mgrid[:64, :64]
     cells = np.zeros((64, 64), np.int32)
@@ -171,7 +172,7 @@ def _write_ctc(tmp_path: Path, *, sparse: bool) -> tuple[Path, Path, np.ndarray]
         cells[(yy - cy) ** 2 + (xx - cx) ** 2 <= 100] = k
     ref = np.where(cells == 3, 0, cells)
     ds = tmp_path / "data" / "syn"
-    with canonical_writer(ds, name="syn", kind="ctc", source={"test": True}) as w:
+    with canonical_writer(ds, name="syn", kind=get_kind("ctc"), source={"test": True}) as w:
         w.meta["annotations"] = "sparse" if sparse else "full"
         w.add("01_t000", (cells > 0).astype(np.uint8) * 200, split="test", frame=0, sequence="01",
               instances=ref, semantic=(ref > 0).astype(np.uint8))

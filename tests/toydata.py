@@ -44,11 +44,12 @@ def write_blob_dataset(ds_dir: str | os.PathLike, *, seed: int = 0, size: int = 
     from scipy import ndimage
 
     from seg.data.canonical import canonical_writer
+    from seg.kinds import get_kind
 
     ds_dir = Path(ds_dir)
     rng = np.random.default_rng(seed)
     insts = []
-    with canonical_writer(ds_dir, name=ds_dir.name, kind="isbi2012", source={"toy": "blobs", "seed": seed}) as w:
+    with canonical_writer(ds_dir, name=ds_dir.name, kind=get_kind("isbi2012"), source={"toy": "blobs", "seed": seed}) as w:
         k = 0
         for split, n in zip(("train", "val", "test"), splits):
             for _ in range(n):
@@ -76,10 +77,11 @@ def write_isbi_subset(ds_dir: str | os.PathLike, train_stack: np.ndarray, label_
     from skimage.measure import label
 
     from seg.data.canonical import canonical_writer
+    from seg.kinds import get_kind
 
     ds_dir = Path(ds_dir)
     insts = []
-    with canonical_writer(ds_dir, name=ds_dir.name, kind="isbi2012", source={"subset_of": "isbi2012"}) as w:
+    with canonical_writer(ds_dir, name=ds_dir.name, kind=get_kind("isbi2012"), source={"subset_of": "isbi2012"}) as w:
         k = 0
         for split, n in zip(("train", "val", "test"), splits):
             for _ in range(n):

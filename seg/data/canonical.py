@@ -38,20 +38,7 @@ import numpy as np
 from seg.errors import SegError
 from seg.io import atomic_path, read_json, read_tiff, write_json, write_tiff
 
-KINDS = {"isbi2012": ["membrane", "interior"], "ctc": ["background", "cell"]}
 SPLIT_NAMES = ("train", "val", "test", "unlabeled")
-CONVENTIONS = {
-    "isbi2012": {
-        "images": "2D (H, W), original dtype",
-        "instances": "int32, 0 = membrane, 1..N = 4-connected components of the interior",
-        "semantic": "uint8, 0 = membrane, 1 = interior",
-    },
-    "ctc": {
-        "images": "2D (H, W), original dtype",
-        "instances": "int32, 0 = background, the annotation's own ids (man_seg) otherwise",
-        "semantic": "uint8, 0 = background or border between touching cells, 1 = cell",
-    },
-}
 
 
 def load_meta(ds_dir: str | os.PathLike) -> dict:
@@ -115,14 +102,14 @@ def load_semantic(ds_dir: str | os.PathLike, entry: dict) -> np.ndarray:
 class CanonicalWriter:
     """Adds slices to a dataset folder being built (use :func:`canonical_writer`)."""
 
-    def __init__(self, root: Path, *, name: str, kind: str, source: dict, align: bool = False):
-        if kind not in KINDS:
-            raise SegError(f"kind: {kind!r} is not one of {sorted(KINDS)}")
+    def __init__(self, root: Path, *, name: str, kind, source: dict, align: bool = False):
+        if not all(hasattr(kind, a) for a in ("name", "classes", "conventions")):
+            raise SegError(f"canonical_writer: kind {kind!r} is not a dataset kind (pass seg.kinds.get_kind(name))")
         self.root = root
         self.align = bool(align)
         self.meta: dict[str, Any] = {
-            "name": name, "kind": kind, "classes": KINDS[kind], "source": dict(source),
-            "conventions": CONVENTIONS[kind], "slices": [], "files": {},
+            "name": name, "kind": kind.name, "classes": list(kind.classes), "source": dict(source),
+            "conventions": dict(kind.conventions), "slices": [], "files": {},
         }
         for sub in ("images", "instances", "semantic"):
             (root / sub).mkdir(parents=True, exist_ok=True)
@@ -182,9 +169,11 @@ class CanonicalWriter:
 
 
 @contextlib.contextmanager
-def canonical_writer(out: str | os.PathLike, *, name: str, kind: str, source: dict,
+def canonical_writer(out: str | os.PathLike, *, name: str, kind, source: dict,
                      align: bool = False) -> Iterator[CanonicalWriter]:
     """Build ``out`` atomically: yields a :class:`CanonicalWriter` on a temporary folder beside it.
+    ``kind``: the dataset kind (:class:`seg.kinds.base.Kind`, e.g. ``seg.kinds.get_kind("ctc")``),
+    whose name, classes and conventions go into ``meta.json``.
     ``align``: estimate the images' offset from the annotation grid on finishing (``align_images``).
 
     On normal exit ``meta.json`` is written and the folder renamed to ``out`` (replacing an older

@@ -260,14 +260,16 @@ def plan_frames(frames: dict[str, list[CtcFrame]], assignment: dict[tuple[str, i
     return plan
 
 
-def ingest_ctc(folder: Path, out: Path, *, name: str, entry: dict, source: dict, url: str | None = None) -> dict:
-    """Ingest a CTC raw folder (layout or official zip) into the canonical form at ``out``; returns meta."""
+def ingest_ctc(folder: Path, out: Path, *, name: str, entry: dict, source: dict, url: str | None = None,
+               kind) -> dict:
+    """Ingest a CTC raw folder (layout or official zip) into the canonical form at ``out``; returns meta.
+    ``kind``: the dataset kind written into meta.json (:class:`seg.kinds.ctc.CtcKind`, which calls this)."""
     from seg.data.download import safe_extract
 
     sequences = list(entry.get("sequences") or ["01", "02"])
     root = find_root(folder, sequences)
     if root is not None:
-        return _ingest_root(root, folder, out, name=name, entry=entry, source={**source, "format": "ctc"})
+        return _ingest_root(root, folder, out, name=name, entry=entry, source={**source, "format": "ctc"}, kind=kind)
     archive = find_zip(folder, name, url)
     if archive is None:
         raise SegError(f"{folder}: no CTC data found (expected {EXPECTED})")
@@ -281,10 +283,10 @@ def ingest_ctc(folder: Path, out: Path, *, name: str, entry: dict, source: dict,
         prefix = archive.name if inner == "." else f"{archive.name}/{inner}"
         return _ingest_root(root, Path(tmp), out, name=name, entry=entry, extra_files=files,
                             source={**source, "format": "ctc-zip", "archive": archive.name},
-                            prefix=prefix)
+                            prefix=prefix, kind=kind)
 
 
-def _ingest_root(root: Path, rel_to: Path, out: Path, *, name: str, entry: dict, source: dict,
+def _ingest_root(root: Path, rel_to: Path, out: Path, *, name: str, entry: dict, source: dict, kind,
                  extra_files: dict | None = None, prefix: str | None = None) -> dict:
     from seg.data.canonical import canonical_writer
     from seg.progress import progress
@@ -300,7 +302,7 @@ def _ingest_root(root: Path, rel_to: Path, out: Path, *, name: str, entry: dict,
         r = p.relative_to(rel_to if prefix is None else root).as_posix()
         return r if prefix is None else f"{prefix}/{r}"
 
-    with canonical_writer(out, name=name, kind="ctc", source=source,
+    with canonical_writer(out, name=name, kind=kind, source=source,
                           align=bool(entry.get("align_images", False))) as w:
         w.meta.update(annotations=entry.get("annotations", "full"), labels=labels, st_exclusion=gap)
         w.record_files(extra_files or {})

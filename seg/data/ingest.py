@@ -1,8 +1,9 @@
 """``seg ingest``: raw files of one configured dataset -> the canonical form in ``data/<dataset>/``.
 
 Finds the raw files (local first, else a verified download; see :mod:`seg.data.sources`), then hands
-them to the dataset kind's ingest (:mod:`seg.data.isbi2012`, :mod:`seg.data.ctc`), which validates
-everything and writes the dataset folder atomically (no partial output on any error).
+them to the dataset kind's ingest (:meth:`seg.kinds.base.Kind.ingest`, which calls its reader,
+:mod:`seg.data.isbi2012` or :mod:`seg.data.ctc`), which validates everything and writes the dataset
+folder atomically (no partial output on any error).
 """
 
 from __future__ import annotations
@@ -36,20 +37,13 @@ def ingest_dataset(cfg: dict, name: str, out: str | os.PathLike | None = None) -
             input (the message names the file or config key).
     """
     from seg.data.sources import dataset_entry, obtain
+    from seg.kinds import get_kind
 
     entry = dataset_entry(cfg, name)
     out = Path(out) if out is not None else default_out(cfg, name)
     folder, source = obtain(cfg, name)
     _check_out(out, folder)
-    if entry["kind"] == "isbi2012":
-        from seg.data.isbi2012 import ingest_isbi2012
-
-        return ingest_isbi2012(folder, out, name=name, entry=entry, source=source)
-    if entry["kind"] == "ctc":
-        from seg.data.ctc import ingest_ctc
-
-        return ingest_ctc(folder, out, name=name, entry=entry, source=source, url=source.get("url"))
-    raise SegError(f"config: datasets.{name}.kind: {entry['kind']!r} is not one of ['ctc', 'isbi2012']")
+    return get_kind(entry["kind"]).ingest(folder, out, name=name, entry=entry, source=source)
 
 
 def summary(meta: dict) -> str:

@@ -153,8 +153,9 @@ def pixels_sha256(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
-def ingest_isbi2012(folder: Path, out: Path, *, name: str, entry: dict, source: dict) -> dict:
-    """Ingest the raw folder into the canonical form at ``out``; returns meta."""
+def ingest_isbi2012(folder: Path, out: Path, *, name: str, entry: dict, source: dict, kind) -> dict:
+    """Ingest the raw folder into the canonical form at ``out``; returns meta. ``kind``: the dataset
+    kind written into meta.json (:class:`seg.kinds.isbi2012.Isbi2012Kind`, which calls this)."""
     from seg.data.canonical import canonical_writer
     from seg.data.splits import isbi_split
     from seg.progress import progress
@@ -168,7 +169,7 @@ def ingest_isbi2012(folder: Path, out: Path, *, name: str, entry: dict, source: 
               # what the stacks are, whatever file format carried them (identifies the ISBI 2012
               # data for its published references: seg.report.references.dataset_identity)
               "pixels_sha256": {k: pixels_sha256(data[k]) for k in ("train", "labels")}}
-    with canonical_writer(out, name=name, kind="isbi2012", source=source,
+    with canonical_writer(out, name=name, kind=kind, source=source,
                           align=bool(entry.get("align_images", False))) as w:
         w.record_files(data["files"])
         for i in progress(sorted(assignment), desc=f"ingest {name}", unit="slice"):

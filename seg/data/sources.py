@@ -3,23 +3,23 @@
 Raw folder of dataset ``name``: ``datasets.<name>.raw_dir`` if set, else ``<raw_root>/<name>`` where
 ``raw_root`` is the environment variable ``SEG_RAW_ROOT`` if set, else the config's ``raw_root``
 (default ``data/raw``). Local files are always used first. When they are absent, the configured
-``url`` (or the dataset module's default source) is downloaded into the raw folder, or into
+``url`` (or the dataset kind's default source, :meth:`seg.kinds.base.Kind.default_source`) is downloaded into the raw folder, or into
 ``<data_dir>/raw/<name>`` when the raw folder cannot be written (e.g. a read-only shared copy).
 
-Imports only the standard library at module level (the CLI and the Snakefile import it).
+Imports only the standard library and :mod:`seg.kinds` (itself stdlib-only at import time) at module
+level (the CLI and the Snakefile import it).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import stat
 from pathlib import Path
 
 from seg.errors import SegError
+from seg.kinds import get_kind
 
 PROBE_TIMEOUT = 3.0  # seconds for the availability check of a download URL
-_MODULES = {"isbi2012": "seg.data.isbi2012", "ctc": "seg.data.ctc"}
 
 
 def dataset_entry(cfg: dict, name: str) -> dict:
@@ -28,13 +28,6 @@ def dataset_entry(cfg: dict, name: str) -> dict:
     if name not in datasets:
         raise SegError(f"config: datasets: unknown dataset {name!r} (configured: {', '.join(datasets) or 'none'})")
     return datasets[name]
-
-
-def kind_module(kind: str):
-    """The module implementing dataset kind ``kind`` (isbi2012 or ctc)."""
-    if kind not in _MODULES:
-        raise SegError(f"kind: {kind!r} is not one of {sorted(_MODULES)}")
-    return importlib.import_module(_MODULES[kind])
 
 
 def raw_dir(cfg: dict, name: str, *, env: dict | None = None) -> Path:
@@ -66,9 +59,9 @@ def download_dir(cfg: dict, name: str) -> Path:
 
 
 def source_of(cfg: dict, name: str) -> tuple[str | None, str | None]:
-    """(url, sha256) of the dataset's download: the config's, else the module's known default."""
+    """(url, sha256) of the dataset's download: the config's, else its kind's known default."""
     entry = dataset_entry(cfg, name)
-    default_url, default_sha = kind_module(entry["kind"]).default_source(name)
+    default_url, default_sha = get_kind(entry["kind"]).default_source(name)
     url = entry.get("url") or default_url
     sha = entry.get("sha256") or (default_sha if url == default_url else None)
     return url, sha
@@ -77,9 +70,9 @@ def source_of(cfg: dict, name: str) -> tuple[str | None, str | None]:
 def find_local(cfg: dict, name: str) -> Path | None:
     """The folder holding usable local raw files of ``name`` (raw folder first), or None."""
     entry = dataset_entry(cfg, name)
-    mod = kind_module(entry["kind"])
+    kind = get_kind(entry["kind"])
     for folder in dict.fromkeys((raw_dir(cfg, name), download_dir(cfg, name))):
-        if mod.has_local_files(folder, entry, url=source_of(cfg, name)[0]):
+        if kind.has_local_files(folder, entry, url=source_of(cfg, name)[0]):
             return folder
     return None
 
@@ -87,12 +80,12 @@ def find_local(cfg: dict, name: str) -> Path | None:
 def missing_message(cfg: dict, name: str, reason: str | None = None) -> str:
     """One line: what is missing, where to put it, where it would be downloaded from."""
     entry = dataset_entry(cfg, name)
-    mod = kind_module(entry["kind"])
+    kind = get_kind(entry["kind"])
     raw = raw_dir(cfg, name)
     url, _ = source_of(cfg, name)
     where = f"would be downloaded from {url}" if url else "no download URL is configured"
     why = f" ({reason})" if reason else ""
-    return (f"{name}: raw files not found in {raw}/ (expected {mod.EXPECTED}); put them there "
+    return (f"{name}: raw files not found in {raw}/ (expected {kind.expected}); put them there "
             f"(or set datasets.{name}.raw_dir or SEG_RAW_ROOT); they {where}{why}")
 
 
@@ -139,7 +132,7 @@ def obtain(cfg: dict, name: str) -> tuple[Path, dict]:
     if not url:
         raise SegError(missing_message(cfg, name))
     entry = dataset_entry(cfg, name)
-    dest = download_dir(cfg, name) / kind_module(entry["kind"]).download_name(name, url)
+    dest = download_dir(cfg, name) / get_kind(entry["kind"]).download_name(name, url)
     try:
         download(url, dest, sha256=sha)
     except SegError as e:

@@ -27,7 +27,6 @@ import numpy as np
 
 from seg.errors import SegError
 
-KINDS = ("ctc", "isbi")
 MARKER = "synth.json"
 
 
@@ -164,19 +163,57 @@ def synth_isbi(rng: np.random.Generator, *, size: int = 256, slices: int = 30,
     return {"train": np.stack(train), "labels": np.stack(labels), "test": np.stack(test)}
 
 
+def _write_ctc_layout(tmp: Path, rng: np.random.Generator, params: dict, *, seed: int, size: int, frames: int,
+                      every: int, annotated: float, silver: bool, **_) -> None:
+    """The ``ctc`` layout into ``tmp``: ``<seq>/tNNN.tif``, ``<seq>_GT/SEG/man_segNNN.tif`` (and ST)."""
+    import tifffile
+
+    params.update(frames=frames, every=every)
+    if annotated != 1 or silver:
+        params.update(annotated=annotated, silver=silver)
+    data = synth_ctc(rng, size=size, frames=frames, every=every, annotated=annotated, silver=silver,
+                     subset_rng=np.random.default_rng([seed, 1]))
+    for seq, d in data.items():
+        (tmp / seq).mkdir()
+        (tmp / f"{seq}_GT" / "SEG").mkdir(parents=True)
+        for t, img in enumerate(d["images"]):
+            tifffile.imwrite(tmp / seq / f"t{t:03d}.tif", img)
+        for t, m in d["masks"].items():
+            tifffile.imwrite(tmp / f"{seq}_GT" / "SEG" / f"man_seg{t:03d}.tif", m)
+        if d["silver"]:
+            (tmp / f"{seq}_ST" / "SEG").mkdir(parents=True)
+        for t, m in d["silver"].items():
+            tifffile.imwrite(tmp / f"{seq}_ST" / "SEG" / f"man_seg{t:03d}.tif", m)
+
+
+def _write_isbi_layout(tmp: Path, rng: np.random.Generator, params: dict, *, size: int, slices: int, **_) -> None:
+    """The ``isbi`` layout into ``tmp``: ``train-volume.tif``, ``train-labels.tif``, ``test-volume.tif``."""
+    import tifffile
+
+    params.update(slices=slices)
+    stacks = synth_isbi(rng, size=size, slices=slices)
+    for key, fname in (("train", "train-volume.tif"), ("labels", "train-labels.tif"), ("test", "test-volume.tif")):
+        tifffile.imwrite(tmp / fname, stacks[key])
+
+
+#: The raw layouts ``seg synth`` writes (``--kind``), each by its writer.
+LAYOUTS = {"ctc": _write_ctc_layout, "isbi": _write_isbi_layout}
+KINDS = tuple(LAYOUTS)
+
+
 def write_synth(out: str | os.PathLike, *, kind: str = "ctc", seed: int = 0, size: int = 256,
                 frames: int = 12, every: int = 3, slices: int = 30, annotated: float = 1.0,
                 silver: bool = False) -> Path:
     """Write a synthetic raw dataset to ``out`` atomically (replacing an earlier synth output only).
+    ``kind``: the raw layout (:data:`LAYOUTS`: ``ctc`` or ``isbi``), ingested as dataset kind
+    ``ctc`` or ``isbi2012``.
 
     Raises:
         SegError: bad kind/parameters, or ``out`` exists, is not empty and is not a synth output.
     """
-    import tifffile
-
     from seg.io import atomic_path
 
-    if kind not in KINDS:
+    if kind not in LAYOUTS:
         raise SegError(f"--kind: {kind!r} is not one of {list(KINDS)}")
     if size < 32 or frames < 1 or every < 1 or slices < 1:
         raise SegError("seg synth: size must be >= 32 and frames, every, slices >= 1")
@@ -187,28 +224,7 @@ def write_synth(out: str | os.PathLike, *, kind: str = "ctc", seed: int = 0, siz
     params = {"kind": kind, "seed": seed, "size": size}
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        if kind == "ctc":
-            params.update(frames=frames, every=every)
-            if annotated != 1 or silver:
-                params.update(annotated=annotated, silver=silver)
-            data = synth_ctc(rng, size=size, frames=frames, every=every, annotated=annotated, silver=silver,
-                             subset_rng=np.random.default_rng([seed, 1]))
-            for seq, d in data.items():
-                (tmp / seq).mkdir()
-                (tmp / f"{seq}_GT" / "SEG").mkdir(parents=True)
-                for t, img in enumerate(d["images"]):
-                    tifffile.imwrite(tmp / seq / f"t{t:03d}.tif", img)
-                for t, m in d["masks"].items():
-                    tifffile.imwrite(tmp / f"{seq}_GT" / "SEG" / f"man_seg{t:03d}.tif", m)
-                if d["silver"]:
-                    (tmp / f"{seq}_ST" / "SEG").mkdir(parents=True)
-                for t, m in d["silver"].items():
-                    tifffile.imwrite(tmp / f"{seq}_ST" / "SEG" / f"man_seg{t:03d}.tif", m)
-        else:
-            params.update(slices=slices)
-            stacks = synth_isbi(rng, size=size, slices=slices)
-            for key, fname in (("train", "train-volume.tif"), ("labels", "train-labels.tif"),
-                               ("test", "test-volume.tif")):
-                tifffile.imwrite(tmp / fname, stacks[key])
+        LAYOUTS[kind](tmp, rng, params, seed=seed, size=size, frames=frames, every=every, slices=slices,
+                      annotated=annotated, silver=silver)
         (tmp / MARKER).write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
     return out

@@ -1,21 +1,20 @@
-"""seg.export: trained models as self-contained packages and as bioimage.io / TorchScript / ONNX.
+"""seg.export: model packages (:mod:`seg.package`) as bioimage.io / TorchScript / ONNX, and on new images.
 
-Modules: ``package`` (the model package format: write, load), ``build`` (a package from a trained
-run; ``seg package``),
-``graph`` (the exported graph: raw image -> probabilities, preprocessing inside, tiling and TTA
-from :mod:`seg.infer.tiling`), ``exporters`` (TorchScript and ONNX files, checked against
-PyTorch), ``bioimageio`` (bioimage.io model packages, validated and tested), ``readme`` (the
-generated documentation), ``cli`` (``seg package``, ``seg export``), ``segment`` and ``inputs``
-(``seg segment``: a package on new images, stacks and CTC sequences; ``segment_cli``).
-This package builds on :mod:`seg.infer`; ``seg.infer`` never imports it.
+Modules: ``graph`` (the exported graph: raw image -> probabilities, preprocessing inside, tiling
+and TTA from :mod:`seg.infer.tiling`), ``exporters`` (TorchScript and ONNX files, checked against
+PyTorch), ``bioimageio`` (bioimage.io model packages, validated and tested), ``cli`` (``seg
+package``, ``seg export``), ``segment`` and ``inputs`` (``seg segment``: a package on new images,
+stacks and CTC sequences; ``segment_cli``).
+The package format itself (write, load, build from a run) is :mod:`seg.package`, below this one.
+This package builds on :mod:`seg.infer` and :mod:`seg.package`; neither imports it.
 """
 
 from __future__ import annotations
 
 
 def load_package(path, **kwargs):
-    """Load a model package folder / zip or a run folder; see :func:`seg.export.package.load_package`."""
-    from seg.export.package import load_package as _load
+    """Load a model package folder / zip or a run folder; see :func:`seg.package.load.load_package`."""
+    from seg.package.load import load_package as _load
 
     return _load(path, **kwargs)
 

@@ -58,7 +58,7 @@ def _name(pkg) -> str:
 
 
 def _documentation(pkg, formats: dict, refused: dict) -> str:
-    from seg.export.readme import package_readme
+    from seg.package.readme import package_readme
 
     extra = ["## bioimage.io package", "",
              "Input `raw`: float32 (batch, channel=1, y, x), the image's raw values; no preprocessing is "
@@ -196,24 +196,23 @@ def _weights(work: Path, descs: dict) -> dict:
 
 def _summary(pkg) -> str:
     """The one-paragraph ``description`` of the resource."""
-    m, kind = pkg.meta["model"], pkg.kind
+    m = pkg.meta["model"]
     return (f"{m.get('label', m['name'])} ({m['name']}) trained on {pkg.meta['dataset']['name']} by "
             f"the seg pipeline: per-pixel probabilities of {' / '.join(pkg.meta['dataset']['classes'])}"
-            + (" (channel 1 = interior, the ISBI 2012 convention)." if kind == "isbi2012" else
-               "; cells as instances with seg segment."))
+            + pkg.dataset_kind.summary_tail)
 
 
-def _citations(family: str, kind: str) -> list:
-    """The network's paper (U-Net's DOI, or the smp URL) and the dataset's paper, as CiteEntry."""
+def _citations(family: str, kind) -> list:
+    """The network's paper (U-Net's DOI, or the smp URL) and the dataset kind's paper, as CiteEntry."""
     from bioimageio.spec.model import v0_5 as b
 
-    from seg.export.readme import CITATIONS, DATA_CITATIONS
+    from seg.package.readme import CITATIONS
 
     return [b.CiteEntry(text=CITATIONS.get(family, CITATIONS["unet"]),
                         doi=b.Doi(re.search(r"doi:(\S+)", CITATIONS["unet"]).group(1))
                         if family != "smp" else None,
                         url=None if family != "smp" else b.HttpUrl(CITATIONS["smp"].split()[-1])),
-            b.CiteEntry(text=DATA_CITATIONS[kind], doi=b.Doi(re.search(r"doi:(\S+)", DATA_CITATIONS[kind]).group(1)))]
+            b.CiteEntry(text=kind.citation, doi=b.Doi(re.search(r"doi:(\S+)", kind.citation).group(1)))]
 
 
 def _input_tensor(work: Path, space_in: list):
@@ -245,8 +244,7 @@ def _output_tensor(pkg, work: Path, channels: list, space_out: list):
         test_tensor=b.FileDescr(source=work / "test_output.npy"),
         data=b.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
         description=(f"softmax probabilities of {', '.join(names)}; channel 1 = "
-                     f"p({names[1]})" + (", 1 = interior (ISBI 2012 convention)"
-                                         if pkg.kind == "isbi2012" else ""))[:128],
+                     f"p({names[1]})" + pkg.dataset_kind.output_note)[:128],
     )
 
 
@@ -255,16 +253,15 @@ def _config(pkg, atol: float, refused: dict):
     ``seg``'s (the package's settings, training and metrics, the formats not exported)."""
     from bioimageio.spec.model import v0_5 as b
 
-    m, kind = pkg.meta["model"], pkg.kind
+    m, kind = pkg.meta["model"], pkg.dataset_kind
     return b.Config(
         bioimageio=b.BioimageioConfig(
             reproducibility_tolerance=[b.ReproducibilityTolerance(absolute_tolerance=atol,
                                                                   relative_tolerance=0.0,
                                                                   mismatched_elements_per_million=0)],
             architecture_type=m["name"][:32],
-            modality="electron microscopy" if kind == "isbi2012" else "light microscopy",
-            target_structure=["neuronal membranes"] if kind == "isbi2012" else ["cells"]),
-        seg={"package": pkg.name, "kind": kind, "threshold": pkg.meta["threshold"],
+            modality=kind.modality, target_structure=list(kind.target_structure)),
+        seg={"package": pkg.name, "kind": kind.name, "threshold": pkg.meta["threshold"],
              "postprocess": pkg.meta["postprocess"], "preprocessing": pkg.meta["preprocessing"],
              "inference": pkg.meta["inference"], "training": pkg.meta.get("training"),
              "metrics": pkg.meta.get("metrics"), "not_exported": refused})
@@ -285,7 +282,7 @@ def build_description(pkg, work: Path, *, tta: bool | None = None, atol: float =
     space_in, space_out = _space_axes(m)
     classes = [b.Identifier(c) for c in pkg.meta["dataset"]["classes"]]
     weights = _weights(work, descs)
-    kind = pkg.kind
+    kind = pkg.dataset_kind
     try:
         descr = b.ModelDescr(
             name=_name(pkg),
@@ -295,7 +292,7 @@ def build_description(pkg, work: Path, *, tta: bool | None = None, atol: float =
             license=b.LicenseId(LICENSE),
             documentation=b.FileDescr(source=work / "README.md"),
             covers=[b.FileDescr(source=work / "cover.png")],
-            tags=["segmentation", "2d", "pytorch", m["family"], "electron-microscopy" if kind == "isbi2012" else "cell-tracking-challenge"],
+            tags=["segmentation", "2d", "pytorch", m["family"], kind.tag],
             inputs=[_input_tensor(work, space_in)],
             outputs=[_output_tensor(pkg, work, classes, space_out)],
             weights=b.WeightsDescr(**weights),

@@ -269,7 +269,7 @@ def write_export(pkg, fmt: str, out: str | os.PathLike, *, tta: bool | None = No
     (``model.pt`` / ``model.onnx``), ``export.json`` (:func:`export_description` + checks),
     ``test_input.npy`` (float32 (1, 1, H, W)), ``test_output.npy`` (the export's output on it) and
     ``README.md``. Returns the description written to ``export.json``."""
-    from seg.export.readme import package_readme
+    from seg.package.readme import package_readme
     from seg.io import atomic_path, write_json
 
     if fmt not in FORMATS:

@@ -10,10 +10,10 @@ with one message naming it and nothing is written:
 - any other folder of images -> one ``image`` per file (other files are ignored);
 - a folder holding no image but CTC sequence folders (``01/``, ``02/`` of a CTC dataset) -> one
   ``sequence`` per such folder;
-- a canonical dataset folder of ``seg ingest`` (``data/<dataset>/`` with ``meta.json``): for a CTC
-  dataset one ``sequence`` per sequence with every ingested frame (annotated or not, in time order);
-  for an ISBI 2012 dataset its unannotated slices (the challenge's test volume) as one ``stack``
-  named ``test-volume``.
+- a canonical dataset folder of ``seg ingest`` (``data/<dataset>/`` with ``meta.json``): what its
+  kind says (:meth:`seg.kinds.base.Kind.segment_groups`): for a CTC dataset one ``sequence`` per
+  sequence with every ingested frame (annotated or not, in time order); for an ISBI 2012 dataset its
+  unannotated slices (the challenge's test volume) as one ``stack`` named ``test-volume``.
 
 Pixel types: any integer or float grey values (uint8, uint16, ...). Refused with a clear error:
 RGB/RGBA or multi-channel images (one channel expected), palette PNGs, unreadable or truncated
@@ -132,24 +132,21 @@ def _sequence(folder: Path, files: list[Path]) -> Item | None:
 
 
 def _canonical(ds_dir: Path) -> list[Item]:
-    """The Items of a canonical dataset folder (see module docstring)."""
-    from seg.data.canonical import load_meta, slices
+    """The Items of a canonical dataset folder: what its kind segments
+    (:meth:`seg.kinds.base.Kind.segment_groups`; see the module docstring)."""
+    from seg.data.canonical import load_meta
+    from seg.kinds import get_kind
 
     meta = load_meta(ds_dir)
-    entries = slices(meta)
-    if meta["kind"] == "isbi2012":
-        pages = sorted((e for e in entries if e["split"] == "unlabeled"), key=lambda e: e["frame"])
-        if not pages:
-            raise SegError(f"{ds_dir / 'meta.json'}: no unannotated slices to segment (an ISBI 2012 dataset "
-                           "ingested from the HDF5 download has no test volume)")
-        return [Item("stack", ds_dir, "test-volume", shape=(len(pages), *pages[0]["shape"]),
-                     pages=[ds_dir / e["image"] for e in pages])]
-    by_seq: dict[str, list[dict]] = {}
-    for e in entries:
-        by_seq.setdefault(str(e["sequence"]), []).append(e)
-    return [Item("sequence", ds_dir, seq, shape=(len(es), *es[0]["shape"]),
-                 frames=sorted((int(e["frame"]), ds_dir / e["image"]) for e in es))
-            for seq, es in sorted(by_seq.items())]
+    items = []
+    for form, name, entries in get_kind(meta["kind"]).segment_groups(meta, ds_dir):
+        shape = (len(entries), *entries[0]["shape"])
+        if form == "stack":
+            items.append(Item("stack", ds_dir, name, shape=shape, pages=[ds_dir / e["image"] for e in entries]))
+        else:
+            items.append(Item("sequence", ds_dir, name, shape=shape,
+                              frames=sorted((int(e["frame"]), ds_dir / e["image"]) for e in entries)))
+    return items
 
 
 def discover(paths: list[str | os.PathLike]) -> list[Item]:

@@ -1,14 +1,15 @@
 """``seg segment`` and :func:`segment`: a packaged model on new images, stacks and CTC sequences.
 
 Per image the computation is exactly ``seg predict``'s: the package's preprocessing
-(:meth:`seg.export.package.ModelPackage.preprocess`: the same shift and normalisation functions
+(:meth:`seg.package.format.ModelPackage.preprocess`: the same shift and normalisation functions
 ``seg predict`` reads canonical images with), :func:`seg.infer.predict.predict_slice` with the
 package's tile / overlap / blend / TTA / AMP settings, then the package's threshold and
 post-processing (:mod:`seg.infer.postprocess`). So the probabilities equal the workflow's own
 predictions of the same images (to float rounding, fp32).
 
 Outputs (``--out`` folder, built under a temporary name beside it and renamed into place only when
-every input is done, so an error leaves no partial folder), by the model's dataset kind:
+every input is done, so an error leaves no partial folder), by the model's dataset kind (its
+``segment_image``, ``segment_stack`` and ``segment_sequence``, :class:`seg.kinds.base.Kind`):
 
 ==========================  ===========================================  ==========================================
 input                       ISBI 2012 kind (class 1 = interior)           CTC kind (class 1 = cell)
@@ -16,9 +17,9 @@ input                       ISBI 2012 kind (class 1 = interior)           CTC ki
 image ``X.tif``/``X.png``   ``X_prob.tif`` float32 (H, W),               ``X_prob.tif`` float32 (H, W),
                             ``X_seg.tif`` uint8 (1 = interior)            ``X_mask.tif`` uint16 instances
 stack ``X.tif`` (Z pages)   ``X_prob.tif`` float32 (Z, H, W): the ISBI    ``X_prob.tif`` float32 (Z, H, W),
-                            2012 submission stack (1 = interior),         ``X_RES/maskNNN.tif`` uint16 (frame = page)
+                            2012 submission stack (1 = interior),         ``X_RES/maskT.tif`` uint16 (frame = page)
                             ``X_seg.tif`` uint8 (Z, H, W), ``X_prob.json``
-CTC sequence ``S/tNNN.tif`` ``S/tNNN_prob.tif``, ``S/tNNN_seg.tif``       ``S_RES/maskNNN.tif`` uint16 (CTC result
+CTC sequence ``S/tNNN.tif`` ``S/tNNN_prob.tif``, ``S/tNNN_seg.tif``       ``S_RES/maskT.tif`` uint16 (CTC result
                                                                           layout), ``S_prob/tNNN.tif`` float32
 ==========================  ===========================================  ==========================================
 
@@ -28,7 +29,6 @@ Every probability TIFF says in its ImageDescription which class it is the probab
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -39,7 +39,7 @@ from seg.errors import SegError
 
 
 def _package(model, **kwargs):
-    from seg.export.package import ModelPackage, load_package
+    from seg.package import ModelPackage, load_package
 
     return model if isinstance(model, ModelPackage) else load_package(model, **kwargs)
 
@@ -58,16 +58,9 @@ def predict_probabilities(pkg, image: np.ndarray, *, device="cpu", amp: str | No
 
 
 def labels_from(pkg, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(class-1 probability float32 (H, W), segmentation) in the convention of the package's kind:
-    ISBI uint8 (1 = interior), CTC uint16 instance labels."""
-    from seg.infer.postprocess import instances_from_probability, isbi_maps
-
-    if pkg.kind == "isbi2012":
-        return isbi_maps(probs, threshold=pkg.threshold)
-    pp = pkg.postprocess
-    fg = np.ascontiguousarray(probs[1], dtype=np.float32)
-    return fg, instances_from_probability(fg, method=pp["method"], threshold=pkg.threshold,
-                                          min_size=pp["min_size"], h=pp["h"])
+    """(class-1 probability float32 (H, W), segmentation) in the convention of the package's kind
+    (:meth:`seg.kinds.base.Kind.labels`): ISBI uint8 (1 = interior), CTC uint16 instance labels."""
+    return pkg.dataset_kind.labels(probs, threshold=pkg.threshold, postprocess=pkg.postprocess)
 
 
 def segment(image, model, *, device: str = "cpu", amp: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +69,7 @@ def segment(image, model, *, device: str = "cpu", amp: str | None = None) -> tup
     Args:
         image: (H, W) image, or (Z, H, W) stack of them, any integer or float grey values (raw, not
             normalised: the package's preprocessing is applied). (H, W, 3|4) colour arrays are refused.
-        model: a :class:`seg.export.package.ModelPackage`, or the path of a package folder / zip /
+        model: a :class:`seg.package.format.ModelPackage`, or the path of a package folder / zip /
             run folder (loaded on every call: load it once with ``load_package`` for many images).
         device: ``cpu``, ``cuda`` or ``auto``.
         amp: override of the package's ``inference.amp`` (``none`` = fp32, exact on every CPU).
@@ -108,19 +101,6 @@ def segment(image, model, *, device: str = "cpu", amp: str | None = None) -> tup
 
 
 # ----------------------------------------------------------------------------- writing
-def _write_prob(path: Path, prob: np.ndarray, convention: str) -> None:
-    import tifffile
-
-    tifffile.imwrite(path, np.ascontiguousarray(prob, dtype=np.float32), photometric="minisblack",
-                     description=convention, metadata=None)
-
-
-def _write(path: Path, arr: np.ndarray) -> None:
-    import tifffile
-
-    tifffile.imwrite(path, np.ascontiguousarray(arr), photometric="minisblack")
-
-
 def _conventions(pkg) -> dict:
     cls = pkg.meta["dataset"]["classes"][1]
     return {
@@ -131,13 +111,13 @@ def _conventions(pkg) -> dict:
 
 
 def _segment_item(pkg, item, tmp: Path, run, bar) -> tuple[list[str], list[float]]:
-    """Predict and write one input item; returns (written paths relative to ``tmp``, seconds/image)."""
+    """Predict one input item and write it as the package's kind does (:meth:`~seg.kinds.base.Kind.segment_image`,
+    ``segment_stack``, ``segment_sequence``); returns (written paths relative to ``tmp``, seconds/image)."""
     from seg.export.inputs import read_image, read_stack
-    from seg.infer.postprocess import ctc_mask_name
 
+    kind = pkg.dataset_kind
     conv = _conventions(pkg)["probability"]
-    written, secs = [], []
-    isbi = pkg.kind == "isbi2012"
+    secs = []
 
     def one(image):
         t0 = time.perf_counter()
@@ -148,49 +128,14 @@ def _segment_item(pkg, item, tmp: Path, run, bar) -> tuple[list[str], list[float
 
     if item.kind == "image":
         prob, lab = one(read_image(item.path))
-        _write_prob(tmp / f"{item.name}_prob.tif", prob, conv)
-        _write(tmp / f"{item.name}_{'seg' if isbi else 'mask'}.tif", lab)
-        written += [f"{item.name}_prob.tif", f"{item.name}_{'seg' if isbi else 'mask'}.tif"]
+        written = kind.segment_image(tmp, item.name, prob, lab, conv)
     elif item.kind == "stack":
         results = [one(plane) for plane in read_stack(item)]
-        probs = np.stack([r[0] for r in results])
-        if isbi:
-            desc = (f"ISBI 2012 challenge submission form: 32-bit float stack {probs.shape} (the input's size); "
-                    f"{conv}")
-            _write_prob(tmp / f"{item.name}_prob.tif", probs, desc)
-            _write(tmp / f"{item.name}_seg.tif", np.stack([r[1] for r in results]))
-            sidecar = {"file": f"{item.name}_prob.tif", "input": str(item.path), "shape": list(probs.shape),
-                       "dtype": "float32", "values": conv, "class_1": pkg.meta["dataset"]["classes"][1],
-                       "one_means": "cell interior (non-membrane), as white in the challenge's training labels",
-                       "zero_means": "membrane", "segmentation": f"{item.name}_seg.tif: {pkg.meta['outputs']['segmentation']}",
-                       "threshold": pkg.threshold, "model": pkg.name}
-            (tmp / f"{item.name}_prob.json").write_text(json.dumps(sidecar, indent=2) + "\n")
-            written += [f"{item.name}_prob.tif", f"{item.name}_seg.tif", f"{item.name}_prob.json"]
-        else:
-            _write_prob(tmp / f"{item.name}_prob.tif", probs, conv)
-            res = tmp / f"{item.name}_RES"
-            res.mkdir()
-            for z, (_, lab) in enumerate(results):
-                _write(res / ctc_mask_name(z), lab)
-            written += [f"{item.name}_prob.tif", f"{item.name}_RES/"]
+        info = {"input": str(item.path), "model": pkg.name, "threshold": pkg.threshold,
+                "class_1": pkg.meta["dataset"]["classes"][1], "segmentation": pkg.meta["outputs"]["segmentation"]}
+        written = kind.segment_stack(tmp, item.name, results, conv, info)
     else:  # CTC sequence
-        if isbi:
-            sub = tmp / item.name
-            sub.mkdir()
-            for _, path in item.frames:
-                prob, lab = one(read_image(path))
-                _write_prob(sub / f"{path.stem}_prob.tif", prob, conv)
-                _write(sub / f"{path.stem}_seg.tif", lab)
-            written.append(f"{item.name}/")
-        else:
-            res, pdir = tmp / f"{item.name}_RES", tmp / f"{item.name}_prob"
-            res.mkdir()
-            pdir.mkdir()
-            for frame, path in item.frames:
-                prob, lab = one(read_image(path))
-                _write_prob(pdir / f"{path.stem}.tif", prob, conv)
-                _write(res / ctc_mask_name(frame), lab)
-            written += [f"{item.name}_RES/", f"{item.name}_prob/"]
+        written = kind.segment_sequence(tmp, item.name, item.frames, lambda path: one(read_image(path)), conv)
     return written, secs
 
 
@@ -206,7 +151,7 @@ def run_segment(model, inputs: list[str | os.PathLike], out: str | os.PathLike, 
     """
     import torch
 
-    from seg import __version__
+    from seg.version import __version__
     from seg.device import resolve_device
     from seg.export.inputs import discover
     from seg.io import atomic_path, write_json

@@ -190,6 +190,7 @@ def run_calibrate(cfg: dict, *, dataset: str, variant: str, pred: str | os.PathL
     from seg.config import dataset_dir, postprocess_section
     from seg.data import canonical
     from seg.io import read_json, write_json
+    from seg.kinds import get_kind
 
     ds_dir = dataset_dir(cfg, dataset, data_dir)  # SegError for an unknown dataset
     pred = Path(pred)
@@ -206,7 +207,7 @@ def run_calibrate(cfg: dict, *, dataset: str, variant: str, pred: str | os.PathL
     if not entries:
         raise SegError(f"{ds_dir / 'meta.json'}: split 'val' has no annotated slices to calibrate on")
     head = {"dataset": dataset, "variant": variant, "split": "val", "n_slices": len(entries)}
-    if meta["kind"] == "ctc":
+    if get_kind(meta["kind"]).instances:  # instances: threshold, h and min_size chosen by val SEG
         doc = {**head, **_calibrate_ctc(cfg, dataset, pred, ds_dir, meta, entries)}
     else:
         counts = ThresholdCounts()

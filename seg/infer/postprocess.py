@@ -6,6 +6,7 @@
 * Cell Tracking Challenge: an instance label image per frame (uint16, 0 = background, 1..N cells),
   from the foreground probability by connected components or a seeded watershed (seeds = h-maxima
   of the distance transform of the foreground mask), small objects removed, labels renumbered 1..N.
+  Where the files go is the dataset kind's (:mod:`seg.kinds`; CTC: :func:`seg.kinds.ctc.result_mask_path`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,21 @@ from seg.errors import SegError
 METHODS = ("connected_components", "watershed")
 
 
+def foreground_maps(probs: np.ndarray, *, foreground: int = 1, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """The probability of class ``foreground`` and its thresholded class map, from softmax
+    probabilities float (classes, H, W).
+
+    Returns:
+        (probability float32 (H, W) in [0, 1], segmentation uint8 (H, W): 1 where p >= threshold).
+    """
+    probs = np.asarray(probs)
+    if probs.ndim != 3 or not 0 <= foreground < probs.shape[0]:
+        raise SegError(f"foreground_maps: expected probabilities (classes, H, W) with a class {foreground}, "
+                       f"got {probs.shape}")
+    p = np.ascontiguousarray(probs[foreground], dtype=np.float32)
+    return p, (p >= threshold).astype(np.uint8)
+
+
 def isbi_maps(probs: np.ndarray, *, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """ISBI outputs from (2, H, W) probabilities of classes [membrane, interior].
 
@@ -29,8 +45,7 @@ def isbi_maps(probs: np.ndarray, *, threshold: float = 0.5) -> tuple[np.ndarray,
     probs = np.asarray(probs)
     if probs.ndim != 3 or probs.shape[0] != 2:
         raise SegError(f"isbi_maps: expected probabilities (2, H, W) [membrane, interior], got {probs.shape}")
-    interior = np.ascontiguousarray(probs[1], dtype=np.float32)
-    return interior, (interior >= threshold).astype(np.uint8)
+    return foreground_maps(probs, foreground=1, threshold=threshold)
 
 
 def instances_from_probability(
@@ -101,9 +116,3 @@ def label_mask(mask: np.ndarray, *, method: str = "connected_components", h: flo
     markers = label(h_maxima(dist, h) & mask, connectivity=2)
     return watershed(-dist, markers, mask=mask)
 
-
-def ctc_mask_name(frame: int) -> str:
-    """CTC result file name of a frame: ``mask000.tif`` (3 digits; 4 from frame 1000 on, as CTC does)."""
-    if frame < 0:
-        raise SegError(f"ctc_mask_name: frame must be >= 0, got {frame}")
-    return f"mask{frame:03d}.tif" if frame < 1000 else f"mask{frame:04d}.tif"

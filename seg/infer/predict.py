@@ -11,7 +11,10 @@ model and its checkpoint, predicts every slice of the split and writes
   challenge's convention); CTC: (classes, H, W) probabilities.
 - ISBI ``<id>_seg.tif``: uint8 (H, W), 1 = interior (p >= threshold), 0 = membrane. The threshold
   is ``postprocess.threshold``, or the one ``seg calibrate`` chose on the val split (``threshold_file``).
-- CTC ``<sequence>_RES/mask<frame:03d>.tif``: uint16 instance labels (``seg.infer.postprocess``).
+- CTC ``<sequence>_RES/maskT.tif``: uint16 instance labels (``seg.infer.postprocess``; T has 3
+  digits, 4 in sequences of more than 1000 frames: :func:`seg.kinds.ctc.result_mask_path`).
+
+Which files a slice gets is its dataset kind's :meth:`seg.kinds.base.Kind.write_prediction`.
 - ``predict_summary.json``: timing, tiling/TTA settings, device, checkpoint and its SHA-256.
 """
 
@@ -139,30 +142,19 @@ def predict_settings(cfg: dict, *, dataset: str, variant: str, split: str, devic
     return PredictSettings(infer_cfg, pp, threshold, source)
 
 
-def write_slice_outputs(folder: Path, kind: str, entry: dict, probs: np.ndarray, settings: PredictSettings) -> None:
-    """Write one slice's outputs (see the module doc) into ``folder``.
+def write_slice_outputs(folder: Path, kind, entry: dict, probs: np.ndarray, settings: PredictSettings,
+                        meta: dict) -> None:
+    """Write one slice's outputs (see the module doc) into ``folder``: the dataset kind's
+    :meth:`seg.kinds.base.Kind.write_prediction` with the settings' threshold and post-processing.
 
     Args:
-        kind: the dataset's kind, ``isbi2012`` or ``ctc``.
+        kind: the dataset's kind (:class:`seg.kinds.base.Kind`).
         entry: the slice's entry in ``meta.json`` (``id``; CTC: ``sequence``, ``frame``).
         probs: float32 (classes, H, W) softmax probabilities of the slice.
+        meta: the dataset's ``meta.json`` (CTC: its sequences' lengths name the result files).
     """
-    import tifffile
-
-    from seg.infer.postprocess import ctc_mask_name, instances_from_probability, isbi_maps
-
-    if kind == "isbi2012":
-        interior, segm = isbi_maps(probs, threshold=settings.threshold)
-        tifffile.imwrite(folder / f"{entry['id']}_prob.tif", interior)
-        tifffile.imwrite(folder / f"{entry['id']}_seg.tif", segm)
-        return
-    pp = settings.postprocess
-    tifffile.imwrite(folder / f"{entry['id']}_prob.tif", probs)
-    labels = instances_from_probability(probs[1], method=pp["method"], threshold=settings.threshold,
-                                        min_size=pp["min_size"], h=pp["h"])
-    res = folder / f"{entry.get('sequence') or '01'}_RES"
-    res.mkdir(exist_ok=True)
-    tifffile.imwrite(res / ctc_mask_name(int(entry["frame"])), labels)
+    kind.write_prediction(folder, entry, probs, threshold=settings.threshold, postprocess=settings.postprocess,
+                          meta=meta)
 
 
 def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.PathLike, split: str,
@@ -182,6 +174,7 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
     from seg.data import canonical
     from seg.device import resolve_device
     from seg.io import atomic_path, sha256_file, write_json
+    from seg.kinds import get_kind
     from seg.models import build_model, load_model_weights
     from seg.progress import progress
 
@@ -190,6 +183,7 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
     infer_cfg = settings.inference
     ds_dir = dataset_dir(cfg, dataset, data_dir)
     meta = canonical.load_meta(ds_dir)
+    kind = get_kind(meta["kind"])
     entries = canonical.slices(meta, split)
     if not entries:
         raise SegError(f"{ds_dir / 'meta.json'}: split {split!r} has no slices")
@@ -207,7 +201,7 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
             t0 = time.perf_counter()
             probs = predict_slice(model, image, infer_cfg, dev)
             seconds.append(time.perf_counter() - t0)
-            write_slice_outputs(tmp, meta["kind"], entry, probs, settings)
+            write_slice_outputs(tmp, kind, entry, probs, settings, meta)
         summary = {
             "dataset": dataset, "variant": variant, "split": split, "kind": meta["kind"],
             "ids": [e["id"] for e in entries], "n_slices": len(entries),

@@ -24,14 +24,14 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from seg.config import load_config
+    from seg.kinds import get_kind
     from seg.metrics.score import run_score
 
     cfg = load_config(args.config)
     doc = run_score(cfg, dataset=args.dataset, variant=args.variant, pred=args.pred, out=args.out,
                     data_dir=args.data_dir, train_summary=args.train_summary, split=args.split)
     agg = doc["aggregate"]
-    keys = ["iou_mean", "pixel_error"] + (["vrand", "vinfo", "rand_error"] if doc["kind"] == "isbi2012"
-                                          else ["seg", "precision_iou50", "recall_iou50"])
+    keys = list(get_kind(doc["kind"]).summary_measures)
     if doc.get("annotations") == "sparse":  # precision over predicted objects lying mainly on annotated cells
         keys = ["seg", "recall_iou50", "precision_iou50"]
     shown = ", ".join(f"{k} {agg[k]:.4f}" if isinstance(agg.get(k), float) else f"{k} n/a" for k in keys)

@@ -1,16 +1,19 @@
 """``seg score``: compare the predictions of ``seg predict`` with the canonical ground truth.
 
 Reads, for every slice of the split (``seg.data.canonical``), the GT class map and instances and
-the prediction files of ``seg predict`` in ``pred_dir``:
+the prediction files of ``seg predict`` in ``pred_dir``; the dataset's kind says which files and
+which measures (:meth:`seg.kinds.base.Kind.measures`, classes in :mod:`seg.metrics.measures`):
 
 - ISBI (``kind`` isbi2012): ``<id>_prob.tif`` float (H, W) interior probability (1 = interior; a
   (2, H, W) probability stack is also accepted, channel 1 is used) and ``<id>_seg.tif`` {0, 1}
   class map (1 = interior).
 - CTC: ``<id>_prob.tif`` float (classes, H, W) (two classes: class map = p[1] >= the threshold
   ``seg predict`` used (``predict_summary.json``, default 0.5); more classes: argmax; an (H, W)
-  foreground probability is also accepted) and ``<sequence>_RES/mask<frame:03d>.tif`` instance labels.
+  foreground probability is also accepted) and ``<sequence>_RES/maskT.tif`` instance labels
+  (:func:`seg.kinds.ctc.result_mask_path`).
 
-Metrics (definitions in ``overlap``, ``rand`` and ``ctc``):
+Metrics (definitions in ``overlap``, ``rand`` and ``ctc``; the primary one is the kind's
+:meth:`seg.kinds.base.Kind.primary`):
 
 - Every kind: ``iou`` per class, ``iou_mean``, ``dice_mean``, ``pixel_error``, ``f1_interior_error``
   from the class maps. Aggregates pool all pixels of the split (sum of confusion matrices).
@@ -50,15 +53,11 @@ from typing import Any
 import numpy as np
 
 from seg.errors import SegError
-from seg.metrics.ctc import ObjectCounts, object_counts
 from seg.metrics.edges import BINS, edge_error_counts, edge_error_summary
-from seg.metrics.overlap import confusion_matrix, overlap_scores
-from seg.metrics.rand import (
-    PairStats, best_over_thresholds, challenge_thresholds, pair_stats, probability_stats, thin_boundaries,
-)
+from seg.metrics.measures import read_prediction
+from seg.metrics.overlap import overlap_scores
+from seg.metrics.rand import challenge_thresholds
 
-PRIMARY = "iou_mean"
-SPARSE_PRIMARY = "seg"
 SPARSE_NOTE = {
     "precision_iou50": "over the predicted objects that overlap the annotated cells (more than half of "
                        "the object on annotated cells); precision_iou50_touching: over every object "
@@ -67,49 +66,6 @@ SPARSE_NOTE = {
            "(more than half on annotated cells)",
     "left_out": "iou_mean, dice, pixel_error, edge_errors (they would count unannotated cells as errors)",
 }
-
-
-def ctc_mask_path(pred_dir: Path, entry: dict) -> Path:
-    """``<pred_dir>/<sequence>_RES/mask<frame:03d>.tif`` of a CTC slice entry (4 digits from 1000)."""
-    frame = int(entry["frame"])
-    name = f"mask{frame:03d}.tif" if frame < 1000 else f"mask{frame:04d}.tif"
-    return pred_dir / f"{entry.get('sequence') or '01'}_RES" / name
-
-
-def _read(path: Path, shape: tuple[int, int], what: str) -> np.ndarray:
-    """Read a prediction TIFF and check its (H, W) or (C, H, W) shape (SegError naming the file)."""
-    from seg.io import read_tiff
-
-    if not path.is_file():
-        raise SegError(f"{path}: {what} not found (run seg predict for this split)")
-    arr = read_tiff(path)
-    while arr.ndim > 2 and arr.shape[0] == 1:
-        arr = arr[0]
-    if tuple(arr.shape[-2:]) != tuple(shape) or arr.ndim not in (2, 3):
-        raise SegError(f"{path}: {what} has shape {tuple(arr.shape)}, expected (H, W) = {tuple(shape)}")
-    return arr
-
-
-def _interior_probability(arr: np.ndarray, path: Path) -> np.ndarray:
-    p = arr if arr.ndim == 2 else arr[1] if arr.shape[0] == 2 else None
-    if p is None:
-        raise SegError(f"{path}: expected an (H, W) interior probability or (2, H, W), got {arr.shape}")
-    p = np.asarray(p, dtype=np.float64)
-    if p.size and (np.nanmin(p) < 0 or np.nanmax(p) > 1 or np.isnan(p).any()):
-        raise SegError(f"{path}: probabilities must be in [0, 1]")
-    return p
-
-
-def _class_map(arr: np.ndarray, n_classes: int, path: Path, threshold: float = 0.5) -> np.ndarray:
-    """Class map from a (C, H, W) probability stack or an (H, W) foreground probability: two classes
-    -> ``p[1] >= threshold``, more -> argmax."""
-    if arr.ndim == 3:
-        if arr.shape[0] != n_classes:
-            raise SegError(f"{path}: {arr.shape[0]} probability channels, expected {n_classes}")
-        if n_classes != 2:
-            return np.argmax(arr, axis=0).astype(np.uint8)
-        arr = arr[1]
-    return (np.asarray(arr, dtype=np.float64) >= threshold).astype(np.uint8)
 
 
 def _clean(d: dict) -> dict:
@@ -130,20 +86,16 @@ def _clean(d: dict) -> dict:
 class _SplitScorer:
     """Scores the slices of one split one by one and pools them for the split's aggregate.
 
-    ``classes`` are the dataset's class names; ``decision`` is the threshold on the class-1
-    probability that turns CTC probabilities into class maps; ``thresholds`` those of the ISBI
-    maximisation. Pooled: the confusion matrix, the edge-error counts (not for sparse annotations),
-    the ISBI probability statistics, the CTC pair statistics and object counts.
+    ``classes`` are the dataset's class names; ``measures`` the dataset kind's per-slice measures
+    (:mod:`seg.metrics.measures`). Pooled here: the confusion matrix and the edge-error counts (not
+    for sparse annotations); the measures pool their own statistics.
     """
 
-    def __init__(self, ds_dir: Path, pred_dir: Path, kind: str, classes: list[str], *, thresholds: list[float],
-                 decision: float, sparse: bool):
-        self.ds_dir, self.pred_dir, self.kind, self.classes = ds_dir, pred_dir, kind, classes
-        self.thresholds, self.decision, self.sparse = thresholds, decision, sparse
+    def __init__(self, ds_dir: Path, pred_dir: Path, measures, classes: list[str], *, sparse: bool):
+        self.ds_dir, self.pred_dir, self.measures, self.classes = ds_dir, pred_dir, measures, classes
+        self.sparse = sparse
         self.cm_total = np.zeros((len(classes), len(classes)), dtype=np.int64)
         self.edges_total = np.zeros(len(BINS), dtype=np.int64)
-        self.isbi_stats: list = []
-        self.ctc_pairs, self.ctc_objects = PairStats(), ObjectCounts()
 
     def score(self, e: dict) -> dict:
         """The per-slice scores {"id", ...} of slice entry ``e`` (NaN as None), pooled as well."""
@@ -153,11 +105,8 @@ class _SplitScorer:
         gt_sem = canonical.load_semantic(self.ds_dir, e)
         gt_inst = canonical.load_instances(self.ds_dir, e)
         prob_path = self.pred_dir / f"{e['id']}_prob.tif"
-        prob = _read(prob_path, shape, "probability map")
-        if self.kind == "isbi2012":
-            pred_cls, cm, row = self._isbi_slice(e, shape, gt_sem, gt_inst, prob, prob_path)
-        else:
-            pred_cls, cm, row = self._ctc_slice(e, shape, gt_sem, gt_inst, prob, prob_path)
+        prob = read_prediction(prob_path, shape, "probability map")
+        pred_cls, cm, row = self.measures.slice(e, shape, gt_sem, gt_inst, prob, prob_path)
         self.cm_total += cm
         if not self.sparse:
             edges = edge_error_counts(gt_sem, pred_cls)
@@ -165,50 +114,11 @@ class _SplitScorer:
             self.edges_total += edges
         return _clean({"id": e["id"], **row})
 
-    def _isbi_slice(self, e: dict, shape: tuple, gt_sem: np.ndarray, gt_inst: np.ndarray, prob: np.ndarray,
-                    prob_path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-        """ISBI: class map from ``<id>_seg.tif``, Rand and information scores from the probability
-        map at the slice's own best threshold. Returns (class map, confusion matrix, scores)."""
-        seg_path = self.pred_dir / f"{e['id']}_seg.tif"
-        cls = _read(seg_path, shape, "segmentation")
-        if cls.ndim != 2:
-            raise SegError(f"{seg_path}: segmentation must be 2D (H, W), got {cls.shape}")
-        pred_cls = (cls > 0).astype(np.uint8)
-        cm = confusion_matrix(gt_sem, pred_cls, len(self.classes))
-        st = probability_stats(gt_inst, _interior_probability(prob, prob_path), self.thresholds)
-        self.isbi_stats.append(st)
-        return pred_cls, cm, {**overlap_scores(cm, self.classes), **best_over_thresholds([st])}
-
-    def _ctc_slice(self, e: dict, shape: tuple, gt_sem: np.ndarray, gt_inst: np.ndarray, prob: np.ndarray,
-                   prob_path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-        """CTC: class map from the probabilities, Rand and information scores of the instance mask
-        and the object scores (SEG, precision, recall). Returns (class map, confusion matrix, scores)."""
-        mask_path = ctc_mask_path(self.pred_dir, e)
-        inst = _read(mask_path, shape, "instance mask")
-        if inst.ndim != 2:
-            raise SegError(f"{mask_path}: instance mask must be 2D (H, W), got {inst.shape}")
-        pred_cls = _class_map(prob, len(self.classes), prob_path, self.decision)
-        cm = confusion_matrix(gt_sem, pred_cls, len(self.classes))
-        ps = pair_stats(gt_inst, thin_boundaries(inst, gt_inst > 0))
-        oc = object_counts(gt_inst, inst)
-        self.ctc_pairs, self.ctc_objects = self.ctc_pairs + ps, self.ctc_objects + oc
-        row = {**overlap_scores(cm, self.classes), **ps.rand(), **ps.info(), **oc.scores(),
-               "n_ref": oc.n_ref, "n_pred": oc.n_pred}
-        if self.sparse:
-            row = _sparse_scores(row, oc)
-        return pred_cls, cm, row
-
     def aggregate(self, n_slices: int) -> dict:
         """The split's scores from the pooled counts (NaN as None)."""
         agg = overlap_scores(self.cm_total, self.classes)
         agg["edge_errors"] = edge_error_summary(self.edges_total, self.cm_total, self.classes)
-        if self.kind == "isbi2012":
-            agg.update(best_over_thresholds(self.isbi_stats))
-        else:
-            agg.update({**self.ctc_pairs.rand(), **self.ctc_pairs.info(), **self.ctc_objects.scores(),
-                        "n_ref": self.ctc_objects.n_ref, "n_pred": self.ctc_objects.n_pred})
-            if self.sparse:
-                agg = _sparse_scores(agg, self.ctc_objects)
+        agg = self.measures.aggregate(agg)
         agg["n_slices"] = n_slices
         return _clean(agg)
 
@@ -234,12 +144,13 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
         SegError: no annotated slice in the split, a prediction file missing or of the wrong shape.
     """
     from seg.data import canonical
+    from seg.kinds import get_kind
     from seg.progress import progress
 
     ds_dir, pred_dir = Path(ds_dir), Path(pred_dir)
     meta = canonical.load_meta(ds_dir)
     kind, classes = meta["kind"], list(meta["classes"])
-    sparse = kind == "ctc" and meta.get("annotations", "full") == "sparse"
+    sparse = get_kind(kind).sparse(meta)
     entries = [e for e in canonical.slices(meta, split) if e.get("semantic") and e.get("instances")]
     if not entries:
         raise SegError(f"{ds_dir / 'meta.json'}: split {split!r} has no annotated slices to score")
@@ -248,8 +159,9 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
     thresholds = challenge_thresholds() if thresholds is None else list(thresholds)
     if predict_summary is None:
         predict_summary = _find_predict_summary(pred_dir)
-    scorer = _SplitScorer(ds_dir, pred_dir, kind, classes, thresholds=thresholds,
-                          decision=float(predict_summary.get("threshold", 0.5)), sparse=sparse)
+    measures = get_kind(kind).measures(classes, pred_dir=pred_dir, meta=meta, thresholds=thresholds,
+                                       decision=float(predict_summary.get("threshold", 0.5)), sparse=sparse)
+    scorer = _SplitScorer(ds_dir, pred_dir, measures, classes, sparse=sparse)
     per_slice: list[dict] = []
     # a for loop, not a comprehension: a SegError leaves the loop, so the bar closes (ends its line)
     # before the error is printed
@@ -260,18 +172,6 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
     if sparse:
         out.update(annotations="sparse", restricted=SPARSE_NOTE)
     return out
-
-
-def _sparse_scores(scores: dict, oc: ObjectCounts) -> dict:
-    """Sparse annotations: the measures that count unannotated cells as errors are replaced by their
-    versions over the predicted objects that overlap the annotated cells (more than half of the
-    object on them), or left out."""
-    ann = oc.annotated_scores()
-    keep = {k: v for k, v in scores.items()
-            if k not in ("iou", "iou_mean", "dice", "dice_mean", "pixel_error", "f1_interior_error", "edge_errors")}
-    return {**keep, "precision_iou50": ann["precision_iou50_annotated"], "iou": {"cell": ann["iou_cell_annotated"]},
-            "precision_iou50_touching": ann["precision_iou50_touching"],
-            "n_pred_annotated": oc.n_pred_annotated, "n_pred_touching": oc.n_pred_touching}
 
 
 def _find_predict_summary(pred_dir: Path) -> dict:
@@ -287,6 +187,7 @@ def metrics_report(cfg: dict, dataset: str, variant: str, scores: dict, *, pred_
                    train_summary: dict | None = None, predict_summary: dict | None = None) -> dict:
     """The metrics.json document (format of the design contract) from :func:`score_split` output."""
     from seg.config import run_config_hash, variant_section
+    from seg.kinds import get_kind
 
     train = dict(train_summary or {})
     pred_sum = dict(predict_summary or {})
@@ -306,7 +207,7 @@ def metrics_report(cfg: dict, dataset: str, variant: str, scores: dict, *, pred_
         "checkpoint": checkpoint,
         "seed": train.get("seed", cfg.get("seed", 0)),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "primary": SPARSE_PRIMARY if scores.get("annotations") == "sparse" else PRIMARY,
+        "primary": get_kind(scores["kind"]).primary(sparse=scores.get("annotations") == "sparse"),
         "annotations": scores.get("annotations", "full"),
         **({"restricted": scores["restricted"]} if "restricted" in scores else {}),
         "aggregate": scores["aggregate"],

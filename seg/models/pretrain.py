@@ -121,7 +121,7 @@ def pretrain(task, encoder: str, out: Path, *, iterations: int, batch_size: int,
 def _versions() -> dict:
     import torchvision
 
-    from seg import __version__
+    from seg.version import __version__
 
     return {"torch": torch.__version__, "torchvision": torchvision.__version__, "seg": __version__}
 

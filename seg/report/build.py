@@ -3,7 +3,8 @@
 Figure files (``<ds>`` = dataset name with characters outside ``[A-Za-z0-9_.-]`` replaced by ``_``):
 
 - ``iou_<ds>.png``      IoU per variant, published U-Net IoU as a reference line where one exists;
-- ``errors_<ds>.png``   ISBI only: Rand error and pixel error beside the published values;
+- ``errors_<ds>.png``   kinds with ``error_figure`` (ISBI): Rand error and pixel error beside the
+  published values;
 - ``curves_<ds>.png``   training loss and validation IoU vs iteration (needs train_log.csv);
 - ``examples_<ds>.png`` test slices: image, ground truth, prediction, error overlay (needs the
   canonical dataset and the predictions of a run);
@@ -23,10 +24,10 @@ from pathlib import Path
 
 from seg.errors import SegError
 from seg.io import atomic_path, read_json
+from seg.kinds import find_kind
 from seg.report.leaderboard import SPARSE_NOTE, Leaderboard, Row
 from seg.report.references import references_for
 
-DEFAULT_CLASSES = {"isbi2012": ("membrane", "interior"), "ctc": ("background", "cell")}
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ def _class_names(data_dir: Path, dataset: str, kind: str) -> tuple[str, str]:
             return str(classes[0]), str(classes[1])
     except (SegError, KeyError, TypeError):
         pass
-    return DEFAULT_CLASSES.get(kind, ("background", "foreground"))
+    k = find_kind(kind)
+    return (str(k.classes[0]), str(k.classes[1])) if k is not None else ("background", "foreground")
 
 
 def _curves(rows: list[Row], notes: list[str]):
@@ -102,12 +104,14 @@ class _FigureWriter:
 
 
 def _reference_text(kind: str, refs: list) -> str:
-    """What the IoU figure's caption says about the published U-Net result of the dataset."""
+    """What the IoU figure's caption says about the published U-Net result of the dataset (the kind's
+    :attr:`~seg.kinds.base.Kind.reference_note` when its published results are other measures)."""
     if any(r.metric == "iou_mean" for r in refs):
         return ("The dashed line is the published U-Net result, measured on the "
                 "challenge's own test set, not on our split.")
-    if kind == "isbi2012":
-        return "The published ISBI 2012 results are error measures: see the errors figure."
+    k = find_kind(kind)
+    if k is not None and k.reference_note:
+        return k.reference_note
     if any(r.metric == "seg" for r in refs):
         return ("The published U-Net result on this dataset is the challenge's SEG "
                 "measure (an object IoU): it is compared with our SEG in the reference "
@@ -116,8 +120,8 @@ def _reference_text(kind: str, refs: list) -> str:
 
 
 def _score_figures(writer: _FigureWriter, board: Leaderboard, ds: str, colors: dict, notes: list[str]) -> None:
-    """The dataset's score figures: IoU per variant (SEG for sparse annotations) and, for ISBI 2012,
-    the errors beside the published ones."""
+    """The dataset's score figures: IoU per variant (SEG for sparse annotations) and, for kinds with
+    an error figure (ISBI 2012), the errors beside the published ones."""
     from seg.report import figures as F
 
     rows, kind = board.datasets[ds], board.kinds.get(ds, "")
@@ -137,7 +141,8 @@ def _score_figures(writer: _FigureWriter, board: Leaderboard, ds: str, colors: d
         writer.add(F.iou_chart(ds, rows, refs, colors), ds, "iou", "IoU per variant",
                    "Mean IoU over classes on our held-out test split; error bars and ± give the std "
                    f"over runs with different seeds. {ref_text}")
-    if kind == "isbi2012":
+    k = find_kind(kind)
+    if k is not None and k.error_figure:
         writer.add(F.isbi_error_chart(ds, rows, refs, colors), ds, "errors",
                    "Errors vs the published U-Net",
                    "Rand error and pixel error on our test split (slices of the public training "

@@ -22,6 +22,7 @@ import numpy as np
 
 from seg.errors import SegError
 from seg.io import read_json, read_tiff
+from seg.kinds.ctc import slice_mask_path
 
 # RGB uint8 colours of the overlay (Okabe-Ito-like, distinguishable with colour-blindness).
 FP_COLOR = (255, 160, 0)   # orange: predicted foreground, truly background
@@ -93,19 +94,20 @@ class Example:
         return float((pred & self.truth).sum() / union) if union else 1.0
 
 
-def load_prediction(pred_dir: Path, entry: dict, *, threshold: float = 0.5) -> np.ndarray | None:
+def load_prediction(pred_dir: Path, entry: dict, *, threshold: float = 0.5,
+                    meta: dict | None = None) -> np.ndarray | None:
     """The foreground mask (H, W) bool predicted for a slice, or None if no file is there.
 
     Looks, in order, for ``<id>_seg.tif`` (ISBI, {0,1}, 1 = interior), the CTC instance mask
-    ``<sequence>_RES/mask<frame:03d>.tif`` (>0 = cell), then ``<id>_prob.tif`` (a (H, W)
-    foreground probability, or (classes, H, W) probabilities of which class 1 is used) thresholded
-    at ``threshold``.
+    ``<sequence>_RES/maskT.tif`` (>0 = cell; :func:`seg.kinds.ctc.slice_mask_path`, its digits from
+    the sequence's length in ``meta`` when given), then ``<id>_prob.tif`` (a (H, W) foreground
+    probability, or (classes, H, W) probabilities of which class 1 is used) thresholded at ``threshold``.
     """
     seg = pred_dir / f"{entry['id']}_seg.tif"
     if seg.is_file():
         return read_tiff(seg, ndim=2) > 0
     if entry.get("sequence") is not None and entry.get("frame") is not None:
-        mask = pred_dir / f"{entry['sequence']}_RES" / f"mask{int(entry['frame']):03d}.tif"
+        mask = slice_mask_path(pred_dir, entry, meta)
         if mask.is_file():
             return read_tiff(mask, ndim=2) > 0
     prob = pred_dir / f"{entry['id']}_prob.tif"
@@ -154,7 +156,7 @@ def load_examples(ds_dir: Path, run_dir: Path, n: int, *, split: str = "test",
     out = []
     for entry in pick_evenly(entries, n):
         try:
-            pred = load_prediction(pred_dir, entry, threshold=threshold)
+            pred = load_prediction(pred_dir, entry, threshold=threshold, meta=meta)
             if pred is None:
                 notes.append(f"{pred_dir}: no prediction for slice {entry['id']}")
                 continue
@@ -169,17 +171,17 @@ def load_examples(ds_dir: Path, run_dir: Path, n: int, *, split: str = "test",
             continue
         unscored = None
         if meta.get("annotations") == "sparse":
-            unscored = _unscored(pred_dir, entry, ds_dir)
+            unscored = _unscored(pred_dir, entry, ds_dir, meta)
             if unscored is not None and unscored.shape != pred.shape:
                 unscored = None
         out.append(Example(entry["id"], image, truth, pred, unscored))
     return out, notes
 
 
-def _unscored(pred_dir: Path, entry: dict, ds_dir: Path) -> np.ndarray | None:
+def _unscored(pred_dir: Path, entry: dict, ds_dir: Path, meta: dict) -> np.ndarray | None:
     """Pixels of the predicted CTC objects that overlap no annotated cell (bool (H, W)), or None
     when the instance mask or the annotation is not there."""
-    mask = pred_dir / f"{entry.get('sequence') or '01'}_RES" / f"mask{int(entry['frame']):03d}.tif"
+    mask = slice_mask_path(pred_dir, entry, meta)
     if not mask.is_file() or not entry.get("instances"):
         return None
     try:

@@ -50,7 +50,7 @@ def _table(header: list[str], cells: list[list[str]], *, best_first: bool = Fals
     body = []
     for i, row in enumerate(cells):
         tds = "".join(
-            f'<td class="num">{esc(c)}</td>' if h in _NUMERIC_HEADERS else f"<td>{esc(c)}</td>"
+            f'<td class="num">{esc(c)}</td>' if h in _NUMERIC_HEADERS or h.endswith(" IoU") else f"<td>{esc(c)}</td>"
             for h, c in zip(header, row))
         cls = ' class="best"' if best_first and i == 0 else ""
         body.append(f"<tr{cls}>{tds}</tr>")

@@ -31,6 +31,7 @@ import numpy as np
 
 from seg.errors import SegError
 from seg.io import read_json
+from seg.kinds import find_kind, kinds as registered_kinds
 from seg.report.references import dataset_identity
 
 # Aggregate metrics carried into the leaderboard, in column order. Errors: lower is better.
@@ -41,8 +42,6 @@ METRICS = (
     "vrand", "vinfo", "seg", "precision_iou50", "recall_iou50",
 )
 LOWER_IS_BETTER = {"pixel_error", "f1_interior_error", "rand_error", "pixel_error_isbi"}
-# Shown beside IoU: V_rand for ISBI, SEG for Cell Tracking Challenge data.
-SECONDARY = {"isbi2012": "vrand", "ctc": "seg"}
 SPARSE_NOTE = ("{dataset}: sparse annotations (only some cells of a frame are annotated; an "
                "unannotated cell is not background). Ranked by SEG (annotated cells only); recall "
                "counts annotated cells; precision@IoU0.5 and foreground IoU are computed only over the "
@@ -100,7 +99,7 @@ class Row:
         runs: the merged runs (distinct seeds), newest first.
         dropped: same-seed duplicates that were left out (older copies).
         mean, std: per metric/fact; ``std`` is NaN when only one run was merged.
-        kind: ``"isbi2012"``, ``"ctc"`` or ``""`` when it cannot be told.
+        kind: the dataset kind's name (:mod:`seg.kinds`), or ``""`` when it cannot be told.
         rank: 1 = best within its dataset (set by :func:`build_leaderboard`).
     """
 
@@ -136,7 +135,9 @@ class Row:
 
     @property
     def secondary(self) -> str | None:
-        return SECONDARY.get(self.kind)
+        """The measure shown beside IoU: the kind's (ISBI V_rand, CTC SEG), None if unknown."""
+        kind = find_kind(self.kind)
+        return kind.secondary if kind is not None else None
 
 
 def find_metrics(result_dirs: Iterable[str | os.PathLike]) -> list[Path]:
@@ -233,8 +234,9 @@ def _meta(data_dir: Path | None, dataset: str) -> dict | None:
 
 
 def dataset_kind(dataset: str, runs: list[Run], cfg: dict | None, data_dir: Path | None) -> str:
-    """``isbi2012``/``ctc`` from the config, else the metrics.json ``kind``, else the dataset's
-    meta.json, else guessed from the metrics present (Rand error: ISBI; SEG: CTC)."""
+    """The dataset's kind name from the config, else the metrics.json ``kind``, else the dataset's
+    meta.json, else the first registered kind whose signature metric the runs have (Rand error:
+    ISBI; SEG: CTC), else ``""``."""
     ds_cfg = ((cfg or {}).get("datasets") or {}).get(dataset)
     if ds_cfg and ds_cfg.get("kind"):
         return str(ds_cfg["kind"])
@@ -244,10 +246,9 @@ def dataset_kind(dataset: str, runs: list[Run], cfg: dict | None, data_dir: Path
     kind = (_meta(data_dir, dataset) or {}).get("kind")
     if kind:
         return str(kind)
-    if any(not math.isnan(r.metrics["rand_error"]) for r in runs):
-        return "isbi2012"
-    if any(not math.isnan(r.metrics["seg"]) for r in runs):
-        return "ctc"
+    for k in registered_kinds():
+        if k.signature_metric and any(not math.isnan(r.metrics.get(k.signature_metric, math.nan)) for r in runs):
+            return k.name
     return ""
 
 

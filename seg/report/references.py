@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from seg.kinds import find_kind
+from seg.kinds import isbi2012 as isbi2012_kind
+
 SOURCE = "Ronneberger et al., U-Net, MICCAI 2015"
 
 
@@ -46,10 +49,8 @@ class Reference:
 ISBI_TEST_SET = "ISBI 2012 challenge test set (30 slices, labels withheld)"
 CTC_TEST_SET = "ISBI cell tracking challenge 2015 test set"
 
-ISBI2012 = "isbi2012"
-# SHA-256 of the ISBI 2012 training volume's pixels (30 x 512 x 512 uint8, C order): the same for the
-# challenge's TIFF, torch-em's HDF5 and the PNG slices it is re-distributed as (../shared/data README).
-ISBI2012_TRAIN_PIXELS_SHA256 = "200da3d452d726e6c9ca1ce04b869d4edb727320d23b516d01cce707dc8c4760"
+# The ISBI 2012 training stack's identity and the SHA-256 of its pixels that recognises it.
+ISBI2012, ISBI2012_TRAIN_PIXELS_SHA256 = isbi2012_kind.IDENTITY, isbi2012_kind.TRAIN_PIXELS_SHA256
 
 REFERENCES = (
     Reference(ISBI2012, "warping_error", 0.000353, ISBI_TEST_SET, "U-Net warping error"),
@@ -61,7 +62,8 @@ REFERENCES = (
 
 
 def dataset_identity(name: str, meta: dict | None) -> str | None:
-    """The identity of an ingested dataset for :func:`references_for`, or None if unknown.
+    """The identity of an ingested dataset for :func:`references_for`, or None if unknown: its kind's
+    :meth:`seg.kinds.base.Kind.reference_identity`.
 
     Args:
         name: the dataset's name in the config.
@@ -73,16 +75,8 @@ def dataset_identity(name: str, meta: dict | None) -> str | None:
         official CTC name for a ``ctc``-kind dataset whose name is exactly one (e.g.
         ``DIC-C2DH-HeLa``); otherwise None.
     """
-    from seg.data.ctc import CTC_SHA256
-
-    if not meta:
-        return None
-    if meta.get("kind") == "isbi2012":
-        pixels = ((meta.get("source") or {}).get("pixels_sha256") or {}).get("train")
-        return ISBI2012 if pixels == ISBI2012_TRAIN_PIXELS_SHA256 else None
-    if meta.get("kind") == "ctc" and name in CTC_SHA256:
-        return name
-    return None
+    kind = find_kind(meta.get("kind")) if meta else None
+    return kind.reference_identity(name, meta) if kind is not None else None
 
 
 def references_for(identity: str | None) -> tuple[Reference, ...]:

@@ -3,7 +3,7 @@
 ``results/leaderboard.csv`` has one row per dataset x variant (x config hash, when the same variant
 was run with different settings) and exactly the columns of :data:`CSV_COLUMNS`:
 
-- ``dataset``, ``kind`` (isbi2012|ctc|empty), ``annotations`` (full|sparse: with sparse,
+- ``dataset``, ``kind`` (a registered kind name, e.g. isbi2012|ctc, or empty), ``annotations`` (full|sparse: with sparse,
   ``precision_iou50`` and ``iou_class1`` are over the predicted objects that overlap the annotated
   cells with more than half of their pixels, ``iou_mean`` and the other pixel measures are empty,
   rank by ``seg``), ``rank`` (1 = best within the dataset), ``variant``,
@@ -35,8 +35,8 @@ import io
 import math
 import os
 
-from seg.data.canonical import KINDS
 from seg.io import atomic_path
+from seg.kinds import find_kind
 from seg.report.leaderboard import METRICS, SPARSE_NOTE, Leaderboard, Row
 from seg.report.references import references_for
 
@@ -57,8 +57,13 @@ METRIC_NAMES = {
     "iou_membrane": "membrane IoU", "iou_interior": "interior IoU", "iou_cell": "foreground IoU",
     "iou_background": "background IoU",
 }
-# Per-class IoU keys of a leaderboard row (``iou_<class name>``), by dataset kind, in class order.
-CLASS_IOU = {kind: tuple(f"iou_{c}" for c in classes) for kind, classes in KINDS.items()}
+
+
+def class_iou_keys(kind: str) -> tuple[str, ...]:
+    """Per-class IoU keys of a leaderboard row (``iou_<class name>``) of a dataset kind, in class
+    order (none for an unknown kind)."""
+    k = find_kind(kind)
+    return tuple(f"iou_{c}" for c in k.classes) if k is not None else ()
 
 
 def _g(v: float) -> str:
@@ -79,7 +84,7 @@ def csv_records(board: Leaderboard) -> list[dict[str, str]]:
         }
         for m in METRICS:
             rec[m], rec[f"{m}_std"] = _g(row.mean[m]), _g(row.std[m])
-        for i, key in enumerate(CLASS_IOU.get(row.kind, ())):
+        for i, key in enumerate(class_iou_keys(row.kind)):
             rec[f"iou_class{i}"], rec[f"iou_class{i}_std"] = _g(row.mean.get(key)), _g(row.std.get(key))
         for k in ("params", "iterations", "best_val_iou", "threshold"):
             rec[k] = _g(row.mean[k])
@@ -124,6 +129,15 @@ SPARSE_NAMES = {**METRIC_NAMES, "precision_iou50": "precision@IoU0.5 (annotated 
                 "iou_cell": "foreground IoU (annotated cells)"}
 
 
+def metric_name(metric: str, *, sparse: bool = False) -> str:
+    """A metric column's display name (:data:`METRIC_NAMES`, :data:`SPARSE_NAMES`); the IoU of a
+    class no table names (``iou_<class>`` of another kind) is ``<class> IoU``."""
+    names = SPARSE_NAMES if sparse else METRIC_NAMES
+    if metric in names:
+        return names[metric]
+    return f"{metric.removeprefix('iou_')} IoU" if metric.startswith("iou_") else metric
+
+
 def metric_columns(kind: str, *, sparse: bool = False) -> list[str]:
     """Sparse annotations (CTC): SEG first, then recall, and precision and foreground IoU over the
     predicted objects that overlap the annotated cells (more than half of the object on them); no
@@ -134,14 +148,11 @@ def metric_columns(kind: str, *, sparse: bool = False) -> list[str]:
 
 
 def _metric_columns(kind: str) -> list[str]:
-    """Metric columns shown for a dataset kind: mean IoU first, the class IoU that matters (ISBI:
-    membrane, CTC: foreground), then the challenge's own measures."""
-    if kind == "isbi2012":
-        return ["iou_mean", "iou_membrane", "f1_interior_error", "vrand", "rand_error", "pixel_error_isbi",
-                "pixel_error"]
-    if kind == "ctc":
-        return ["iou_mean", "iou_cell", "seg", "precision_iou50", "recall_iou50"]
-    return ["iou_mean", "dice_mean", "pixel_error"]
+    """Metric columns shown for a dataset kind (:attr:`seg.kinds.base.Kind.report_columns`: mean IoU
+    first, the class IoU that matters (ISBI: membrane, CTC: foreground), then the challenge's own
+    measures); an unknown kind gets mean IoU, Dice and pixel error."""
+    k = find_kind(kind)
+    return list(k.report_columns) if k is not None else ["iou_mean", "dice_mean", "pixel_error"]
 
 
 def table(board: Leaderboard, dataset: str, *, pm: str = "±") -> tuple[list[str], list[list[str]]]:
@@ -149,8 +160,7 @@ def table(board: Leaderboard, dataset: str, *, pm: str = "±") -> tuple[list[str
     kind = board.kinds.get(dataset, "")
     sparse = board.sparse(dataset)
     metrics = metric_columns(kind, sparse=sparse)
-    names = SPARSE_NAMES if sparse else METRIC_NAMES
-    header = ["#", "variant", "model", *[names[m] for m in metrics], "n", "seeds",
+    header = ["#", "variant", "model", *[metric_name(m, sparse=sparse) for m in metrics], "n", "seeds",
               "params", "train time", "device", "inference s/slice", "threshold", "config", "date"]
     cells = []
     for row in board.datasets[dataset]:

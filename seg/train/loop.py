@@ -39,6 +39,7 @@ from seg.device import (Precision, configure_determinism, peak_memory_mb, precis
                         seed_everything, set_threads)
 from seg.errors import SegError
 from seg.io import write_json
+from seg.kinds import get_kind
 from seg.train import checkpoint as ckpt
 from seg.train import distributed as ddp
 from seg.train.losses import build_loss, needs_weights
@@ -339,9 +340,9 @@ def _setup(spec: RunSpec) -> tuple[Plan, Trainee]:
     iters_per_epoch = max(1, math.ceil(data.patches_per_epoch() / (B * W)))
     plan = Plan(
         classes=classes,
-        # CTC: the best checkpoint is the one with the best val SEG (annotated cells only), the
-        # measure seg calibrate chooses the post-processing by; ISBI: val mean IoU.
-        val_postprocess=pp if meta["kind"] == "ctc" and classes == 2 else None,
+        # Instance kinds (CTC): the best checkpoint is the one with the best val SEG (annotated cells
+        # only), the measure seg calibrate chooses the post-processing by; ISBI: val mean IoU.
+        val_postprocess=get_kind(meta["kind"]).validation_postprocess(pp, classes),
         calibrate=bool(pp["calibrate"]),
         n_params=sum(p.numel() for p in model.parameters()),
         geometry=geometry, data=data, batch_size=B, world_size=W, iters_per_epoch=iters_per_epoch,

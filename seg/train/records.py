@@ -26,7 +26,7 @@ def versions() -> dict[str, str]:
     """Versions of torch, monai, smp and seg (from package metadata: importing monai costs seconds)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    import seg
+    from seg.version import __version__
 
     def v(dist: str) -> str:
         try:
@@ -35,7 +35,7 @@ def versions() -> dict[str, str]:
             return "not installed"
 
     return {"torch": torch.__version__, "monai": v("monai"), "smp": v("segmentation-models-pytorch"),
-            "seg": seg.__version__}
+            "seg": __version__}
 
 
 def _read_log(path: Path, upto: int) -> list[dict[str, str]]:

@@ -4,7 +4,7 @@
 ``calibration.json``, ``metrics.json``), the config it was trained with (model, inference and
 post-processing settings; its hash must match the run's) and the canonical dataset's ``meta.json``
 (kind, classes, the images' sub-pixel shift, a test image), and returns the
-:class:`seg.export.package.ModelPackage` (format in :mod:`seg.export.package`). :func:`best_run`
+:class:`seg.package.format.ModelPackage` (format in :mod:`seg.package.format`). :func:`best_run`
 picks the leaderboard's top run of a dataset.
 """
 
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from seg.errors import SegError
-from seg.export.package import (FORMAT, FORMAT_VERSION, INFERENCE_KEYS, OUTPUTS, POSTPROCESS_KEYS, ModelPackage,
+from seg.kinds import get_kind
+from seg.package.format import (FORMAT, FORMAT_VERSION, INFERENCE_KEYS, POSTPROCESS_KEYS, ModelPackage,
                                 size_contract)
 
 
@@ -88,9 +89,10 @@ def _dataset_meta(ds_dir: Path, kind: str) -> dict:
     from seg.data import canonical
 
     meta = canonical.load_meta(ds_dir)
-    if meta["kind"] != kind or list(meta["classes"]) != OUTPUTS[kind]["classes"]:
+    classes = get_kind(kind).outputs()["classes"]
+    if meta["kind"] != kind or list(meta["classes"]) != classes:
         raise SegError(f"{ds_dir / 'meta.json'}: kind {meta['kind']!r} / classes {meta['classes']} do not "
-                       f"match the config's kind {kind!r} ({OUTPUTS[kind]['classes']})")
+                       f"match the config's kind {kind!r} ({classes})")
     return meta
 
 
@@ -192,7 +194,7 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
         SegError: a missing file (named), a config whose hash differs from the one the run was
             trained with (unless ``allow_config_mismatch``), a checkpoint that does not fit.
     """
-    from seg import __version__
+    from seg.version import __version__
     from seg.config import dataset_dir, variant_section
     from seg.models import build_model, load_model_weights
 
@@ -221,7 +223,7 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "dataset": {"name": dataset, "kind": kind, "classes": list(meta["classes"]),
                     "source": meta.get("source", {})},
-        "outputs": OUTPUTS[kind],
+        "outputs": get_kind(kind).outputs(),
         "model": _model_section(var, variant, params, len(meta["classes"]), model),
         "preprocessing": _preprocessing(_shift_of(meta)),
         "inference": {k: infer[k] for k in INFERENCE_KEYS},

@@ -11,7 +11,7 @@ run, its config or the data folder once it is written. Layout::
 
 ``package.json`` keys: ``format``, ``format_version``, ``seg_version``, ``name``, ``created``;
 ``dataset`` (name, kind, classes), ``outputs`` (what the probability and the segmentation mean for
-the kind); ``model`` (registry name, params, in_channels, classes, family, size contract:
+the kind: :meth:`seg.kinds.base.Kind.outputs`); ``model`` (registry name, params, in_channels, classes, family, size contract:
 valid_border, size_divisor, min_size, parameter count); ``preprocessing`` (the explicit steps: the
 sub-pixel ``shift`` of datasets ingested with ``align_images`` and the per-image zero mean / unit
 std normalisation, :func:`seg.data.canonical.normalise`); ``inference`` (tile, overlap, blend, tta,
@@ -20,9 +20,9 @@ or the config's); ``postprocess`` (method, min_size, h); ``training`` (dataset, 
 config hash, seed, iterations, best iteration and val IoU, checkpoint SHA-256); ``metrics`` (the
 test split's aggregate metrics of ``metrics.json``, if scored); ``files`` (name -> SHA-256).
 
-:func:`seg.export.build.build_package` assembles one from a run folder and its config;
+:func:`seg.package.build.build_package` assembles one from a run folder and its config;
 :func:`write_package` writes it atomically (a temporary sibling renamed into place; ``.zip`` targets become a zip archive);
-:func:`load_package` reads a package folder, a package zip, or a run folder (with its config).
+:func:`read_package` reads a package folder or zip (:func:`seg.package.load.load_package` also a run folder).
 """
 
 from __future__ import annotations
@@ -49,26 +49,6 @@ README_FILE = "README.md"
 INFERENCE_KEYS = ("tile", "overlap", "blend", "tta", "batch_size", "amp")
 POSTPROCESS_KEYS = ("method", "min_size", "h")
 
-#: What the outputs of a model of each dataset kind mean (copied into every package).
-OUTPUTS = {
-    "isbi2012": {
-        "classes": ["membrane", "interior"],
-        "probability": "float32, probability of class 1 'interior' in [0, 1]: 1 = cell interior, "
-                       "0 = membrane (the ISBI 2012 challenge convention, as its training labels: "
-                       "membrane black, interior white)",
-        "segmentation": "uint8, 1 = interior (probability >= threshold), 0 = membrane",
-    },
-    "ctc": {
-        "classes": ["background", "cell"],
-        "probability": "float32, probability of class 1 'cell' in [0, 1]",
-        "segmentation": "uint16 instance labels, 0 = background, 1..N cells (Cell Tracking Challenge "
-                        "result masks, <sequence>_RES/maskNNN.tif); from the cell probability by the "
-                        "postprocess method (connected components or seeded watershed), objects "
-                        "smaller than min_size px removed",
-    },
-}
-
-
 @dataclass
 class ModelPackage:
     """A loaded package: its description, the network (CPU, eval mode) and its test pair.
@@ -94,7 +74,19 @@ class ModelPackage:
 
     @property
     def kind(self) -> str:
+        """The name of the dataset kind the model was trained on (``dataset.kind``)."""
         return self.meta["dataset"]["kind"]
+
+    @property
+    def dataset_kind(self):
+        """The registered dataset kind (:class:`seg.kinds.base.Kind`) of :attr:`kind` (SegError
+        naming the package if this seg does not know it)."""
+        from seg.kinds import get_kind
+
+        try:
+            return get_kind(self.kind)
+        except SegError as e:
+            raise SegError(f"{self.source or self.name}: {e}") from None
 
     @property
     def shift(self) -> list[float] | None:
@@ -159,7 +151,7 @@ def package_files(pkg: ModelPackage) -> dict[str, bytes]:
 
     import torch
 
-    from seg.export.readme import package_readme
+    from seg.package.readme import package_readme
 
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in pkg.model.state_dict().items()}, buf)
@@ -204,7 +196,7 @@ def _read_files(path: Path) -> dict[str, bytes]:
 
 def check_meta(meta: Any, where: str) -> dict:
     """Validate a ``package.json`` document's format and version (SegError naming ``where``)."""
-    from seg import __version__
+    from seg.version import __version__
 
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise SegError(f"{where}: not a seg model package (package.json has no format {FORMAT!r})")
@@ -255,30 +247,9 @@ def package_from_files(files: dict[str, bytes], where: str) -> ModelPackage:
     return pkg
 
 
-def load_package(path: str | os.PathLike, *, config: str | os.PathLike | None = None,
-                 data_dir: str | os.PathLike | None = None, with_test: bool = False) -> ModelPackage:
-    """Load a package folder, a package zip, or a run folder (``results/<dataset>/<variant>/``).
-
-    A run folder is packaged in memory from ``config``, by default the workflow's
-    ``<results>/config.resolved.yaml`` two levels up; ``data_dir`` and ``with_test`` (predict the
-    test image, as exports need) as in :func:`seg.export.build.build_package`.
-
-    Raises:
-        SegError: missing path, neither a package nor a run folder, other format version, damage.
-    """
+def read_package(path: str | os.PathLike) -> ModelPackage:
+    """Load a package folder or a package zip (SegError if missing, damaged or of another format)."""
     p = Path(path)
     if not p.exists():
-        raise SegError(f"{p}: no such model package or run folder")
-    if p.is_dir() and not (p / PACKAGE_FILE).is_file():
-        if (p / "train_summary.json").is_file() and (p / "checkpoints" / "best.pt").is_file():
-            from seg.config import load_config
-            from seg.export.build import build_package
-
-            cfg_path = Path(config) if config is not None else p.parent.parent / "config.resolved.yaml"
-            if not cfg_path.is_file():
-                raise SegError(f"{p}: a run folder needs its config (--config; {cfg_path} not found)")
-            return build_package(load_config(cfg_path), p, data_dir=data_dir, with_test=with_test)
-        raise SegError(f"{p}: neither a seg model package ({PACKAGE_FILE}) nor a run folder "
-                       "(train_summary.json and checkpoints/best.pt)")
+        raise SegError(f"{p}: no such model package")
     return package_from_files(_read_files(p), str(p))
-

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from seg.kinds import get_kind
+
 CITATIONS = {
     "unet": "Ronneberger O., Fischer P., Brox T. (2015) U-Net: Convolutional Networks for Biomedical "
             "Image Segmentation. MICCAI 2015, LNCS 9351:234-241. doi:10.1007/978-3-319-24574-4_28",
@@ -17,14 +19,6 @@ CITATIONS = {
     "smp": "Iakubovskii P. (2019) Segmentation Models Pytorch. "
            "https://github.com/qubvel-org/segmentation_models.pytorch",
 }
-DATA_CITATIONS = {
-    "isbi2012": "Arganda-Carreras I. et al. (2015) Crowdsourcing the creation of image segmentation "
-                "algorithms for connectomics. Front. Neuroanat. 9:142. doi:10.3389/fnana.2015.00142",
-    "ctc": "Maska M. et al. (2023) The Cell Tracking Challenge: 10 years of objective benchmarking. "
-           "Nature Methods 20:1010-1020. doi:10.1038/s41592-023-01879-y",
-}
-
-
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -122,7 +116,7 @@ def _usage_lines(meta: dict) -> list[str]:
         "## Citations",
         "",
         f"- {CITATIONS.get(meta['model']['family'], CITATIONS['unet'])}",
-        f"- {DATA_CITATIONS[meta['dataset']['kind']]}",
+        f"- {get_kind(meta['dataset']['kind']).citation}",
         "",
     ]
 
