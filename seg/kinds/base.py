@@ -54,6 +54,8 @@ class Kind(ABC):
         foreground: index of the class whose probability is written and thresholded (1).
         conventions: ``meta.json`` ``conventions`` (images, instances, semantic) written at ingest.
         expected: the raw files, in words, for the "raw files not found" message.
+        reader: module of the raw-data reader the default :meth:`has_local_files`,
+            :meth:`default_source` and :meth:`download_name` call.
         :meth:`ingest`, :meth:`has_local_files`, :meth:`default_source`, :meth:`download_name`.
 
     Outputs (``seg predict``, ``seg segment``, the package's ``outputs``):
@@ -85,7 +87,9 @@ class Kind(ABC):
     classes: tuple[str, ...] = ("background", "foreground")
     foreground: int = 1
     conventions: dict[str, str] = {}
-    expected: str = ""
+    #: Module of the raw-data reader (``has_local_files``, optional ``default_source`` and
+    #: ``download_name``), e.g. ``seg.data.ctc``; imported only when asked.
+    reader: str = ""
 
     probability_text: str = ""
     segmentation_text: str = ""
@@ -118,17 +122,37 @@ class Kind(ABC):
         ``entry`` is the dataset's config entry, ``source`` the record of where the raw files came
         from (``origin``, ``raw_dir``, ``url``, ``sha256``)."""
 
-    @abstractmethod
+    @property
+    def expected(self) -> str:
+        """The raw files, in words, for the "raw files not found" message (:attr:`reader`'s
+        ``EXPECTED``; a kind may set a string instead)."""
+        return getattr(self._reader(), "EXPECTED", "")
+
+    def _reader(self):
+        """The module of :attr:`reader` (imported on first use), or None."""
+        import importlib
+
+        return importlib.import_module(self.reader) if self.reader else None
+
     def has_local_files(self, folder: Path, entry: dict, *, url: str | None = None) -> bool:
-        """Whether ``folder`` holds this kind's raw files (ingest then checks them in full)."""
+        """Whether ``folder`` holds this kind's raw files (ingest then checks them in full). Here:
+        :attr:`reader`'s ``has_local_files``."""
+        reader = self._reader()
+        if reader is None:
+            raise NotImplementedError(f"dataset kind {self.name!r} names no reader module: override has_local_files")
+        return reader.has_local_files(folder, entry, url=url)
 
     def default_source(self, name: str) -> tuple[str | None, str | None]:
-        """(url, sha256) downloaded when the config gives no ``url``; (None, None): none known."""
-        return None, None
+        """(url, sha256) downloaded when the config gives no ``url``; (None, None): none known.
+        Here: :attr:`reader`'s ``default_source`` where it has one."""
+        fn = getattr(self._reader(), "default_source", None)
+        return fn(name) if fn else (None, None)
 
     def download_name(self, name: str, url: str) -> str:
-        """File name of the download of ``url`` in the raw folder (the URL's last part)."""
-        return url.rstrip("/").rsplit("/", 1)[-1] or name
+        """File name of the download of ``url`` in the raw folder (:attr:`reader`'s
+        ``download_name`` where it has one, else the URL's last part)."""
+        fn = getattr(self._reader(), "download_name", None)
+        return fn(name, url) if fn else (url.rstrip("/").rsplit("/", 1)[-1] or name)
 
     # ------------------------------------------------------------------ outputs
     def outputs(self) -> dict:

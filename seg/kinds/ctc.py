@@ -51,6 +51,7 @@ class CtcKind(Kind):
     """The Cell Tracking Challenge kind (see the module docstring and :class:`seg.kinds.base.Kind`)."""
 
     name = "ctc"
+    reader = "seg.data.ctc"
     classes = ("background", "cell")
     conventions = {
         "images": "2D (H, W), original dtype",
@@ -79,31 +80,10 @@ class CtcKind(Kind):
     summary_tail = "; cells as instances with seg segment."
 
     # ------------------------------------------------------------------ data
-    @property
-    def expected(self) -> str:
-        from seg.data.ctc import EXPECTED
-
-        return EXPECTED
-
     def ingest(self, folder: Path, out: Path, *, name: str, entry: dict, source: dict) -> dict:
         from seg.data.ctc import ingest_ctc
 
         return ingest_ctc(folder, out, name=name, entry=entry, source=source, url=source.get("url"), kind=self)
-
-    def has_local_files(self, folder: Path, entry: dict, *, url: str | None = None) -> bool:
-        from seg.data.ctc import has_local_files
-
-        return has_local_files(folder, entry, url=url)
-
-    def default_source(self, name: str) -> tuple[str | None, str | None]:
-        from seg.data.ctc import default_source
-
-        return default_source(name)
-
-    def download_name(self, name: str, url: str) -> str:
-        from seg.data.ctc import download_name
-
-        return download_name(name, url)
 
     # ------------------------------------------------------------------ outputs
     def labels(self, probs, *, threshold: float, postprocess: dict):

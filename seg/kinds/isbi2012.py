@@ -25,6 +25,7 @@ class Isbi2012Kind(Kind):
     """The ISBI 2012 kind (see the module docstring and :class:`seg.kinds.base.Kind`)."""
 
     name = "isbi2012"
+    reader = "seg.data.isbi2012"
     classes = ("membrane", "interior")
     conventions = {
         "images": "2D (H, W), original dtype",
@@ -54,31 +55,10 @@ class Isbi2012Kind(Kind):
     output_note = ", 1 = interior (ISBI 2012 convention)"
 
     # ------------------------------------------------------------------ data
-    @property
-    def expected(self) -> str:
-        from seg.data.isbi2012 import EXPECTED
-
-        return EXPECTED
-
     def ingest(self, folder: Path, out: Path, *, name: str, entry: dict, source: dict) -> dict:
         from seg.data.isbi2012 import ingest_isbi2012
 
         return ingest_isbi2012(folder, out, name=name, entry=entry, source=source, kind=self)
-
-    def has_local_files(self, folder: Path, entry: dict, *, url: str | None = None) -> bool:
-        from seg.data.isbi2012 import has_local_files
-
-        return has_local_files(folder, entry, url=url)
-
-    def default_source(self, name: str) -> tuple[str | None, str | None]:
-        from seg.data.isbi2012 import default_source
-
-        return default_source(name)
-
-    def download_name(self, name: str, url: str) -> str:
-        from seg.data.isbi2012 import download_name
-
-        return download_name(name, url)
 
     # ------------------------------------------------------------------ outputs
     def labels(self, probs, *, threshold: float, postprocess: dict):
