@@ -5,10 +5,11 @@ The dataset entry's ``labels`` says what the masks are, and ingest writes the ma
 ``meta.json``, which is what every later stage asks:
 
 - ``instance`` (default): kind ``folder``, which behaves as the Cell Tracking Challenge kind
-  (:class:`seg.kinds.ctc.CtcKind`): classes [background, object], instance labels by the
-  ``postprocess`` method (seeded watershed by default) in the CTC result layout
-  ``01_RES/maskT.tif`` (T = the slice's frame, its index in name order; ``meta.json`` maps ids to
-  names), scored and calibrated by SEG, sparse annotations as for DIC-HeLa.
+  (:class:`seg.kinds.ctc.CtcKind`): classes [background, cell] (class 1 = any object of the
+  masks), instance labels by the ``postprocess`` method (seeded watershed by default) in the CTC
+  result layout ``01_RES/maskT.tif`` (T = the slice's frame, its index in name order;
+  ``meta.json`` maps ids to names), scored and calibrated by SEG, sparse annotations as for
+  DIC-HeLa.
 - ``semantic`` with ``classes: 2``: kind ``folder-semantic``, a binary class-map kind
   (:class:`seg.kinds.base.Kind`): ``<id>_seg.tif`` uint8 1 = foreground, scored by IoU.
 """
@@ -37,13 +38,15 @@ class FolderKind(CtcKind):
 
     name = "folder"
     reader = "seg.data.folder"
-    classes = ("background", "object")
+    # Class 1 is named "cell" (whatever the objects are) as in the CTC kind, whose sparse measures
+    # and report columns (iou_cell) this kind shares.
+    classes = ("background", "cell")
     conventions = {
         "images": "2D (H, W), original dtype",
         "instances": "int32, 0 = background (and unannotated pixels), the mask's own ids otherwise",
         "semantic": "uint8, 0 = background or border between touching objects, 1 = object",
     }
-    probability_text = "float32, probability of class 1 'object' in [0, 1]"
+    probability_text = "float32, probability of class 1 'cell' (an object of the masks) in [0, 1]"
     segmentation_text = ("uint16 instance labels, 0 = background, 1..N objects (01_RES/maskNNN.tif, "
                          "NNN = the image's frame in meta.json); from the object probability by the "
                          "postprocess method (connected components or seeded watershed), objects "
