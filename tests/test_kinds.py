@@ -135,7 +135,7 @@ def test_a_kind_of_its_own_goes_through_ingest_predict_score_and_leaderboard(tmp
 
 
 def test_registry_errors(blobs_kind):
-    with pytest.raises(SegError, match=r"unknown dataset kind 'nope' \(registered kinds: isbi2012, ctc, blobs\)"):
+    with pytest.raises(SegError, match=r"unknown dataset kind 'nope' \(registered kinds: isbi2012, ctc, folder, folder-semantic, blobs\)"):
         get_kind("nope")
     assert find_kind("nope") is None and find_kind("") is None and find_kind(None) is None
     with pytest.raises(SegError, match="'blobs' is already registered"):
@@ -148,7 +148,7 @@ def test_registry_errors(blobs_kind):
         register_kind(bad)
     with pytest.raises(SegError, match="unknown dataset kind 'nope'"):
         unregister_kind("nope")
-    assert kind_names() == ["isbi2012", "ctc", "blobs"]
+    assert kind_names() == ["isbi2012", "ctc", "folder", "folder-semantic", "blobs"]
 
 
 def test_unregistered_kind_is_gone_and_config_rejects_it():
@@ -156,7 +156,7 @@ def test_unregistered_kind_is_gone_and_config_rejects_it():
 
     assert "blobs" not in kind_names()  # the fixture removed it
     cfg = {"datasets": {"x": {"kind": "blobs"}}, "variants": {"u": {"model": "unet"}}}
-    with pytest.raises(SegError, match=r"config: datasets\.x\.kind: 'blobs' is not one of \['isbi2012', 'ctc'\]"):
+    with pytest.raises(SegError, match=r"config: datasets\.x\.kind: 'blobs' is not one of \['isbi2012', 'ctc', 'folder', 'folder-semantic'\]"):
         validate_config(cfg)
 
 

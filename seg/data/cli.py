@@ -1,4 +1,4 @@
-"""``seg ingest`` and ``seg synth`` (imports only the standard library at module level)."""
+"""``seg ingest``, ``seg init`` and ``seg synth`` (imports only the standard library at module level)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,39 @@ def _run_ingest(args: argparse.Namespace) -> int:
     out = getattr(args, "out", None) or default_out(cfg, args.dataset)
     meta = ingest_dataset(cfg, args.dataset, out)
     print(f"ingested {summary(meta)} -> {out} ({len(meta['files'])} raw files, sha256 in meta.json)")
+    return 0
+
+
+def _add_init(p: argparse.ArgumentParser) -> None:
+    p.add_argument("folder", metavar="DATA_FOLDER", help="folder of 2D images and masks (cellpose, images/ + "
+                   "masks/, or nnU-Net imagesTr/ + labelsTr/ layout)")
+    p.add_argument("--out", required=True, default=argparse.SUPPRESS, help="config file to write (YAML)")
+    p.add_argument("--name", default=None, help="dataset name (default: the folder's name)")
+    p.add_argument("--layout", default="auto", choices=["auto", "cellpose", "images-masks", "nnunet"],
+                   help="layout of the folder; auto detects it")
+    p.add_argument("--mask-suffix", default="_masks", help="cellpose layout: <name><suffix>.tif is the mask")
+    p.add_argument("--labels", default=None, choices=["instance", "semantic"],
+                   help="what the masks are (default: guessed from the masks)")
+    p.add_argument("--unlabelled", default=None, help="subfolder of images without masks (segmented, not trained on)")
+    p.add_argument("--sparse", action="store_true", help="not every object is annotated (annotations: sparse)")
+    p.add_argument("--budget", default="cpu", choices=["cpu", "tiny"],
+                   help="training budget: cpu = minutes on a CPU; tiny = a seconds-long smoke test")
+
+
+def _run_init(args: argparse.Namespace) -> int:
+    import logging
+
+    from seg.data.init import dataset_name, init_config, inspect_folder, summary_lines, write_config
+
+    logging.getLogger("tifffile").setLevel(logging.ERROR)
+    info = inspect_folder(args.folder, layout=args.layout, mask_suffix=args.mask_suffix, unlabelled=args.unlabelled,
+                          labels=args.labels, annotations="sparse" if args.sparse else "full")
+    name = args.name or dataset_name(info["folder"])
+    lines = summary_lines(info)
+    out = write_config(init_config(info, name=name, budget=args.budget), args.out,
+                       header=[f"seg init {info['folder']} (budget {args.budget})", *lines])
+    print("\n".join(lines))
+    print(f"wrote {out}: dataset {name} (kind folder); run: snakemake --cores 8 --configfile {out}")
     return 0
 
 
@@ -65,6 +98,14 @@ COMMANDS = {
         "<raw_root>/<dataset>, SEG_RAW_ROOT overrides raw_root, datasets.<name>.raw_dir overrides both), "
         "else the configured URL is downloaded and kept only if its sha256 matches. Validates the "
         "input, applies the configured split and records the sha256 of every raw file in meta.json.",
+    ),
+    "init": Command(
+        help="check a folder of images and masks and write a workflow config for it (kind folder)",
+        add_arguments=_add_init,
+        run=_run_init,
+        description="Detect the folder's layout (cellpose <name>_masks, images/ + masks/, nnU-Net), read "
+        "every pair with the checks of seg ingest, print what was found (pairs, sizes, dtype, instance or "
+        "semantic masks, the proposed split) and write a config that trains, scores, packages and exports it.",
     ),
     "synth": Command(
         help="write a small seeded synthetic dataset (CTC layout or ISBI-like stacks) for tests",

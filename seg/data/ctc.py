@@ -294,7 +294,7 @@ def _ingest_root(root: Path, rel_to: Path, out: Path, *, name: str, entry: dict,
     where = f"config: datasets.{name}"
     frames = ctc_frames(root, list(entry.get("sequences") or ["01", "02"]))
     assignment = _assign(frames, entry.get("split") or {}, f"{where}.split")
-    labels, gap = entry.get("labels", "gt"), int(entry.get("st_exclusion", 5))
+    labels, gap = entry.get("labels") or "gt", int(entry.get("st_exclusion", 5))
     plan = plan_frames(frames, assignment, labels=labels, st_exclusion=gap, where=where)
     source = {**source, "sequences": sorted(frames), "citation": "Ulman et al., Nature Methods 14:1141-1152, 2017"}
 

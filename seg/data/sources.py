@@ -1,6 +1,7 @@
 """Where a dataset's raw files come from: the raw folder, availability, download.
 
-Raw folder of dataset ``name``: ``datasets.<name>.raw_dir`` if set, else ``<raw_root>/<name>`` where
+Raw folder of dataset ``name``: ``datasets.<name>.raw_dir`` (or ``path``, the folder kind's name
+for it; relative paths are relative to the working directory) if set, else ``<raw_root>/<name>`` where
 ``raw_root`` is the environment variable ``SEG_RAW_ROOT`` if set, else the config's ``raw_root``
 (default ``data/raw``). Local files are always used first. When they are absent, the configured
 ``url`` (or the dataset kind's default source, :meth:`seg.kinds.base.Kind.default_source`) is downloaded into the raw folder, or into
@@ -34,8 +35,8 @@ def raw_dir(cfg: dict, name: str, *, env: dict | None = None) -> Path:
     """The raw folder of dataset ``name`` (see module docstring for the precedence)."""
     env = os.environ if env is None else env
     entry = dataset_entry(cfg, name)
-    if entry.get("raw_dir"):
-        return Path(entry["raw_dir"])
+    if entry.get("raw_dir") or entry.get("path"):
+        return Path(entry.get("raw_dir") or entry["path"])
     root = env.get("SEG_RAW_ROOT") or cfg.get("raw_root") or "data/raw"
     return Path(root) / name
 

@@ -1,4 +1,4 @@
-"""seg.kinds: the registry of dataset kinds (``isbi2012``, ``ctc``), one module per kind.
+"""seg.kinds: the registry of dataset kinds (``isbi2012``, ``ctc``, ``folder`` and its ``folder-semantic`` twin), one module per kind.
 
 A kind answers every question the package asks about a dataset of that kind (the contract is
 :class:`seg.kinds.base.Kind`): how its raw files are ingested, what the network's outputs mean,
@@ -22,6 +22,7 @@ from __future__ import annotations
 from seg.errors import SegError
 from seg.kinds.base import Kind, check_kind_name
 from seg.kinds.ctc import CtcKind
+from seg.kinds.folder import FolderKind, FolderSemanticKind
 from seg.kinds.isbi2012 import Isbi2012Kind
 
 _KINDS: dict[str, Kind] = {}
@@ -68,7 +69,7 @@ def find_kind(name: str | None) -> Kind | None:
 
 
 def kind_names() -> list[str]:
-    """Names of the registered kinds, in registration order (built-in: isbi2012, ctc)."""
+    """Names of the registered kinds, in registration order (built-in: isbi2012, ctc, folder, folder-semantic)."""
     return list(_KINDS)
 
 
@@ -79,5 +80,7 @@ def kinds() -> list[Kind]:
 
 register_kind(Isbi2012Kind())
 register_kind(CtcKind())
+register_kind(FolderKind())
+register_kind(FolderSemanticKind())
 
 __all__ = ["Kind", "find_kind", "get_kind", "kind_names", "kinds", "register_kind", "unregister_kind"]
