@@ -26,11 +26,11 @@ _CITATION = ("Ronneberger O., Fischer P., Brox T. (2015) U-Net: Convolutional Ne
 
 
 def _ingest(folder: Path, out: Path, *, name: str, entry: dict, source: dict) -> dict:
+    """Ingest with ``labels: instance`` recorded as the ``folder`` kind, ``semantic`` as ``folder-semantic``."""
     from seg.data.folder import ingest_folder
-    from seg.kinds import get_kind
 
     return ingest_folder(folder, out, name=name, entry=entry, source=source,
-                         kinds={"instance": get_kind(FolderKind.name), "semantic": get_kind(FolderSemanticKind.name)})
+                         kinds={"instance": FolderKind(), "semantic": FolderSemanticKind()})
 
 
 class FolderKind(CtcKind):
