@@ -1,4 +1,4 @@
-"""``seg ingest`` and ``seg synth`` (imports only the standard library at module level)."""
+"""``seg ingest``, ``seg plan`` and ``seg synth`` (imports only the standard library at module level)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,27 @@ def _run_ingest(args: argparse.Namespace) -> int:
     out = getattr(args, "out", None) or default_out(cfg, args.dataset)
     meta = ingest_dataset(cfg, args.dataset, out)
     print(f"ingested {summary(meta)} -> {out} ({len(meta['files'])} raw files, sha256 in meta.json)")
+    return 0
+
+
+def _add_plan(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="configs/config.yaml", help="workflow config (YAML)")
+    p.add_argument("--dataset", required=True, default=argparse.SUPPRESS,
+                   help="dataset name, a key of the config's datasets (ingested: <data_dir>/<dataset>/meta.json)")
+    p.add_argument("--data-dir", default=None, help="folder of canonical datasets (default: the config's data_dir)")
+    p.add_argument("--out", default=None, help="also write the plan as JSON to this file (e.g. results/<dataset>/plan.json)")
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from seg.config import load_config
+    from seg.data.plan import data_plan, format_plan
+    from seg.io import write_json
+
+    cfg = load_config(args.config)
+    plan = data_plan(cfg, args.dataset, data_dir=args.data_dir)
+    print(format_plan(plan))
+    if args.out:
+        write_json(args.out, plan.to_dict())
     return 0
 
 
@@ -65,6 +86,15 @@ COMMANDS = {
         "<raw_root>/<dataset>, SEG_RAW_ROOT overrides raw_root, datasets.<name>.raw_dir overrides both), "
         "else the configured URL is downloaded and kept only if its sha256 matches. Validates the "
         "input, applies the configured split and records the sha256 of every raw file in meta.json.",
+    ),
+    "plan": Command(
+        help="the dataset's fingerprint and the scale-dependent settings: each value and its source (config/data/default)",
+        add_arguments=_add_plan,
+        run=_run_plan,
+        description="Print the plan of one ingested dataset: the fingerprint of its training split (image "
+        "and object sizes) and, for weights.sigma, weights.sparse_band, train.patch_size, postprocess.min_size, "
+        "postprocess.h and postprocess.search, the value used and where it comes from: config (set there; "
+        "always wins), data (derived from the fingerprint) or default (no annotated object).",
     ),
     "synth": Command(
         help="write a small seeded synthetic dataset (CTC layout or ISBI-like stacks) for tests",
