@@ -257,3 +257,37 @@ def test_seg_plan_prints_values_and_sources(tmp_path, capsys):
     lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  ") and "." in ln.split()[0]}
     assert set(lines) == set(PLANNED_KEYS)
     assert lines["weights.sigma"].split()[1:3] == ["3.0", "config"]
+
+
+def test_checkpoint_selection_uses_the_planned_postprocessing(tmp_path):
+    """CTC training picks its best checkpoint by val SEG after post-processing: with min_size and h
+    unset that is the plan's (which keeps the ~50 px objects), never a fixed constant."""
+    from seg.train.loop import train
+    from toydata import tiny_config
+
+    lab = _discs(64, 3.9, 16)
+    ds = _write_dataset(tmp_path / "data" / "ds", [lab, lab], held_out=lab)
+    cfg = tiny_config("ds", train={"iterations": 2, "val_every": 2, "loss": {"name": "ce"}})
+    cfg["datasets"]["ds"]["kind"] = "ctc"
+    cfg["postprocess"]["method"] = "watershed"
+    summary = train(cfg, "ds", "tiny", tmp_path / "run", data_dir=ds.parent)
+    plan = data_plan(cfg, "ds", ds_dir=ds)
+    assert summary["val_criterion"] == "seg"
+    assert summary["val_postprocess"]["min_size"] == plan.value("postprocess.min_size") < object_areas(lab).min()
+    assert summary["val_postprocess"]["h"] == plan.value("postprocess.h")
+    cfg["postprocess"]["min_size"] = 3  # the config wins
+    summary = train(cfg, "ds", "tiny", tmp_path / "run2", data_dir=ds.parent)
+    assert summary["val_postprocess"]["min_size"] == 3
+
+
+def test_report_plans_say_when_a_dataset_is_not_ingested(tmp_path):
+    from seg.report.outputs import dataset_plans, plans_markdown
+
+    _write_dataset(tmp_path / "ds", [_discs(64, 6, 32)])
+    cfg = validate_config({"datasets": {"ds": {"kind": "ctc"}, "gone": {"kind": "ctc"}},
+                           "variants": {"v": {"model": "unet"}}})
+    plans = dataset_plans(cfg, ["ds", "gone", "unconfigured"], tmp_path)
+    assert set(plans) == {"ds", "gone"} and plans["gone"] is None
+    assert {s["source"] for s in plans["ds"]["settings"]} == {"data"}
+    md = plans_markdown(plans)
+    assert "**gone**: not ingested here" in md and "train.patch_size 64 (data)" in md

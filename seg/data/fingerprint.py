@@ -22,7 +22,8 @@ Document (JSON, lengths in px, areas in px^2 = pixels)::
                  "diameter": {"units": "px (equivalent: sqrt(4 area / pi))", min, p5, ...}},
      "annotations": "full" | "sparse"}
 
-With no annotated object in the training split the ``area`` and ``diameter`` entries are null.
+With no annotated object in the training split the ``area`` and ``diameter`` entries are null;
+``image_size`` is that of all slices when there is no training slice, null when there is no slice.
 """
 
 from __future__ import annotations
@@ -125,8 +126,8 @@ def compute_fingerprint(ds_dir: str | os.PathLike, meta: dict) -> dict:
     return {
         "version": FINGERPRINT_VERSION, "split": "train", "n_slices": len(train),
         "n_annotated_slices": annotated,
-        "image_size": {"units": "px", "height": _min_med_max([s[0] for s in shapes]),
-                       "width": _min_med_max([s[1] for s in shapes])},
+        "image_size": ({"units": "px", "height": _min_med_max([s[0] for s in shapes]),
+                        "width": _min_med_max([s[1] for s in shapes])} if shapes else None),
         "intensity": {"dtype": dtype, "units": "raw image values", "percentiles": intensity,
                       "sampled_every": stride},
         "objects": {

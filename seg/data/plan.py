@@ -262,19 +262,28 @@ def resolved_setting(cfg: dict, dataset: str, key: str, *, variant: str | None =
     return data_plan(cfg, dataset, ds_dir=ds_dir).value(key, variant)
 
 
-def format_plan(plan: DataPlan) -> str:
-    """The plan as text (``seg plan``): a fingerprint summary line, then one line per setting."""
-    fp = plan.fingerprint
+def fingerprint_summary(fp: dict) -> str:
+    """One sentence of a fingerprint document: slices, image size, objects and their sizes."""
     obj = fp.get("objects") or {}
-    area, diam = obj.get("area") or {}, obj.get("diameter") or {}
+    area, diam = obj.get("area"), obj.get("diameter")
     size = fp.get("image_size") or {}
-    lines = [f"dataset {plan.dataset}: {fp.get('n_slices')} training slices "
-             f"({fp.get('n_annotated_slices')} annotated), images {size.get('height', {}).get('median', 0):g} x "
-             f"{size.get('width', {}).get('median', 0):g} px (median H x W), {obj.get('count')} objects"]
-    if area:
-        lines.append(f"  object area px: p5 {area['p5']:g}, median {area['median']:g}, p95 {area['p95']:g}; "
-                     f"diameter px: p5 {diam['p5']:g}, median {diam['median']:g}, p95 {diam['p95']:g}; "
-                     f"touching {obj.get('touching_fraction')}")
+    inten = fp.get("intensity") or {}
+    pct = inten.get("percentiles") or {}
+    text = (f"{fp.get('n_slices')} training slices ({fp.get('n_annotated_slices')} annotated), images "
+            f"{size.get('height', {}).get('median', 0):g} x {size.get('width', {}).get('median', 0):g} px "
+            f"(median H x W), {inten.get('dtype')} intensities {pct.get('0.5')} / {pct.get('50')} / "
+            f"{pct.get('99.5')} (percentiles 0.5 / 50 / 99.5); {obj.get('count', 0)} objects")
+    if area and diam:
+        text += (f", area p5 {area['p5']:g} / median {area['median']:g} / p95 {area['p95']:g} px, "
+                 f"equivalent diameter p5 {diam['p5']:g} / median {diam['median']:g} / p95 {diam['p95']:g} px, "
+                 f"{obj.get('touching_fraction', 0):.0%} touching another")
+    return text + "."
+
+
+def format_plan(plan: DataPlan) -> str:
+    """The plan as text (``seg plan``): the fingerprint in one sentence, then one line per setting
+    (key, value, source, rule)."""
+    lines = [f"dataset {plan.dataset}: {fingerprint_summary(plan.fingerprint)}"]
     for s in plan.settings():
         lines.append(f"  {s.key:<28} {s.value!s:<34} {s.source:<8} {s.rule}")
     return "\n".join(lines)
