@@ -117,7 +117,9 @@ def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_di
     Returns:
         The summary dict: iterations, wall_time_s, best_val_iou, best_iteration, samples_per_s,
         peak_memory_mb, device, amp, params, versions, seed, config_hash, model, variant, dataset,
-        effective_batch_size, world_size, stopped ("budget" | "max_minutes"), data_wait, patch sizes
+        effective_batch_size, world_size, stopped ("budget" | "max_minutes"), data_wait, patch sizes,
+        val_postprocess (CTC: the method, threshold, h and min_size whose val SEG chose ``best.pt``:
+        the config's, else the dataset's plan, :mod:`seg.data.plan`)
         (an empty dict on the other ranks of a DDP run).
     """
     cfg = effective_config(cfg, variant, iterations=iterations)
@@ -195,7 +197,8 @@ class Plan:
     Attributes:
         classes: number of classes of the dataset (``meta.json``).
         val_postprocess: CTC data with two classes: the post-processing whose val SEG chooses the
-            best checkpoint; None: val mean IoU chooses it.
+            best checkpoint (min_size and h the config's, else the plan's); None: val mean IoU
+            chooses it.
         calibrate: ``postprocess.calibrate``: val scores at the val-chosen threshold.
         n_params: number of model parameters.
         geometry: patch input/output sizes in pixels.
