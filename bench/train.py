@@ -92,7 +92,9 @@ class Runner:
         from seg.train.optim import build_optimizer
         from seg.train.sampling import PatchDataset, load_training_slices, patch_geometry
 
-        tcfg = variant_section(cfg, variant, "train")
+        from seg.data.plan import data_plan
+
+        tcfg = data_plan(cfg, "isbi2012", ds_dir=ds_dir).train(variant)  # patch_size: the config's or the plan's
         if amp is not None:
             tcfg["amp"] = amp
         seed_everything(0)

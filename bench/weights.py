@@ -19,12 +19,14 @@ from scipy import ndimage
 from skimage.measure import label
 
 from seg.config import section_defaults
+from seg.data.plan import FALLBACK
 from seg.io import write_json
 from seg.targets.weights import border_weight_map, class_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ROOT.parent / "shared" / "data" / "isbi2012" / "train-labels.tif"
-W0, SIGMA = (section_defaults("weights")[k] for k in ("w0", "sigma"))  # the schema's defaults
+# the schema's w0 and the built-in configs' sigma (the schema leaves sigma to the plan)
+W0, SIGMA = section_defaults("weights")["w0"], FALLBACK["weights.sigma"]
 
 
 def reference(instances: np.ndarray, semantic: np.ndarray, wc: np.ndarray) -> np.ndarray:

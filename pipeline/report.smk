@@ -5,6 +5,7 @@ rule leaderboard:
     input:
         metrics=[f"{RESULTS}/{d}/{v}/metrics.json" for d, v in runs()],
         weights=[f"{DATA}/{d}/weights/preview.png" for d in DATASETS],
+        meta=[f"{DATA}/{d}/meta.json" for d in DATASETS],  # the report shows each fingerprint and plan
     output:
         report(
             f"{RESULTS}/leaderboard.csv",

@@ -236,7 +236,9 @@ def dataset_dir(cfg: dict, dataset: str, data_dir: str | os.PathLike | None = No
 
 def postprocess_section(cfg: dict, dataset: str) -> dict:
     """The ``postprocess`` settings for ``dataset``: the top-level section, then the dataset's own
-    ``postprocess`` overrides (e.g. a smaller ``min_size`` for a dataset of small nuclei)."""
+    ``postprocess`` overrides (e.g. a smaller ``min_size`` for a dataset of small nuclei), as
+    configured: ``min_size``, ``h`` and ``search`` may be None (= from the plan); consumers take the
+    resolved values from :meth:`seg.data.plan.DataPlan.postprocess`."""
     own = dataset_entry(cfg, dataset).get("postprocess") or {}
     return _deep_merge(cfg["postprocess"], own)
 

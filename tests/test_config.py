@@ -27,7 +27,8 @@ def test_shipped_configs_validate(name):
 
 def test_defaults_are_filled_from_schema():
     cfg = validate_config(_minimal())
-    assert cfg["weights"] == {"w0": 10.0, "sigma": 5.0, "class_balance": True, "sparse_band": 10.0}
+    # sigma and sparse_band: null = from the plan of each dataset (seg.data.plan)
+    assert cfg["weights"] == {"w0": 10.0, "sigma": None, "class_balance": True, "sparse_band": None}
     assert cfg["augment"]["elastic"] == {"enabled": True, "grid": 3, "sigma": 10.0, "prob": 1.0}
     assert cfg["train"]["optimizer"]["momentum"] == 0.99
     assert cfg["datasets"]["isbi2012"]["on_missing"] == "skip"

@@ -135,6 +135,11 @@ def test_report_html_is_self_contained_with_one_image_per_figure(project):
     for b64 in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text):
         assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
     assert res.csv.is_file() and res.markdown.is_file()
+    # each configured dataset's plan: the fingerprint and the settings with their sources (nothing
+    # to derive them from here: no training slice, so the fixed defaults)
+    assert text.count("The plan from the data") == 1
+    assert "<td>postprocess.min_size</td><td>50</td><td>default</td>" in text
+    assert "**isbi2012**: postprocess.min_size 50 (default)" in res.markdown.read_text()
 
 
 def test_missing_logs_and_preview_leave_figures_out(project):

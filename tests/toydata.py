@@ -7,7 +7,7 @@ Not part of the ``seg`` package: tests import it as ``from toydata import ...`` 
 - :func:`write_blob_dataset`: a seeded synthetic dataset in the canonical form (``kind: isbi2012``
   conventions: 0 = membrane/background, 1 = interior): bright disks on a noisy background, with
   instances, semantic maps and border-weight maps (``seg.targets.weights.border_weight_map`` with
-  the schema's ``weights`` defaults w0 and sigma).
+  the schema's default w0 and the plan's fixed fallback sigma, 5 px).
 - :func:`write_isbi_subset`: the first slices of the real ISBI 2012 stacks, cropped, in the canonical
   form with weight maps (for one real-data test and ``bench/train.py``).
 - :func:`tiny_config`: a validated config with one tiny classic U-Net variant for such a dataset.
@@ -28,10 +28,12 @@ def _write_weights(ds_dir: Path, ids_instances: list[tuple[str, np.ndarray]]) ->
     from seg.io import write_tiff
     from seg.targets.weights import border_weight_map
 
-    w = section_defaults("weights")
+    from seg.data.plan import FALLBACK
+
+    w = section_defaults("weights")  # sigma: null in the schema (from the plan); the fixed fallback here
     for sid, inst in ids_instances:
         write_tiff(ds_dir / "weights" / f"{sid}.tif",
-                   border_weight_map(inst, w0=w["w0"], sigma=w["sigma"]).astype(np.float32))
+                   border_weight_map(inst, w0=w["w0"], sigma=FALLBACK["weights.sigma"]).astype(np.float32))
 
 
 def write_blob_dataset(ds_dir: str | os.PathLike, *, seed: int = 0, size: int = 64,

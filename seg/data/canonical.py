@@ -20,7 +20,8 @@ grid, estimated on the training split (:mod:`seg.data.align`); :func:`load_image
 (``full`` | ``sparse``: not every object annotated), ``meta["labels"]`` (``gt`` | ``st`` | ``gt+st``) and
 ``meta["st_exclusion"]``, and per entry ``"labels"`` (the label source: ``gt``, ``st`` or null) and,
 for a frame kept out of training by the silver-truth protocol, ``"excluded"`` (why); see
-:mod:`seg.data.ctc`.
+:mod:`seg.data.ctc`. ``meta["fingerprint"]``: image and object sizes of the training split
+(:mod:`seg.data.fingerprint`), from which :mod:`seg.data.plan` derives the settings the config leaves unset.
 
 :func:`canonical_writer` builds the folder under a temporary name beside the target and renames it
 into place only when everything was written, so an error never leaves a partial ``data/<dataset>/``.
@@ -164,6 +165,9 @@ class CanonicalWriter:
             raise SegError(f"dataset {self.meta['name']}: no annotated slice was ingested")
         if self.align:
             self._align()
+        from seg.data.fingerprint import compute_fingerprint
+
+        self.meta["fingerprint"] = compute_fingerprint(self.root, self.meta)
         write_json(self.root / "meta.json", self.meta)
         return self.meta
 

@@ -1,4 +1,4 @@
-"""``seg ingest``, ``seg init`` and ``seg synth`` (imports only the standard library at module level)."""
+"""``seg ingest``, ``seg init``, ``seg plan`` and ``seg synth`` (imports only the standard library at module level)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,27 @@ def _run_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_plan(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="configs/config.yaml", help="workflow config (YAML)")
+    p.add_argument("--dataset", required=True, default=argparse.SUPPRESS,
+                   help="dataset name, a key of the config's datasets (ingested: <data_dir>/<dataset>/meta.json)")
+    p.add_argument("--data-dir", default=None, help="folder of canonical datasets (default: the config's data_dir)")
+    p.add_argument("--out", default=None, help="also write the plan as JSON to this file (e.g. results/<dataset>/plan.json)")
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from seg.config import load_config
+    from seg.data.plan import data_plan, format_plan
+    from seg.io import write_json
+
+    cfg = load_config(args.config)
+    plan = data_plan(cfg, args.dataset, data_dir=args.data_dir)
+    print(format_plan(plan))
+    if args.out:
+        write_json(args.out, plan.to_dict())
+    return 0
+
+
 def _add_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, default=argparse.SUPPRESS, help="output raw folder (created; only an earlier synth output is replaced)")
     p.add_argument("--kind", choices=["ctc", "isbi"], default="ctc",
@@ -106,6 +127,15 @@ COMMANDS = {
         description="Detect the folder's layout (cellpose <name>_masks, images/ + masks/, nnU-Net), read "
         "every pair with the checks of seg ingest, print what was found (pairs, sizes, dtype, instance or "
         "semantic masks, the proposed split) and write a config that trains, scores, packages and exports it.",
+    ),
+    "plan": Command(
+        help="the dataset's fingerprint and the scale-dependent settings: each value and its source (config/data/default)",
+        add_arguments=_add_plan,
+        run=_run_plan,
+        description="Print the plan of one ingested dataset: the fingerprint of its training split (image "
+        "and object sizes) and, for weights.sigma, weights.sparse_band, train.patch_size, postprocess.min_size, "
+        "postprocess.h and postprocess.search, the value used and where it comes from: config (set there; "
+        "always wins), data (derived from the fingerprint) or default (no annotated object).",
     ),
     "synth": Command(
         help="write a small seeded synthetic dataset (CTC layout or ISBI-like stacks) for tests",

@@ -26,7 +26,7 @@ BUDGETS = {
         "variant": {"model": "unet", "label": "U-Net (same padding)",
                     "params": {"padding": "same", "base_channels": 16, "depth": 4, "batch_norm": True}},
         "augment": {"copies": 2},
-        "train": {"iterations": 250, "batch_size": 4, "patch_size": 256, "val_every": 50, "num_workers": 1},
+        "train": {"iterations": 250, "batch_size": 4, "val_every": 50, "num_workers": 1},
         "inference": {"tile": 256, "overlap": 0.25},
     },
     "tiny": {
@@ -138,9 +138,11 @@ def summary_lines(info: dict) -> list[str]:
 
 def init_config(info: dict, *, name: str, budget: str = "cpu") -> dict:
     """The workflow config of the inspected folder: a ``kind: folder`` entry (absolute ``path``),
-    one U-Net variant and the training sections at ``budget`` (:data:`BUDGETS`). Instance masks:
-    ``postprocess.min_size`` is a quarter of the smallest object's area (at most the default 200 px),
-    so the watershed keeps objects of the size annotated."""
+    one U-Net variant and the training sections at ``budget`` (:data:`BUDGETS`). The scale-dependent
+    settings (``weights.sigma`` and ``sparse_band``, ``postprocess.min_size``, ``h`` and their
+    search grids, and at the ``cpu`` budget ``train.patch_size``) are left out: the plan derives
+    them from the ingested data (:mod:`seg.data.plan`; ``seg plan`` shows them), and a value written
+    into the config wins over it. The ``tiny`` budget pins a small patch (a smoke test)."""
     if budget not in BUDGETS:
         raise SegError(f"--budget: {budget!r} is not one of {list(BUDGETS)}")
     b = BUDGETS[budget]
@@ -151,20 +153,20 @@ def init_config(info: dict, *, name: str, budget: str = "cpu") -> dict:
         entry["annotations"] = "sparse"
     entry["split"] = {"val": 0.2, "test": 0.2, "seed": 0}
     smallest = min(min(h, w) for h, w in info["sizes"])
-    patch = min(b["train"]["patch_size"], max(16, smallest // 16 * 16))
+    train = dict(b["train"])
+    if "patch_size" in train:
+        train["patch_size"] = min(train["patch_size"], max(16, smallest // 16 * 16))
     cfg = {
         "seed": 0,
         "datasets": {name: entry},
         "variants": {"unet": dict(b["variant"])},
-        "weights": {"w0": 10.0, "sigma": 5.0, "class_balance": True},
+        "weights": {"w0": 10.0, "class_balance": True},
         "augment": dict(b["augment"]),
-        "train": {**b["train"], "patch_size": patch},
+        "train": train,
         "inference": {**b["inference"], "tile": min(b["inference"]["tile"], max(32, smallest // 16 * 16))},
         "postprocess": {"method": "watershed", "calibrate": True},
         "report": {"examples": 1 if budget == "tiny" else 3},
     }
-    if info["labels"] == "instance" and info["objects"]:
-        cfg["postprocess"]["min_size"] = int(max(1, min(200, min(info["objects"]) // 4)))
     return cfg
 
 

@@ -18,7 +18,8 @@ to the test split:
   minimum size never raises SEG, and choosing the largest one that costs no val cell (as precision
   would) deletes the smaller cells of other frames (GOWT1: min_size 2000 on its one val frame, test
   SEG 0.809 instead of 0.890 at the configured 200); a smaller one wins when the configured size
-  deletes annotated cells.
+  deletes annotated cells. "Configured" means resolved: the config's value, else the plan's from the
+  dataset's fingerprint (:mod:`seg.data.plan`; the grids too).
 
 Conventions: two classes, class 1 = interior (ISBI) or cell (CTC); the probability is that of
 class 1, the prediction is ``p >= threshold``. The calibration file carries every chosen setting
@@ -124,10 +125,11 @@ def choose_postprocess(rows: list[dict], *, threshold: float, h: float, min_size
 
 def _calibrate_ctc(cfg: dict, dataset: str, pred: Path, ds_dir: Path, meta: dict, entries: list[dict]) -> dict:
     """The CTC document of :func:`run_calibrate`: settings chosen by SEG on the val frames."""
-    from seg.config import postprocess_section
     from seg.data import canonical
+    from seg.data.plan import data_plan
 
-    pp = postprocess_section(cfg, dataset)
+    plan = data_plan(cfg, dataset, ds_dir=ds_dir, meta=meta)
+    pp = plan.postprocess()  # min_size, h and the search grids: the config's, else the plan's
     sparse = meta.get("annotations", "full") == "sparse"
     fgs, refs, counts = [], [], ThresholdCounts()
     for e in entries:
@@ -149,6 +151,7 @@ def _calibrate_ctc(cfg: dict, dataset: str, pred: Path, ds_dir: Path, meta: dict
     doc = {"criterion": "seg", "method": pp["method"], "annotations": "sparse" if sparse else "full",
            "threshold": best["threshold"], "h": best["h"], "min_size": best["min_size"],
            "tie_break": "closeness to the configured min_size, h, threshold; then precision_iou50",
+           "sources": {k: plan.setting(f"postprocess.{k}").source for k in ("min_size", "h", "search.h", "search.min_size")},
            "at_chosen": best, "at_fixed": fixed, "table": table}
     if sparse:
         doc["precision"] = ("over the predicted objects that overlap the annotated cells (more than half "

@@ -117,13 +117,17 @@ class PredictSettings:
 
 
 def predict_settings(cfg: dict, *, dataset: str, variant: str, split: str, device: str | None = None,
-                     threshold_file: str | os.PathLike | None = None) -> PredictSettings:
+                     threshold_file: str | os.PathLike | None = None,
+                     data_dir: str | os.PathLike | None = None) -> PredictSettings:
     """The :class:`PredictSettings` of ``dataset``/``variant`` on ``split`` (see :func:`run_predict`).
+    ``data_dir``: folder of canonical datasets (default the config's), whose fingerprint gives
+    ``min_size`` and ``h`` when the config leaves them unset (:mod:`seg.data.plan`).
 
     Raises:
         SegError: unknown dataset or variant, or an invalid calibration file.
     """
-    from seg.config import dataset_entry, postprocess_section, variant_section
+    from seg.config import dataset_entry, variant_section
+    from seg.data.plan import data_plan
 
     dataset_entry(cfg, dataset)
     infer_cfg = variant_section(cfg, variant, "inference", dataset)
@@ -131,7 +135,8 @@ def predict_settings(cfg: dict, *, dataset: str, variant: str, split: str, devic
         infer_cfg["device"] = device
     if split == "val" and not infer_cfg["tta_val"]:  # val only feeds seg calibrate
         infer_cfg["tta"] = False
-    pp = postprocess_section(cfg, dataset)  # schema defaults, then the dataset's own overrides
+    # schema defaults, then the dataset's own overrides; min_size and h unset there: the plan's
+    pp = data_plan(cfg, dataset, data_dir=data_dir).postprocess()
     threshold, source = float(pp["threshold"]), "config"
     if threshold_file is not None:  # every setting seg calibrate chose (threshold; CTC: h, min_size)
         from seg.infer.calibrate import read_calibration
@@ -179,7 +184,7 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
     from seg.progress import progress
 
     settings = predict_settings(cfg, dataset=dataset, variant=variant, split=split, device=device,
-                                threshold_file=threshold_file)
+                                threshold_file=threshold_file, data_dir=data_dir)
     infer_cfg = settings.inference
     ds_dir = dataset_dir(cfg, dataset, data_dir)
     meta = canonical.load_meta(ds_dir)

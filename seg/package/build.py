@@ -96,17 +96,18 @@ def _dataset_meta(ds_dir: Path, kind: str) -> dict:
     return meta
 
 
-def _threshold(cfg: dict, dataset: str, run: Path, threshold_file: str | os.PathLike | None) -> tuple[dict, dict]:
+def _threshold(cfg: dict, dataset: str, run: Path, threshold_file: str | os.PathLike | None,
+               ds_dir: Path) -> tuple[dict, dict]:
     """The decision threshold {value, source} and the post-processing settings it goes with.
 
     ``threshold_file`` if given, else the run's ``calibration.json`` when ``postprocess.calibrate``
     is on (SegError if missing), else the config's ``postprocess.threshold``. A calibration file's
     other choices (CTC: h, min_size) replace the config's.
     """
-    from seg.config import postprocess_section
+    from seg.data.plan import data_plan
     from seg.infer.calibrate import read_calibration
 
-    pp = postprocess_section(cfg, dataset)
+    pp = data_plan(cfg, dataset, ds_dir=ds_dir).postprocess()  # min_size, h: the config's, else the plan's
     cal = Path(threshold_file) if threshold_file is not None else run / "calibration.json"
     if not (threshold_file is not None or pp.get("calibrate")):
         return {"value": float(pp["threshold"]), "source": "config postprocess.threshold"}, pp
@@ -214,7 +215,7 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
     load_model_weights(model, checkpoint)
     model.eval()
 
-    threshold, pp = _threshold(cfg, dataset, run, threshold_file)
+    threshold, pp = _threshold(cfg, dataset, run, threshold_file, ds_dir)
     infer = variant_section(cfg, variant, "inference", dataset)
     metrics_doc = _read_run_json(run, "metrics.json", required=False)
     pkg_meta = {

@@ -69,9 +69,24 @@ def _notes(notes: list[str]) -> str:
     return "<ul>" + "".join(f'<li class="note">{html.escape(n)}</li>' for n in notes) + "</ul>"
 
 
+def _plan_section(dataset: str, doc: dict | None) -> str:
+    """The dataset's fingerprint and plan (:meth:`seg.data.plan.DataPlan.to_dict`), or a note."""
+    from seg.data.plan import fingerprint_summary
+
+    esc = html.escape
+    if doc is None:
+        return _notes([f"{dataset}: no canonical dataset in the data folder, so no fingerprint or plan is shown."])
+    cells = [[s["key"], str(s["value"]), s["source"], s["rule"]] for s in doc["settings"]]
+    return (f"<h3>The plan from the data</h3><p>Fingerprint of the training split: "
+            f"{esc(fingerprint_summary(doc['fingerprint']))} Scale-dependent settings, each with its source "
+            "(config = set in the config, which always wins; data = derived from the fingerprint; "
+            "default = fixed, no annotated object):</p>" + _table(["setting", "value", "source", "how"], cells))
+
+
 def render(board: Leaderboard, figures: Figures, *, config_yaml: str, config_path: str,
-           result_dirs: list[str]) -> str:
-    """The report as one HTML string (see module docstring)."""
+           result_dirs: list[str], plans: dict[str, dict | None] | None = None) -> str:
+    """The report as one HTML string (see module docstring). ``plans``: per dataset the plan
+    document (:meth:`seg.data.plan.DataPlan.to_dict`, None = not ingested), shown after its figures."""
     esc = html.escape
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
@@ -103,6 +118,8 @@ def render(board: Leaderboard, figures: Figures, *, config_yaml: str, config_pat
             parts.append(f"<figure>{_img(figures.folder / fig.name, f'{ds}: {fig.title}')}"
                          f"<figcaption><b>{esc(fig.title)}</b> ({esc(fig.name)}). "
                          f"{esc(fig.caption)}</figcaption></figure>")
+        if plans is not None and ds in plans:
+            parts.append(_plan_section(ds, plans[ds]))
         parts.append("</section>")
     parts += ['<section id="runs"><h2>Runs</h2>',
               "<p>Every metrics.json collected. Runs of the same variant and config hash with "

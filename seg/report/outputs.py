@@ -2,7 +2,9 @@
 
 Outputs under ``out_dir`` (``results/`` by default):
 ``leaderboard.csv`` (columns: :data:`seg.report.tables.CSV_COLUMNS`), ``leaderboard.md``,
-``figures/*.png`` (see :mod:`seg.report.build`) and ``report.html`` (self-contained).
+``figures/*.png`` (see :mod:`seg.report.build`) and ``report.html`` (self-contained). The Markdown
+and the HTML also show each dataset's plan (:mod:`seg.data.plan`): its fingerprint and every
+scale-dependent setting with its value and source (config / data / default).
 """
 
 from __future__ import annotations
@@ -50,10 +52,44 @@ def write_outputs(result_dirs: list[str | os.PathLike], cfg: dict, *, config_pat
     tables.write_csv(csv_path, board)
     from seg.io import atomic_path
 
+    plans = dataset_plans(cfg, board.datasets, data_dir)
     with atomic_path(md_path) as tmp:
-        tmp.write_text(tables.markdown(board))
+        tmp.write_text(tables.markdown(board) + plans_markdown(plans))
     figures = build_figures(board, cfg, Path(data_dir), out / "figures")
     text = html.render(board, figures, config_yaml=yaml.safe_dump(cfg, sort_keys=False),
-                       config_path=str(config_path), result_dirs=[str(d) for d in result_dirs])
+                       config_path=str(config_path), result_dirs=[str(d) for d in result_dirs], plans=plans)
     html.write_html(html_path, text)
     return Outputs(board, figures, csv_path, md_path, html_path, tables.terminal(board))
+
+
+def dataset_plans(cfg: dict, datasets: list[str], data_dir: str | os.PathLike) -> dict[str, dict | None]:
+    """``{dataset: DataPlan.to_dict()}`` of the configured ones of ``datasets``; None for a dataset
+    whose canonical folder is not in ``data_dir`` (the report then says so)."""
+    from seg.data.plan import data_plan
+    from seg.errors import SegError
+
+    out: dict[str, dict | None] = {}
+    for ds in datasets:
+        if ds not in cfg["datasets"]:
+            continue
+        try:
+            out[ds] = data_plan(cfg, ds, data_dir=data_dir).to_dict()
+        except SegError:
+            out[ds] = None
+    return out
+
+
+def plans_markdown(plans: dict[str, dict | None]) -> str:
+    """A short Markdown section: per dataset, each planned setting as ``value (source)``."""
+    if not plans:
+        return ""
+    lines = ["", "## Scale-dependent settings (the plan from the data)", "",
+             "Source: config = set in the config (always wins), data = from the training split's "
+             "fingerprint, default = fixed (no annotated object). `seg plan` shows the rules.", ""]
+    for ds, doc in plans.items():
+        if doc is None:
+            lines.append(f"- **{ds}**: not ingested here (no plan)")
+            continue
+        parts = [f"{s['key']} {s['value']} ({s['source']})" for s in doc["settings"]]
+        lines.append(f"- **{ds}**: " + "; ".join(parts))
+    return "\n".join(lines) + "\n"

@@ -42,13 +42,15 @@ def run_weights(args: argparse.Namespace) -> int:
     from seg.errors import SegError
     from seg.io import atomic_path, write_json, write_tiff
     from seg.progress import progress
+    from seg.data.plan import data_plan
     from seg.targets.weights import border_weight_map
 
     cfg = load_config(args.config)
-    wcfg = cfg["weights"]
     ds = dataset_dir(cfg, args.dataset, args.data_dir)
     out = ds / "weights" if args.out is None else Path(args.out)
     meta = canonical.load_meta(ds)
+    plan = data_plan(cfg, args.dataset, ds_dir=ds, meta=meta)
+    wcfg = plan.weights()  # sigma, sparse_band: the config's, else the plan's
     n_classes = len(meta["classes"])
     train = [e for e in canonical.slices(meta, "train") if e.get("semantic")]
     if not train:
@@ -68,7 +70,8 @@ def run_weights(args: argparse.Namespace) -> int:
             "class_balance": wcfg["class_balance"], "from_split": "train", "train_slices": [e["id"] for e in train],
             "formula": "w = w_c[class] + w0*exp(-(d1+d2)^2/(2 sigma^2)) on class-0 pixels; "
                        "w_c[k] = N / (K * N_k) over training pixels",
-            "annotations": "sparse" if sparse else "full"}
+            "annotations": "sparse" if sparse else "full",
+            "sources": {k: plan.setting(f"weights.{k}").source for k in ("sigma", "sparse_band")}}
         if sparse:
             doc.update(sparse_band=band, ignored="w = 0 on every pixel farther than sparse_band px from "
                        "an annotated object (it may be an unannotated object); w_c counted over the other pixels")
@@ -90,6 +93,7 @@ def run_augment(args: argparse.Namespace) -> int:
 
     from seg.config import dataset_dir, load_config, variant_section
     from seg.data import canonical
+    from seg.data.plan import data_plan
     from seg.errors import SegError
     from seg.io import atomic_path, read_json, write_json, write_tiff
     from seg.progress import progress
@@ -111,7 +115,7 @@ def run_augment(args: argparse.Namespace) -> int:
     if not train:
         raise SegError(f"{ds / 'meta.json'}: no annotated training slice to augment")
     wdir = ds / "weights"
-    wcfg = cfg["weights"]
+    wcfg = data_plan(cfg, args.dataset, ds_dir=ds, meta=meta).weights()  # sigma, sparse_band: config or plan
     if (wdir / "class_weights.json").is_file():  # written by `seg weights`
         wc = read_json(wdir / "class_weights.json")["w_c"]
     else:  # not written yet: compute them the same way

@@ -34,7 +34,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from seg.config import dataset_dir, postprocess_section, variant_section
+from seg.config import dataset_dir, variant_section
+from seg.data.plan import data_plan
 from seg.device import (Precision, configure_determinism, peak_memory_mb, precision_for, resolve_device,
                         seed_everything, set_threads)
 from seg.errors import SegError
@@ -116,12 +117,15 @@ def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_di
     Returns:
         The summary dict: iterations, wall_time_s, best_val_iou, best_iteration, samples_per_s,
         peak_memory_mb, device, amp, params, versions, seed, config_hash, model, variant, dataset,
-        effective_batch_size, world_size, stopped ("budget" | "max_minutes"), data_wait, patch sizes
+        effective_batch_size, world_size, stopped ("budget" | "max_minutes"), data_wait, patch sizes,
+        val_postprocess (CTC: the method, threshold, h and min_size whose val SEG chose ``best.pt``:
+        the config's, else the dataset's plan, :mod:`seg.data.plan`)
         (an empty dict on the other ranks of a DDP run).
     """
     cfg = effective_config(cfg, variant, iterations=iterations)
     chash, seed = run_identity(cfg, dataset, variant)
-    tcfg = variant_section(cfg, variant, "train", dataset)
+    ds_dir = dataset_dir(cfg, dataset, data_dir)
+    tcfg = data_plan(cfg, dataset, ds_dir=ds_dir).train(variant)  # patch_size: the config's, else the plan's
     out = Path(out_dir)
     done = completed_summary(cfg, dataset, variant, out)
     if done is not None:
@@ -134,7 +138,7 @@ def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_di
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     spec = RunSpec(cfg=cfg, tcfg=tcfg, dataset=dataset, variant=variant, out=out,
-                   ds_dir=dataset_dir(cfg, dataset, data_dir), seed=seed, config_hash=chash, env=env,
+                   ds_dir=ds_dir, seed=seed, config_hash=chash, env=env,
                    device=dev, pretrained=pretrained)
     ddp.init_process_group(env, dev.type)
     try:
@@ -193,7 +197,8 @@ class Plan:
     Attributes:
         classes: number of classes of the dataset (``meta.json``).
         val_postprocess: CTC data with two classes: the post-processing whose val SEG chooses the
-            best checkpoint; None: val mean IoU chooses it.
+            best checkpoint (min_size and h the config's, else the plan's); None: val mean IoU
+            chooses it.
         calibrate: ``postprocess.calibrate``: val scores at the val-chosen threshold.
         n_params: number of model parameters.
         geometry: patch input/output sizes in pixels.
@@ -326,7 +331,8 @@ def _setup(spec: RunSpec) -> tuple[Plan, Trainee]:
     meta = load_meta(spec.ds_dir)
     classes = len(meta["classes"])
     sparse = meta.get("annotations", "full") == "sparse"  # weight 0 marks the ignored pixels
-    pp = postprocess_section(spec.cfg, spec.dataset)
+    # min_size and h: the config's, else the plan's (never a constant that deletes the objects)
+    pp = data_plan(spec.cfg, spec.dataset, ds_dir=spec.ds_dir, meta=meta).postprocess()
     model = build_training_model(spec.cfg, spec.dataset, spec.variant, classes, pretrained=spec.pretrained)
     geometry = patch_geometry(model, int(tcfg["patch_size"]))
     data = PatchDataset(
@@ -556,6 +562,8 @@ def _summary(spec: RunSpec, plan: Plan, trainee: Trainee, tally: Tally, *, stopp
         "iterations": it, "budget_iterations": plan.total, "stopped": stopped,
         "wall_time_s": round(wall, 3), "best_val_iou": tally.best_val_iou, "best_iteration": tally.best_iteration,
         "val_criterion": "seg" if plan.val_postprocess is not None else "iou_mean",
+        "val_postprocess": ({k: plan.val_postprocess[k] for k in ("method", "threshold", "h", "min_size")}
+                            if plan.val_postprocess is not None else None),
         "samples_per_s": round(it * B * W / step_s, 4) if step_s > 0 else None,
         "data_wait": round(wait_s / step_s, 5) if step_s > 0 else None,
         "peak_memory_mb": round(peak_memory_mb(spec.device), 1), "device": device_name(spec.device),
