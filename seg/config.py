@@ -157,6 +157,12 @@ def validate_config(cfg: dict, *, where: str = "config", schema: dict | None = N
                     f"{where}: variants.{name}.datasets: unknown dataset {ds!r} "
                     f"(configured: {', '.join(cfg['datasets'])})"
                 )
+    # A variant's target must fit every dataset it runs on (three_class: instance datasets only).
+    from seg.targets.target import check_targets
+
+    target_errors = check_targets(cfg, lambda d: get_kind(cfg["datasets"][d]["kind"]).instances, variant_datasets)
+    if target_errors:
+        raise SegError(f"{where}: {target_errors[0]}")
     return cfg
 
 
@@ -266,14 +272,19 @@ def run_config_hash(cfg: dict, dataset: str, variant: str) -> str:
     var = cfg["variants"][variant]
     relevant = {
         "dataset": {k: v for k, v in dataset_entry(cfg, dataset).items() if k not in _AVAILABILITY_KEYS},
-        "variant": {k: v for k, v in var.items() if k not in ("label", "per_dataset", *_OVERRIDABLE)},
+        # ``target: fg_border`` is the default: written or not, the same run
+        "variant": {k: v for k, v in var.items() if k not in ("label", "per_dataset", *_OVERRIDABLE)
+                    and not (k == "target" and v == "fg_border")},
         **{s: variant_section(cfg, variant, s, dataset) for s in _OVERRIDABLE},
         "weights": cfg["weights"],
         "calibrate": postprocess_section(cfg, dataset)["calibrate"],
     }
     keys = get_kind(dataset_entry(cfg, dataset)["kind"]).validation_postprocess_keys()
     if keys:  # instance kinds (CTC): validation scores SEG of post-processed instances
-        relevant["val_postprocess"] = {k: postprocess_section(cfg, dataset)[k] for k in keys}
+        pp = postprocess_section(cfg, dataset)
+        relevant["val_postprocess"] = {k: pp[k] for k in keys}
+        if var.get("target", "fg_border") != "fg_border":  # the target's own settings (three_class seeds)
+            relevant["val_postprocess"]["seed_threshold"] = pp.get("seed_threshold")
     if var.get("pretrained") == "inhouse":
         relevant["pretrain"] = cfg["pretrain"]
     return config_hash(relevant)
@@ -305,11 +316,14 @@ def step_settings(cfg: dict, step: str, dataset: str | None = None, variant: str
         raise SegError(f"config: unknown variant {variant!r} (configured: {', '.join(cfg['variants'])})")
     if step == "train":
         return {"run": run_config_hash(cfg, dataset, variant), "seed": seed}
+    target = cfg["variants"][variant].get("target", "fg_border")
     if step == "predict":
-        return {"inference": variant_section(cfg, variant, "inference", dataset),
-                "postprocess": postprocess_section(cfg, dataset), "kind": entry["kind"]}
+        out = {"inference": variant_section(cfg, variant, "inference", dataset),
+               "postprocess": postprocess_section(cfg, dataset), "kind": entry["kind"]}
+        return out if target == "fg_border" else {**out, "target": target}
     if step == "calibrate":
-        return {"postprocess": postprocess_section(cfg, dataset), "kind": entry["kind"]}
+        out = {"postprocess": postprocess_section(cfg, dataset), "kind": entry["kind"]}
+        return out if target == "fg_border" else {**out, "target": target}
     if step == "score":
         return {"scoring": cfg["scoring"], "label": cfg["variants"][variant].get("label"), "seed": seed}
     raise SegError(f"unknown workflow step {step!r}")

@@ -9,7 +9,7 @@ import pytest
 from skimage.measure import label
 
 from seg.errors import SegError
-from seg.targets.augment import Augmenter, dense_displacement
+from seg.targets.augment import AugmentParams, Augmenter, dense_displacement
 
 GEOMETRY_ONLY = {"intensity": {"prob": 0.0}}
 
@@ -203,3 +203,46 @@ def test_cli_augment_variant_takes_its_per_dataset_overrides(tiny_isbi, tmp_path
 
     assert image("per-dataset") == image("overall")  # the per_dataset override was applied
     assert image("per-dataset") != image("top-level")  # and it is not the default deformation
+
+
+def test_zoom_scales_objects_keeps_labels_and_leaves_the_other_draws(isbi_stacks):
+    """augment.zoom: the factor is drawn from the range after every other draw (enabling it
+    changes nothing else), objects grow by its square in area, labels stay labels, and a
+    zoomed crop equals the zoomed whole slice's centre (context from the slice)."""
+    img, t = isbi_sample(isbi_stacks)
+    plain = Augmenter({**GEOMETRY_ONLY, "elastic": {"enabled": False}, "flip": False, "rot90": False})
+    zoomed = Augmenter({**GEOMETRY_ONLY, "elastic": {"enabled": False}, "flip": False, "rot90": False,
+                        "zoom": {"range": [0.7, 1.4]}})
+    elastic = Augmenter({**GEOMETRY_ONLY})
+    elastic_zoom = Augmenter({**GEOMETRY_ONLY, "zoom": {"range": [0.7, 1.4], "prob": 0.5}})
+    factors = []
+    for seed in range(20):
+        p0 = elastic.draw(np.random.default_rng(seed), img.shape)
+        p1 = elastic_zoom.draw(np.random.default_rng(seed), img.shape)
+        np.testing.assert_array_equal(p0.displacement, p1.displacement)
+        assert (p0.flip_rows, p0.flip_cols, p0.rot90, p0.scale, p0.shift, p0.noise_seed, p0.zoom) == (
+            p1.flip_rows, p1.flip_cols, p1.rot90, p1.scale, p1.shift, p1.noise_seed, 1.0)
+        factors.append(p1.zoom)
+        pz = zoomed.draw(np.random.default_rng(seed), img.shape)
+        assert 0.7 <= pz.zoom <= 1.4
+    assert 0 < sum(f == 1.0 for f in factors) < 20  # prob 0.5: some zoomed, some not
+    rng = np.random.default_rng(3)
+    p = zoomed.draw(rng, img.shape)
+    p = AugmentParams(**{**p.__dict__, "zoom": 1.25})
+    out, ot = zoomed.apply(p, img, t)
+    base, bt = plain.apply(plain.draw(np.random.default_rng(3), img.shape), img, t)
+    assert ot["semantic"].dtype == np.uint8 and set(np.unique(ot["semantic"])) <= {0, 1}
+    assert set(np.unique(ot["instances"])) <= set(np.unique(t["instances"]))
+    # the objects in the (centred) middle quarter: area ratio ~ 1.25^2
+    c = slice(128, 384)
+    ratio = (ot["instances"][c, c] > 0).sum() / max(1, len(np.unique(ot["instances"][c, c])) - 1)
+    ratio /= (bt["instances"][c, c] > 0).sum() / max(1, len(np.unique(bt["instances"][c, c])) - 1)
+    assert 1.25 < ratio < 1.9
+    # a crop is zoomed about its own centre with the slice around it as context
+    crop = (slice(100, 356), slice(150, 406))
+    cz, ctz = zoomed.apply(p, img, t, crop=crop)
+    assert cz.shape == (256, 256) and ctz["semantic"].shape == (256, 256)
+    with pytest.raises(SegError, match="augment.zoom.range"):
+        Augmenter({"zoom": {"range": [1.4, 0.7]}})
+    with pytest.raises(SegError, match="zoom"):
+        Augmenter({"zoom": {"range": [0.0, 1.2]}})

@@ -66,7 +66,9 @@ def _documentation(pkg, formats: dict, refused: dict) -> str:
              "normalisation uses the statistics of the image the graph receives, so tiles of an image "
              "would be normalised differently from the whole.",
              "Output `probabilities`: float32 (batch, channel, y, x), softmax over the classes "
-             f"{', '.join(pkg.meta['dataset']['classes'])}; channel 1 is the {pkg.meta['outputs']['probability']}.",
+             f"{', '.join(pkg.meta['outputs']['classes'])}; "
+             + (f"channel 1 is the {pkg.meta['outputs']['probability']}." if len(pkg.meta['outputs']['classes']) == 2
+                else f"channels 1 + 2 give the {pkg.meta['outputs']['probability']}."),
              "", "Weight formats: " + ", ".join(f"{k} ({v})" for k, v in formats.items()) + "."]
     extra += [f"Not included: {k}, because the network {v}." for k, v in refused.items()]
     return package_readme(pkg.meta) + "\n" + "\n".join(extra) + "\n"
@@ -146,7 +148,7 @@ def _write_test_tensors(pkg, work: Path, tta: bool | None) -> None:
         test_out = build_graph(pkg, tta=tta)(torch.from_numpy(test_in)).numpy()
     np.save(work / "test_input.npy", test_in)
     np.save(work / "test_output.npy", test_out)
-    _cover(pkg.test_input, test_out[0, 1], work / "cover.png", f"p({pkg.meta['dataset']['classes'][1]})")
+    _cover(pkg.test_input, test_out[0, 1], work / "cover.png", f"p({pkg.meta['outputs']['classes'][1]})")
 
 
 def _export_files(pkg, work: Path, tta: bool | None, atol: float, reuse: dict | None = None) -> tuple[dict, dict]:
@@ -198,7 +200,7 @@ def _summary(pkg) -> str:
     """The one-paragraph ``description`` of the resource."""
     m = pkg.meta["model"]
     return (f"{m.get('label', m['name'])} ({m['name']}) trained on {pkg.meta['dataset']['name']} by "
-            f"the seg pipeline: per-pixel probabilities of {' / '.join(pkg.meta['dataset']['classes'])}"
+            f"the seg pipeline: per-pixel probabilities of {' / '.join(pkg.meta['outputs']['classes'])}"
             + pkg.dataset_kind.summary_tail)
 
 
@@ -237,7 +239,7 @@ def _output_tensor(pkg, work: Path, channels: list, space_out: list):
 
     from seg.export.exporters import OUTPUT_NAME
 
-    names = pkg.meta["dataset"]["classes"]
+    names = pkg.meta['outputs']['classes']
     return b.OutputTensorDescr(
         id=b.TensorId(OUTPUT_NAME),
         axes=[b.BatchAxis(), b.ChannelAxis(channel_names=channels), *space_out],
@@ -280,7 +282,7 @@ def build_description(pkg, work: Path, *, tta: bool | None = None, atol: float =
     refused, descs = _export_files(pkg, work, tta, atol, reuse)
     m = pkg.meta["model"]
     space_in, space_out = _space_axes(m)
-    classes = [b.Identifier(c) for c in pkg.meta["dataset"]["classes"]]
+    classes = [b.Identifier(c) for c in pkg.meta['outputs']['classes']]
     weights = _weights(work, descs)
     kind = pkg.dataset_kind
     try:

@@ -77,12 +77,14 @@ def export_description(pkg, fmt: str, graph) -> dict:
     m = pkg.meta["model"]
     return {
         "format": fmt, "exported": True, "package": pkg.name, "package_format_version": pkg.meta["format_version"],
-        "seg_version": pkg.meta["seg_version"], "kind": pkg.kind, "classes": pkg.meta["dataset"]["classes"],
+        "seg_version": pkg.meta["seg_version"], "kind": pkg.kind, "classes": pkg.meta["outputs"]["classes"],
+        "target": (pkg.meta.get("target") or {}).get("name", "fg_border"),
         "input": {"name": INPUT_NAME, "shape": "(N, 1, H, W)", "dtype": "float32",
                   "values": "the image's raw values (e.g. 0..255 for uint8); the graph normalises itself",
                   "min_size": graph.min_size, "whole_image": True},
         "output": {"name": OUTPUT_NAME, "shape": "(N, classes, H, W)", "dtype": "float32",
-                   "values": "softmax probabilities; " + pkg.meta["outputs"]["probability"] + " is channel 1"},
+                   "values": "softmax probabilities; " + pkg.meta["outputs"]["probability"]
+                   + (" is channel 1" if len(pkg.meta["outputs"]["classes"]) == 2 else " is channels 1 + 2")},
         "preprocessing": pkg.meta["preprocessing"],
         "size_contract": {"valid_border": m["valid_border"], "size_divisor": m["size_divisor"],
                           "handled": "inside the graph: mirror padding to whole tiles of a size the network "

@@ -75,33 +75,48 @@ def choose_threshold(counts: ThresholdCounts, grid: tuple[float, ...] = GRID) ->
     return best["threshold"], table
 
 
+def second_key(method: str) -> str:
+    """The post-processing setting of the grid's second axis: ``seed_threshold`` for three_class,
+    else the watershed's ``h``."""
+    return "seed_threshold" if method == "three_class" else "h"
+
+
 def seg_table(fgs: list[np.ndarray], refs: list[np.ndarray], *, method: str, thresholds, hs, min_sizes,
               sparse: bool = False) -> list[dict]:
     """SEG, recall and precision (IoU 0.5) pooled over frames for every post-processing setting.
 
     Args:
-        fgs: per frame, float (H, W) cell probability.
+        fgs: per frame, float (H, W) cell probability; method three_class: the (3, H, W)
+            probabilities [background, interior, boundary].
         refs: per frame, int (H, W) reference instances (annotated cells; 0 = not annotated).
-        method: ``watershed`` or ``connected_components`` (then ``hs`` does not matter: give one).
+        method: ``watershed``, ``connected_components`` (then ``hs`` does not matter: give one) or
+            ``three_class`` (then ``hs`` are seed thresholds).
         thresholds, hs, min_sizes: the grid.
         sparse: report precision over the predicted objects that overlap the annotated cells (more
             than half of the object on them), and the foreground IoU of those objects with them.
 
     Returns:
-        One row per (threshold, h, min_size): {"threshold", "h", "min_size", "seg",
-        "recall_iou50", "precision_iou50", "n_pred"} (+ "iou_cell_annotated" when sparse).
+        One row per (threshold, h, min_size): {"threshold", "h" (three_class: "seed_threshold"),
+        "min_size", "seg", "recall_iou50", "precision_iou50", "n_pred"} (+ "iou_cell_annotated"
+        when sparse).
     """
-    from seg.infer.postprocess import label_mask
+    from seg.infer.postprocess import label_mask, three_class_objects
     from seg.metrics.ctc import ObjectCounts, overlap_table
 
+    def objects(p, t, h):
+        if method == "three_class":
+            return three_class_objects(p, threshold=t, seed_threshold=h)
+        return label_mask(p >= t, method=method, h=h)
+
+    second = second_key(method)
     rows = []
     for t in thresholds:
         for h in hs:
-            tables = [overlap_table(r, label_mask(p >= t, method=method, h=h)) for p, r in zip(fgs, refs, strict=True)]
+            tables = [overlap_table(r, objects(p, t, h)) for p, r in zip(fgs, refs, strict=True)]
             for m in min_sizes:
                 c = sum((tb.counts(tb.pred_size >= m) for tb in tables), ObjectCounts())
                 sc = c.scores()
-                row = {"threshold": float(t), "h": float(h), "min_size": int(m), "seg": sc["seg"],
+                row = {"threshold": float(t), second: float(h), "min_size": int(m), "seg": sc["seg"],
                        "recall_iou50": sc["recall_iou50"], "precision_iou50": sc["precision_iou50"],
                        "n_pred": c.n_pred}
                 if sparse:
@@ -114,59 +129,82 @@ def seg_table(fgs: list[np.ndarray], refs: list[np.ndarray], *, method: str, thr
 
 def choose_postprocess(rows: list[dict], *, threshold: float, h: float, min_size: int) -> dict:
     """The row of :func:`seg_table` with the best SEG; ties by closeness to the configured
-    ``min_size``, ``h`` and ``threshold`` (in that order), then by precision."""
+    ``min_size``, ``h`` (three_class: ``seed_threshold``) and ``threshold`` (in that order), then
+    by precision."""
     def key(r):
         seg = r["seg"] if r["seg"] == r["seg"] else -1.0  # NaN (no annotated cell) last
-        return (round(seg, 12), -abs(r["min_size"] - min_size), -abs(r["h"] - h),
+        second = r["h"] if "h" in r else r["seed_threshold"]
+        return (round(seg, 12), -abs(r["min_size"] - min_size), -abs(second - h),
                 -abs(r["threshold"] - threshold), round(r["precision_iou50"], 12))
 
     return max(rows, key=key)
 
 
-def _calibrate_ctc(cfg: dict, dataset: str, pred: Path, ds_dir: Path, meta: dict, entries: list[dict]) -> dict:
-    """The CTC document of :func:`run_calibrate`: settings chosen by SEG on the val frames."""
+def _calibrate_ctc(cfg: dict, dataset: str, variant: str, pred: Path, ds_dir: Path, meta: dict,
+                   entries: list[dict]) -> dict:
+    """The CTC document of :func:`run_calibrate`: settings chosen by SEG on the val frames (the
+    variant's target decides the method; three_class searches seed thresholds instead of h)."""
     from seg.data import canonical
     from seg.data.plan import data_plan
+    from seg.infer.postprocess import foreground_probability
+    from seg.targets.target import variant_target
 
     plan = data_plan(cfg, dataset, ds_dir=ds_dir, meta=meta)
-    pp = plan.postprocess()  # min_size, h and the search grids: the config's, else the plan's
+    target = variant_target(cfg, variant)
+    pp = target.postprocess(plan.postprocess())  # min_size, h, grids: config, else plan; method: target's
+    three = pp["method"] == "three_class"
+    second = second_key(pp["method"])
     sparse = meta.get("annotations", "full") == "sparse"
     fgs, refs, counts = [], [], ThresholdCounts()
     for e in entries:
-        p = _read_probability(pred, e)
+        p = _read_probability(pred, e, channels=3 if three else 2)
         fgs.append(p)
         refs.append(canonical.load_instances(ds_dir, e))
-        counts.add(p, canonical.load_semantic(ds_dir, e) == 1)
+        counts.add(foreground_probability(p) if three else p, canonical.load_semantic(ds_dir, e) == 1)
     search = pp.get("search") or {}
-    hs = [float(x) for x in search.get("h", [pp["h"]])] if pp["method"] == "watershed" else [float(pp["h"])]
+    if three:
+        hs = target.seed_grid(pp)
+    elif pp["method"] == "watershed":
+        hs = [float(x) for x in search.get("h", [pp["h"]])]
+    else:
+        hs = [float(pp["h"])]
+    configured = float(pp[second])
     sizes = [int(x) for x in search.get("min_size", [pp["min_size"]])]
     table = seg_table(fgs, refs, method=pp["method"], thresholds=GRID, hs=hs, min_sizes=sizes, sparse=sparse)
-    best = dict(choose_postprocess(table, threshold=float(pp["threshold"]), h=float(pp["h"]),
+    best = dict(choose_postprocess(table, threshold=float(pp["threshold"]), h=configured,
                                    min_size=int(pp["min_size"])))
-    fixed = seg_table(fgs, refs, method=pp["method"], thresholds=[float(pp["threshold"])], hs=[float(pp["h"])],
+    fixed = seg_table(fgs, refs, method=pp["method"], thresholds=[float(pp["threshold"])], hs=[configured],
                       min_sizes=[int(pp["min_size"])], sparse=sparse)[0]
     if not sparse:  # pixel IoU is meaningful only when every cell is annotated
         best.update(counts.scores(best["threshold"]))
         fixed.update(counts.scores(fixed["threshold"]))
     doc = {"criterion": "seg", "method": pp["method"], "annotations": "sparse" if sparse else "full",
-           "threshold": best["threshold"], "h": best["h"], "min_size": best["min_size"],
-           "tie_break": "closeness to the configured min_size, h, threshold; then precision_iou50",
+           "threshold": best["threshold"], "h": best.get("h", float(pp["h"])), "min_size": best["min_size"],
+           "tie_break": f"closeness to the configured min_size, {second}, threshold; then precision_iou50",
            "sources": {k: plan.setting(f"postprocess.{k}").source for k in ("min_size", "h", "search.h", "search.min_size")},
            "at_chosen": best, "at_fixed": fixed, "table": table}
+    if three:
+        doc.update(target=target.name, seed_threshold=best["seed_threshold"])
     if sparse:
         doc["precision"] = ("over the predicted objects that overlap the annotated cells (more than half "
                             "of the object on them)")
     return doc
 
 
-def _read_probability(pred: Path, e: dict) -> np.ndarray:
-    """The class-1 probability (H, W) of slice ``e`` from ``<pred>/<id>_prob.tif``."""
+def _read_probability(pred: Path, e: dict, *, channels: int = 2) -> np.ndarray:
+    """From ``<pred>/<id>_prob.tif``: the class-1 probability (H, W) of slice ``e``; with
+    ``channels`` 3 (a three-class model) the (3, H, W) probabilities."""
     from seg.io import read_tiff
 
     path = pred / f"{e['id']}_prob.tif"
     if not path.is_file():
         raise SegError(f"{path}: probability map not found (run seg predict --split val)")
     p = read_tiff(path)
+    if channels == 3:
+        if p.ndim != 3 or p.shape[0] != 3 or p.shape[1:] != tuple(e["shape"]):
+            raise SegError(f"{path}: expected three-class probabilities (3, H, W) with (H, W) = "
+                           f"{tuple(e['shape'])}, got {p.shape}")
+        return p
     p = p[1] if p.ndim == 3 and p.shape[0] == 2 else p
     if p.shape != tuple(e["shape"]):
         raise SegError(f"{path}: probability map has shape {p.shape}, expected (H, W) = {tuple(e['shape'])}")
@@ -211,7 +249,7 @@ def run_calibrate(cfg: dict, *, dataset: str, variant: str, pred: str | os.PathL
         raise SegError(f"{ds_dir / 'meta.json'}: split 'val' has no annotated slices to calibrate on")
     head = {"dataset": dataset, "variant": variant, "split": "val", "n_slices": len(entries)}
     if get_kind(meta["kind"]).instances:  # instances: threshold, h and min_size chosen by val SEG
-        doc = {**head, **_calibrate_ctc(cfg, dataset, pred, ds_dir, meta, entries)}
+        doc = {**head, **_calibrate_ctc(cfg, dataset, variant, pred, ds_dir, meta, entries)}
     else:
         counts = ThresholdCounts()
         for e in entries:
@@ -225,8 +263,9 @@ def run_calibrate(cfg: dict, *, dataset: str, variant: str, pred: str | os.PathL
 
 
 def read_calibration(path: str | os.PathLike) -> dict:
-    """The settings of a ``seg calibrate`` file: ``{"threshold"}`` plus ``"h"`` and ``"min_size"``
-    when it has them (CTC data). SegError naming the file if absent or invalid."""
+    """The settings of a ``seg calibrate`` file: ``{"threshold"}`` plus ``"h"``, ``"min_size"`` and
+    (three_class) ``"seed_threshold"`` when it has them (CTC data). SegError naming the file if
+    absent or invalid."""
     from seg.io import read_json
 
     out = {"threshold": read_threshold(path)}
@@ -239,6 +278,10 @@ def read_calibration(path: str | os.PathLike) -> dict:
         if not isinstance(doc["min_size"], int) or doc["min_size"] < 0:
             raise SegError(f"{path}: 'min_size' must be an integer >= 0, got {doc['min_size']!r}")
         out["min_size"] = int(doc["min_size"])
+    if "seed_threshold" in doc:
+        if not isinstance(doc["seed_threshold"], (int, float)) or not 0 <= doc["seed_threshold"] <= 1:
+            raise SegError(f"{path}: 'seed_threshold' must be a number in [0, 1], got {doc['seed_threshold']!r}")
+        out["seed_threshold"] = float(doc["seed_threshold"])
     return out
 
 

@@ -65,10 +65,11 @@ def _run_calibrate(args: argparse.Namespace) -> int:
                         pred=args.pred, out=args.out, data_dir=args.data_dir)
     if doc["criterion"] == "seg":
         c, f = doc["at_chosen"], doc["at_fixed"]
-        print(f"seg calibrate: {args.dataset}/{args.variant}: threshold {doc['threshold']:g}, h {doc['h']:g}, "
-              f"min_size {doc['min_size']} (val SEG {c['seg']:.4f}, recall@0.5 {c['recall_iou50']:.4f}; "
-              f"{f['seg']:.4f} at the configured threshold {f['threshold']:g}, h {f['h']:g}, "
-              f"min_size {f['min_size']}) -> {args.out}")
+        second = "seed_threshold" if "seed_threshold" in c else "h"  # three_class: seeds, not h
+        print(f"seg calibrate: {args.dataset}/{args.variant}: threshold {doc['threshold']:g}, "
+              f"{second} {c[second]:g}, min_size {doc['min_size']} (val SEG {c['seg']:.4f}, recall@0.5 "
+              f"{c['recall_iou50']:.4f}; {f['seg']:.4f} at the configured threshold {f['threshold']:g}, "
+              f"{second} {f[second]:g}, min_size {f['min_size']}) -> {args.out}")
         return 0
     print(f"seg calibrate: {args.dataset}/{args.variant}: threshold {doc['threshold']:g} "
           f"(val mean IoU {doc['at_chosen']['iou_mean']:.4f}; "

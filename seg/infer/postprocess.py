@@ -7,6 +7,13 @@
   from the foreground probability by connected components or a seeded watershed (seeds = h-maxima
   of the distance transform of the foreground mask), small objects removed, labels renumbered 1..N.
   Where the files go is the dataset kind's (:mod:`seg.kinds`; CTC: :func:`seg.kinds.ctc.result_mask_path`).
+* Three-class models (variant ``target: three_class``, :mod:`seg.targets.three_class`): probabilities
+  (3, H, W) of background / interior / boundary; the cell probability is interior + boundary, and
+  the instances grow from seeds of the interior probability (method ``three_class``,
+  :func:`instances_from_three_class`).
+
+:func:`instances_from_probs` is the one entry point for all of them: it takes the softmax
+probabilities (classes, H, W) and the ``postprocess`` settings and dispatches on ``method``.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import numpy as np
 
 from seg.errors import SegError
 
-METHODS = ("connected_components", "watershed")
+METHODS = ("connected_components", "watershed", "three_class")
 
 
 def foreground_maps(probs: np.ndarray, *, foreground: int = 1, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -33,6 +40,16 @@ def foreground_maps(probs: np.ndarray, *, foreground: int = 1, threshold: float 
                        f"got {probs.shape}")
     p = np.ascontiguousarray(probs[foreground], dtype=np.float32)
     return p, (p >= threshold).astype(np.uint8)
+
+
+def foreground_probability(probs: np.ndarray) -> np.ndarray:
+    """The object ("cell") probability float32 (H, W) of softmax probabilities (classes, H, W):
+    class 1 for two classes; interior + boundary (classes 1 and 2) for a three-class model."""
+    probs = np.asarray(probs)
+    if probs.ndim != 3 or probs.shape[0] not in (2, 3):
+        raise SegError(f"postprocess: expected probabilities (2 or 3 classes, H, W), got {probs.shape}")
+    fg = probs[1] if probs.shape[0] == 2 else probs[1] + probs[2]
+    return np.ascontiguousarray(np.clip(fg, 0.0, 1.0), dtype=np.float32)
 
 
 def isbi_maps(probs: np.ndarray, *, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -74,11 +91,9 @@ def instances_from_probability(
     Raises:
         SegError: unknown method (names the choices), bad shape, more than 65535 objects.
     """
-    from skimage.morphology import remove_small_objects
-    from skimage.segmentation import relabel_sequential
-
-    if method not in METHODS:
-        raise SegError(f"postprocess.method: unknown option {method!r} (choices: {', '.join(METHODS)})")
+    if method not in METHODS[:2]:
+        raise SegError(f"postprocess.method: unknown option {method!r} for a foreground probability "
+                       f"(choices: {', '.join(METHODS[:2])}; three_class needs a three-class model)")
     fg = np.asarray(foreground)
     if fg.ndim != 2:
         raise SegError(f"postprocess: foreground probability must be (H, W), got shape {fg.shape}")
@@ -86,7 +101,20 @@ def instances_from_probability(
         raise SegError(f"postprocess.min_size: must be >= 0, got {min_size}")
     if not h > 0:
         raise SegError(f"postprocess.h: must be > 0 pixels, got {h}")
-    labels = label_mask(fg >= threshold, method=method, h=h)
+    return finish_labels(label_mask(fg >= threshold, method=method, h=h), min_size)
+
+
+def finish_labels(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Objects of fewer than ``min_size`` pixels removed, the rest renumbered 1..N: uint16 (H, W).
+
+    Raises:
+        SegError: min_size < 0, or more than 65535 objects.
+    """
+    from skimage.morphology import remove_small_objects
+    from skimage.segmentation import relabel_sequential
+
+    if min_size < 0:
+        raise SegError(f"postprocess.min_size: must be >= 0, got {min_size}")
     if min_size > 1:
         with warnings.catch_warnings():  # skimage warns when the image holds a single object
             warnings.filterwarnings("ignore", message="Only one label was provided")
@@ -95,6 +123,65 @@ def instances_from_probability(
     if labels.max() > np.iinfo(np.uint16).max:
         raise SegError(f"postprocess: {labels.max()} objects do not fit uint16 labels")
     return labels.astype(np.uint16)
+
+
+def three_class_objects(probs: np.ndarray, *, threshold: float = 0.5, seed_threshold: float = 0.5) -> np.ndarray:
+    """Objects of three-class probabilities before any size filter: int (H, W), 0 = background.
+
+    The cell mask is ``interior + boundary >= threshold``; the seeds are the components
+    (8-connected) of ``interior >= seed_threshold`` inside it; a seeded watershed (8-connected) grows them over
+    the mask by distance from the seeds (each mask pixel goes to the seed nearest to it through the
+    mask: the boundary band between two touching cells is split where the two growths meet, which a
+    pixel's noise in the probabilities cannot move); an 8-connected part of the mask that holds no seed (a small or faint cell with no confident
+    interior) becomes an object of its own.
+    """
+    from scipy import ndimage as ndi
+    from skimage.measure import label
+    from skimage.segmentation import watershed
+
+    probs = np.asarray(probs, np.float32)
+    interior = probs[1]
+    mask = (probs[1] + probs[2]) >= threshold
+    seeds = label((interior >= seed_threshold) & mask, connectivity=2)
+    out = seeds
+    if seeds.max():
+        out = watershed(ndi.distance_transform_edt(seeds == 0), seeds, mask=mask, connectivity=2)
+    rest = label(mask & (out == 0), connectivity=2)
+    return np.where(rest > 0, rest + out.max(), out)
+
+
+def instances_from_three_class(probs: np.ndarray, *, threshold: float = 0.5, seed_threshold: float = 0.5,
+                               min_size: int = 50) -> np.ndarray:
+    """Instance labels from three-class softmax probabilities (3, H, W) [background, interior,
+    boundary] (:func:`three_class_objects`, then :func:`finish_labels`): uint16 (H, W), 0 =
+    background, objects 1..N.
+
+    Raises:
+        SegError: not (3, H, W), or a threshold outside [0, 1].
+    """
+    probs = np.asarray(probs)
+    if probs.ndim != 3 or probs.shape[0] != 3:
+        raise SegError(f"postprocess three_class: expected probabilities (3, H, W), got shape {probs.shape}")
+    for name, v in (("threshold", threshold), ("seed_threshold", seed_threshold)):
+        if not 0 <= v <= 1:
+            raise SegError(f"postprocess.{name}: must be in [0, 1], got {v}")
+    return finish_labels(three_class_objects(probs, threshold=threshold, seed_threshold=seed_threshold), min_size)
+
+
+def instances_from_probs(probs: np.ndarray, postprocess: dict, *, threshold: float | None = None) -> np.ndarray:
+    """Instance labels uint16 (H, W) from softmax probabilities (classes, H, W) by the
+    ``postprocess`` settings (``method``, ``threshold`` (overridden by ``threshold`` if given),
+    ``min_size``; watershed ``h``; three_class ``seed_threshold``)."""
+    t = float(postprocess["threshold"] if threshold is None else threshold)
+    method = postprocess["method"]
+    if method == "three_class":
+        return instances_from_three_class(probs, threshold=t, seed_threshold=float(postprocess["seed_threshold"]),
+                                          min_size=int(postprocess["min_size"]))
+    probs = np.asarray(probs)
+    if probs.ndim == 3 and probs.shape[0] == 3:
+        raise SegError(f"postprocess.method {method!r}: a three-class model's probabilities need method three_class")
+    return instances_from_probability(foreground_probability(probs), method=method, threshold=t,
+                                      min_size=int(postprocess["min_size"]), h=float(postprocess["h"]))
 
 
 def label_mask(mask: np.ndarray, *, method: str = "connected_components", h: float = 2.0) -> np.ndarray:

@@ -105,7 +105,8 @@ class PredictSettings:
     Attributes:
         inference: the variant's ``inference`` section for the dataset (``device`` and, on the val
             split with ``tta_val: false``, ``tta`` replaced).
-        postprocess: the dataset's ``postprocess`` settings, with what ``seg calibrate`` chose.
+        postprocess: the dataset's ``postprocess`` settings as the variant's target applies them
+            (:meth:`seg.targets.target.Target.postprocess`), with what ``seg calibrate`` chose.
         threshold: probability threshold of class 1 in [0, 1]; threshold_source: ``config`` or the
             calibration file's path.
     """
@@ -128,6 +129,7 @@ def predict_settings(cfg: dict, *, dataset: str, variant: str, split: str, devic
     """
     from seg.config import dataset_entry, variant_section
     from seg.data.plan import data_plan
+    from seg.targets.target import variant_target
 
     dataset_entry(cfg, dataset)
     infer_cfg = variant_section(cfg, variant, "inference", dataset)
@@ -137,6 +139,8 @@ def predict_settings(cfg: dict, *, dataset: str, variant: str, split: str, devic
         infer_cfg["tta"] = False
     # schema defaults, then the dataset's own overrides; min_size and h unset there: the plan's
     pp = data_plan(cfg, dataset, data_dir=data_dir).postprocess()
+    # ... as the variant's target applies them (three_class: its method and seed threshold)
+    pp = variant_target(cfg, variant).postprocess(pp)
     threshold, source = float(pp["threshold"]), "config"
     if threshold_file is not None:  # every setting seg calibrate chose (threshold; CTC: h, min_size)
         from seg.infer.calibrate import read_calibration
@@ -182,6 +186,7 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
     from seg.kinds import get_kind
     from seg.models import build_model, load_model_weights
     from seg.progress import progress
+    from seg.targets.target import variant_target
 
     settings = predict_settings(cfg, dataset=dataset, variant=variant, split=split, device=device,
                                 threshold_file=threshold_file, data_dir=data_dir)
@@ -193,7 +198,9 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
     if not entries:
         raise SegError(f"{ds_dir / 'meta.json'}: split {split!r} has no slices")
     var = cfg["variants"][variant]
-    model = load_model_weights(build_model(var["model"], **var.get("params", {}), classes=len(meta["classes"])),
+    target = variant_target(cfg, variant)
+    channels = target.channels(meta["classes"])
+    model = load_model_weights(build_model(var["model"], **var.get("params", {}), classes=len(channels)),
                                checkpoint)
     dev = resolve_device(infer_cfg["device"], section="inference")
     tile, border, _ = tile_geometry(model, infer_cfg["tile"])
@@ -214,7 +221,7 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
             "tile": tile, "border": border, "overlap": infer_cfg["overlap"], "blend": infer_cfg["blend"],
             "tta": bool(infer_cfg["tta"]), "batch_size": infer_cfg["batch_size"], "device": str(dev),
             "amp": infer_cfg["amp"], "precision": inference_precision(model, infer_cfg, dev).record(),
-            "model": var["model"], "checkpoint": str(checkpoint),
+            "model": var["model"], "target": target.name, "channels": channels, "checkpoint": str(checkpoint),
             "checkpoint_sha256": sha256_file(checkpoint), "postprocess": settings.postprocess,
             "threshold": settings.threshold, "threshold_source": settings.threshold_source,
         }

@@ -87,14 +87,12 @@ class CtcKind(Kind):
 
     # ------------------------------------------------------------------ outputs
     def labels(self, probs, *, threshold: float, postprocess: dict):
-        """(cell probability float32 (H, W), uint16 (H, W) instances, 0 = background)."""
-        import numpy as np
+        """(cell probability float32 (H, W), uint16 (H, W) instances, 0 = background) of softmax
+        probabilities (classes, H, W): two classes, or a three-class model's [background, interior,
+        boundary] (cell = interior + boundary; :func:`seg.infer.postprocess.instances_from_probs`)."""
+        from seg.infer.postprocess import foreground_probability, instances_from_probs
 
-        from seg.infer.postprocess import instances_from_probability
-
-        fg = np.ascontiguousarray(probs[self.foreground], dtype=np.float32)
-        return fg, instances_from_probability(fg, method=postprocess["method"], threshold=threshold,
-                                              min_size=postprocess["min_size"], h=postprocess["h"])
+        return foreground_probability(probs), instances_from_probs(probs, postprocess, threshold=threshold)
 
     def write_prediction(self, folder: Path, entry: dict, probs, *, threshold: float, postprocess: dict,
                          meta: dict) -> None:
@@ -102,12 +100,10 @@ class CtcKind(Kind):
         result layout (:func:`slice_mask_path`)."""
         import tifffile
 
-        from seg.infer.postprocess import instances_from_probability
+        from seg.infer.postprocess import instances_from_probs
 
-        tifffile.imwrite(folder / f"{entry['id']}_prob.tif", probs)
-        labels = instances_from_probability(probs[self.foreground], method=postprocess["method"],
-                                            threshold=threshold, min_size=postprocess["min_size"],
-                                            h=postprocess["h"])
+        tifffile.imwrite(folder / f"{entry['id']}_prob.tif", probs, photometric="minisblack")
+        labels = instances_from_probs(probs, postprocess, threshold=threshold)
         path = slice_mask_path(folder, entry, meta)
         path.parent.mkdir(exist_ok=True)
         tifffile.imwrite(path, labels)

@@ -62,8 +62,11 @@ def interior_probability(arr: np.ndarray, path: Path) -> np.ndarray:
 
 def class_map(arr: np.ndarray, n_classes: int, path: Path, threshold: float = 0.5) -> np.ndarray:
     """Class map uint8 (H, W) from a (C, H, W) probability stack or an (H, W) foreground
-    probability: two classes -> ``p[1] >= threshold``, more -> argmax."""
+    probability: two classes -> ``p[1] >= threshold``, more -> argmax; a three-class model's
+    [background, interior, boundary] stack for a two-class dataset -> ``p[1] + p[2] >= threshold``."""
     if arr.ndim == 3:
+        if arr.shape[0] == 3 and n_classes == 2:
+            return (np.asarray(arr[1], np.float64) + arr[2] >= threshold).astype(np.uint8)
         if arr.shape[0] != n_classes:
             raise SegError(f"{path}: {arr.shape[0]} probability channels, expected {n_classes}")
         if n_classes != 2:

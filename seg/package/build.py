@@ -96,18 +96,20 @@ def _dataset_meta(ds_dir: Path, kind: str) -> dict:
     return meta
 
 
-def _threshold(cfg: dict, dataset: str, run: Path, threshold_file: str | os.PathLike | None,
+def _threshold(cfg: dict, dataset: str, variant: str, run: Path, threshold_file: str | os.PathLike | None,
                ds_dir: Path) -> tuple[dict, dict]:
     """The decision threshold {value, source} and the post-processing settings it goes with.
 
     ``threshold_file`` if given, else the run's ``calibration.json`` when ``postprocess.calibrate``
     is on (SegError if missing), else the config's ``postprocess.threshold``. A calibration file's
-    other choices (CTC: h, min_size) replace the config's.
+    other choices (CTC: h, min_size; three_class: seed_threshold) replace the config's.
     """
     from seg.data.plan import data_plan
     from seg.infer.calibrate import read_calibration
+    from seg.targets.target import variant_target
 
     pp = data_plan(cfg, dataset, ds_dir=ds_dir).postprocess()  # min_size, h: the config's, else the plan's
+    pp = variant_target(cfg, variant).postprocess(pp)  # method (and seed threshold) of the variant's target
     cal = Path(threshold_file) if threshold_file is not None else run / "calibration.json"
     if not (threshold_file is not None or pp.get("calibrate")):
         return {"value": float(pp["threshold"]), "source": "config postprocess.threshold"}, pp
@@ -120,6 +122,16 @@ def _threshold(cfg: dict, dataset: str, run: Path, threshold_file: str | os.Path
                             "calibrated on the validation split (seg calibrate, calibration.json); the test "
                             "split never chose it") + (f"; also chose {', '.join(sorted(chosen))}" if chosen else "")}
     return threshold, {**pp, **chosen}
+
+
+def _outputs(outputs: dict, target, channels: list[str]) -> dict:
+    """The kind's ``outputs`` section for a model of ``target``: its probability channels are
+    ``channels``; a three-class model's probability is that of interior + boundary."""
+    if target.classes is None:
+        return outputs
+    return {**outputs, "classes": list(channels),
+            "probability": "float32, probability of a cell (interior + boundary of the three-class output) in [0, 1]",
+            "segmentation": outputs["segmentation"] + "; instances grown from interior seeds (postprocess three_class)"}
 
 
 def _model_section(var: dict, variant: str, params: dict, classes: int, model) -> dict:
@@ -198,6 +210,7 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
     from seg.version import __version__
     from seg.config import dataset_dir, variant_section
     from seg.models import build_model, load_model_weights
+    from seg.targets.target import variant_target
 
     run = Path(run_dir)
     if not run.is_dir():
@@ -211,11 +224,13 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
 
     var = cfg["variants"][variant]
     params = dict(var.get("params") or {})
-    model = build_model(var["model"], **params, classes=len(meta["classes"]))
+    target = variant_target(cfg, variant)
+    channels = target.channels(meta["classes"])
+    model = build_model(var["model"], **params, classes=len(channels))
     load_model_weights(model, checkpoint)
     model.eval()
 
-    threshold, pp = _threshold(cfg, dataset, run, threshold_file, ds_dir)
+    threshold, pp = _threshold(cfg, dataset, variant, run, threshold_file, ds_dir)
     infer = variant_section(cfg, variant, "inference", dataset)
     metrics_doc = _read_run_json(run, "metrics.json", required=False)
     pkg_meta = {
@@ -224,12 +239,13 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "dataset": {"name": dataset, "kind": kind, "classes": list(meta["classes"]),
                     "source": meta.get("source", {})},
-        "outputs": get_kind(kind).outputs(),
-        "model": _model_section(var, variant, params, len(meta["classes"]), model),
+        "outputs": _outputs(get_kind(kind).outputs(), target, channels),
+        "target": target.record(meta["classes"]),
+        "model": _model_section(var, variant, params, len(channels), model),
         "preprocessing": _preprocessing(_shift_of(meta)),
         "inference": {k: infer[k] for k in INFERENCE_KEYS},
         "threshold": threshold,
-        "postprocess": {k: pp[k] for k in POSTPROCESS_KEYS},
+        "postprocess": {k: pp[k] for k in POSTPROCESS_KEYS if k in pp},
         "training": _training_section(summary, chash, mismatch, checkpoint),
         "metrics": ({"split": metrics_doc.get("split"), "primary": metrics_doc.get("primary"),
                      "aggregate": metrics_doc.get("aggregate"), "threshold": threshold["value"]}

@@ -47,7 +47,7 @@ TEST_INPUT_FILE = "test_input.tif"
 TEST_OUTPUT_FILE = "test_probabilities.tif"
 README_FILE = "README.md"
 INFERENCE_KEYS = ("tile", "overlap", "blend", "tta", "batch_size", "amp")
-POSTPROCESS_KEYS = ("method", "min_size", "h")
+POSTPROCESS_KEYS = ("method", "min_size", "h", "seed_threshold")  # seed_threshold: three_class only
 
 @dataclass
 class ModelPackage:

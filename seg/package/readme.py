@@ -32,7 +32,9 @@ def _model_lines(meta: dict) -> list[str]:
         "",
         f"A `{m['name']}` network ({m['family']} family, {m['parameters']:,} parameters, params "
         f"`{json.dumps(m['params'], sort_keys=True)}`) trained by the `seg` pipeline (seg "
-        f"{meta['seg_version']}) on the {ds['name']} dataset. Classes: {', '.join(ds['classes'])}.",
+        f"{meta['seg_version']}) on the {ds['name']} dataset. Classes: {', '.join(ds['classes'])}"
+        + (f"; the network predicts {', '.join(out['classes'])} (target {meta['target']['name']})"
+           if meta.get("target") and list(out.get("classes", ds["classes"])) != list(ds["classes"]) else "") + ".",
         "",
         "## Inputs and outputs",
         "",

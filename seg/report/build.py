@@ -187,6 +187,32 @@ def _example_figure(writer: _FigureWriter, ds: str, kind: str, rows: list[Row], 
                    "foreground class in two colours (legend below the figure).")
 
 
+def _targets_figure(writer: _FigureWriter, ds: str, kind: str, rows: list[Row], data_dir: Path,
+                    notes: list[str]) -> None:
+    """Instance datasets whose leaderboard holds rows of more than one target: one test slice with
+    the instances of the best row of each target beside the ground truth."""
+    from seg.report import figures as F
+    from seg.report.examples import load_target_panels
+
+    k = find_kind(kind)
+    if k is None or not k.instances or len({r.target for r in rows}) < 2:
+        return
+    best: dict[str, Row] = {}
+    for row in rows:  # best first
+        best.setdefault(row.target, row)
+    runs = [(f"{row.label} ({target})", row.runs[0].run_dir) for target, row in best.items()]
+    sl, panels, more = load_target_panels(data_dir / ds, runs)
+    notes.extend(more)
+    if sl is None or not panels:
+        return
+    writer.add(F.targets_figure(ds, sl["image"], sl["truth"], sl["id"], panels), ds, "targets",
+               "Targets side by side",
+               "One test slice: the ground-truth instances and the instances of the best row of each "
+               "target (what the network predicts: fg_border = the paper's two classes and the "
+               "distance watershed, three_class = background / interior / boundary), with the SEG "
+               "of that slice. Colours are arbitrary per object.")
+
+
 def _weights_figure(writer: _FigureWriter, ds: str, data_dir: Path, notes: list[str]) -> None:
     """A copy of the dataset's border-weight map preview (a note if ``seg weights`` has not run)."""
     preview = data_dir / ds / "weights" / "preview.png"
@@ -218,5 +244,6 @@ def build_figures(board: Leaderboard, cfg: dict, data_dir: Path, folder: Path) -
             _curves_figure(writer, ds, rows, colors, notes)
             if n_examples > 0:
                 _example_figure(writer, ds, kind, rows, data_dir, n_examples, threshold, notes)
+                _targets_figure(writer, ds, kind, rows, data_dir, notes)
             _weights_figure(writer, ds, data_dir, notes)
     return out

@@ -193,3 +193,47 @@ def _unscored(pred_dir: Path, entry: dict, ds_dir: Path, meta: dict) -> np.ndarr
         return None
     touching = np.unique(inst[ref & (inst > 0)])
     return (inst > 0) & ~np.isin(inst, touching)
+
+
+def load_target_panels(ds_dir: Path, runs: list[tuple[str, Path]], *, split: str = "test"
+                       ) -> tuple[dict | None, list[tuple[str, np.ndarray, float]], list[str]]:
+    """One annotated ``split`` slice (the middle one) with each run's instance labels on it, for the
+    comparison of targets.
+
+    Args:
+        runs: (panel title, run folder holding ``pred/<split>/``) per target.
+
+    Returns:
+        ({"id", "image" (H, W), "truth" int (H, W) instances} or None, [(title, instances uint
+        (H, W), SEG of the slice's annotated cells)], notes). Never raises for missing files.
+    """
+    from seg.metrics.ctc import overlap_table
+
+    notes: list[str] = []
+    try:
+        meta = read_json(ds_dir / "meta.json")
+        entries = [s for s in meta["slices"] if s.get("split") == split and s.get("instances")]
+    except (SegError, KeyError, TypeError) as e:
+        return None, [], [f"{ds_dir / 'meta.json'}: cannot list slices ({e}), so no target comparison"]
+    if not entries:
+        return None, [], [f"{ds_dir / 'meta.json'}: no annotated {split} slice, so no target comparison"]
+    entry = entries[len(entries) // 2]
+    try:
+        image = read_tiff(ds_dir / entry["image"], ndim=2)
+        truth = read_tiff(ds_dir / entry["instances"], ndim=2)
+    except SegError as e:
+        return None, [], [f"target comparison left out: {e}"]
+    panels = []
+    for title, run_dir in runs:
+        mask = slice_mask_path(run_dir / "pred" / split, entry, meta)
+        try:
+            inst = read_tiff(mask, ndim=2)
+        except SegError as e:
+            notes.append(f"target comparison: {title} left out: {e}")
+            continue
+        if inst.shape != truth.shape:
+            notes.append(f"target comparison: {mask} has shape {inst.shape}, the slice {truth.shape}")
+            continue
+        seg = float(overlap_table(truth, inst).counts(None).scores()["seg"])
+        panels.append((title, inst, seg))
+    return {"id": entry["id"], "image": image, "truth": truth}, panels, notes

@@ -261,3 +261,33 @@ def examples_figure(dataset: str, examples: list[Example], variant_label: str,
     fig.suptitle(f"{dataset}: test slices, prediction of {variant_label} "
                  f"(% = share of the slice's pixels)", fontsize=11)
     return fig
+
+
+def targets_figure(dataset: str, image: np.ndarray, truth: np.ndarray, slice_id: str,
+                   panels: list[tuple[str, np.ndarray, float]]):
+    """One test slice: the image, its ground-truth instances and each target's instances (random
+    colours over the grey image), side by side, with each panel's SEG on that slice.
+
+    Args:
+        image: (H, W) raw image; truth: int (H, W) instances (0 = background / not annotated).
+        panels: (title, instances (H, W), SEG of the slice) per target.
+    """
+    from skimage.color import label2rgb
+
+    grey = stretch(image)
+    n = 2 + len(panels)
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig = _figure(3.4 * cols, 3.5 * rows + 0.5)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    shown = [(grey, f"image {slice_id}"), (label2rgb(truth, grey, alpha=0.45, bg_label=0), "ground truth")]
+    shown += [(label2rgb(inst, grey, alpha=0.45, bg_label=0), f"{_wrap(title, 34)}\nSEG {seg:.3f}")
+              for title, inst, seg in panels]
+    for ax in axes:
+        ax.set_axis_off()
+    for ax, (img, title) in zip(axes, shown):
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="antialiased")
+        ax.set_title(title, fontsize=9)
+    fig.suptitle(f"{dataset}: the instances of each target on one test slice (best row of each target)",
+                 fontsize=11)
+    return fig

@@ -81,6 +81,7 @@ class Run:
     class_iou: dict[str, float]
     kind: str = ""
     annotations: str = "full"
+    target: str = "fg_border"
 
     @property
     def run_dir(self) -> Path:
@@ -100,6 +101,7 @@ class Row:
         dropped: same-seed duplicates that were left out (older copies).
         mean, std: per metric/fact; ``std`` is NaN when only one run was merged.
         kind: the dataset kind's name (:mod:`seg.kinds`), or ``""`` when it cannot be told.
+        target: what the network predicts (the variant's ``target``, :mod:`seg.targets.target`).
         rank: 1 = best within its dataset (set by :func:`build_leaderboard`).
     """
 
@@ -111,6 +113,7 @@ class Row:
     model: str
     primary: str
     runs: list[Run]
+    target: str = "fg_border"
     dropped: list[Run] = field(default_factory=list)
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
@@ -218,6 +221,7 @@ def load_run(path: Path, cfg: dict | None = None) -> Run:
         class_iou={str(k): _num(v) for k, v in (agg.get("iou") or {}).items()},
         kind=str(m.get("kind") or ""),
         annotations=str(m.get("annotations") or "full"),
+        target=str(var_cfg.get("target") or (train.get("target") or {}).get("name") or "fg_border"),
     )
 
 
@@ -284,7 +288,7 @@ def merge_group(runs: list[Run], kind: str) -> Row:
     first = merged[0]
     row = Row(
         dataset=first.dataset, variant=first.variant, label=first.label,
-        config_hash=first.config_hash, kind=kind, model=first.model, primary=first.primary,
+        config_hash=first.config_hash, kind=kind, model=first.model, target=first.target, primary=first.primary,
         runs=merged, dropped=dropped,
     )
     for key in METRICS:

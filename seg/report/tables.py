@@ -46,7 +46,7 @@ CSV_COLUMNS = (
     *[c for m in METRICS for c in (m, f"{m}_std")],
     "iou_class0", "iou_class0_std", "iou_class1", "iou_class1_std",
     "params", "iterations", "best_val_iou", "threshold", "train_time_s", "train_time_s_std",
-    "seconds_per_slice", "seconds_per_slice_std", "device", "date", "sources",
+    "seconds_per_slice", "seconds_per_slice_std", "device", "date", "sources", "target",
 )
 
 METRIC_NAMES = {
@@ -91,7 +91,7 @@ def csv_records(board: Leaderboard) -> list[dict[str, str]]:
         for k in ("train_time_s", "seconds_per_slice"):
             rec[k], rec[f"{k}_std"] = _g(row.mean[k]), _g(row.std[k])
         rec.update(device=row.devices, date=row.date,
-                   sources=";".join(str(r.path) for r in row.runs))
+                   sources=";".join(str(r.path) for r in row.runs), target=row.target)
         out.append(rec)
     return out
 
@@ -160,14 +160,14 @@ def table(board: Leaderboard, dataset: str, *, pm: str = "±") -> tuple[list[str
     kind = board.kinds.get(dataset, "")
     sparse = board.sparse(dataset)
     metrics = metric_columns(kind, sparse=sparse)
-    header = ["#", "variant", "model", *[metric_name(m, sparse=sparse) for m in metrics], "n", "seeds",
+    header = ["#", "variant", "model", *[metric_name(m, sparse=sparse) for m in metrics], "n", "seeds", "target",
               "params", "train time", "device", "inference s/slice", "threshold", "config", "date"]
     cells = []
     for row in board.datasets[dataset]:
         cells.append([
             str(row.rank), row.label, row.model or "-",
             *[fmt_value(row, m, pm=pm) for m in metrics],
-            str(row.n), ",".join("?" if s is None else str(s) for s in row.seeds),
+            str(row.n), ",".join("?" if s is None else str(s) for s in row.seeds), row.target,
             _fmt_params(row.mean["params"]), _fmt_time(row.mean["train_time_s"]),
             row.devices or "-", fmt_value(row, "seconds_per_slice", pm=pm, digits=2),
             fmt_value(row, "threshold", pm=pm, digits=2), row.config_hash, row.date[:16].replace("T", " ") or "-",

@@ -20,6 +20,11 @@ centre-crop" also works: take a margin of at least :attr:`Augmenter.margin` pixe
 which a displacement is improbable) on each side, call without ``crop`` and cut the margin off
 afterwards; the control grid then spans the larger patch, so deformations are relatively stronger.
 
+Zoom (``augment.zoom``, off unless configured): a factor drawn log-uniformly from ``zoom.range``
+scales the output about its centre in the same ``deform_grid`` call (its ``zoom`` argument), so the
+context comes from the whole slice and labels stay nearest-interpolated. Its two draws come after
+all the others, so enabling it leaves every other draw as it was.
+
 Flips and rot90 are applied after the deformation, to all arrays alike (rot90 by 1 or 3 quarter turns
 only for square outputs, so the shape never changes). Intensity changes touch the image only:
 ``x -> x * (1 + a) + b`` (a ~ U(-scale, scale), b ~ U(-shift, shift) in normalised units), then a
@@ -50,6 +55,7 @@ class AugmentParams:
         rot90: quarter turns (``np.rot90(k=rot90)``, counter-clockwise), 0..3.
         scale, shift, log_gamma: intensity change (1.0, 0.0, 0.0 = none).
         noise_std, noise_seed: additive Gaussian noise (std 0 = none) and the seed of its generator.
+        zoom: scale factor about the output's centre (> 1 enlarges; 1.0 = none).
     """
 
     displacement: np.ndarray | None
@@ -61,6 +67,7 @@ class AugmentParams:
     log_gamma: float = 0.0
     noise_std: float = 0.0
     noise_seed: int = 0
+    zoom: float = 1.0
 
 
 class Augmenter:
@@ -86,6 +93,9 @@ class Augmenter:
         from seg.config import complete_section
 
         self.cfg = complete_section("augment", augment_cfg)
+        z = self.cfg.get("zoom")
+        if z is not None and not float(z["range"][0]) <= float(z["range"][1]):
+            raise SegError(f"augment.zoom.range: [smallest, largest] with smallest <= largest, got {z['range']}")
         self.margin = int(math.ceil(4 * self.cfg["elastic"]["sigma"])) if self.cfg["elastic"]["enabled"] else 0
 
     def draw(self, rng: np.random.Generator, shape: tuple[int, int]) -> AugmentParams:
@@ -100,6 +110,13 @@ class Augmenter:
         do_int = rng.random() < it["prob"]
         u = rng.uniform(-1.0, 1.0, size=3)
         noise_seed = int(rng.integers(2**63 - 1))
+        zoom = 1.0
+        z = self.cfg.get("zoom")
+        if z is not None:  # drawn last: the draws above do not depend on it
+            do_zoom = rng.random() < z.get("prob", 1.0)
+            lo, hi = (math.log(float(v)) for v in z["range"])
+            f = math.exp(lo + (hi - lo) * float(rng.random()))
+            zoom = f if do_zoom else 1.0
         if not (self.cfg["elastic"]["enabled"] and do_elastic and e["sigma"] > 0):
             disp = None
         if not self.cfg["flip"]:
@@ -111,8 +128,8 @@ class Augmenter:
         if do_int:
             return AugmentParams(disp, bool(flips[0]), bool(flips[1]), k, scale=1.0 + it["scale"] * u[0],
                                  shift=it["shift"] * u[1], log_gamma=it["gamma"] * u[2],
-                                 noise_std=float(it["noise"]), noise_seed=noise_seed)
-        return AugmentParams(disp, bool(flips[0]), bool(flips[1]), k)
+                                 noise_std=float(it["noise"]), noise_seed=noise_seed, zoom=zoom)
+        return AugmentParams(disp, bool(flips[0]), bool(flips[1]), k, zoom=zoom)
 
     def apply(
         self,
@@ -133,7 +150,7 @@ class Augmenter:
         crop = _check_crop(crop, image.shape)
         names = list(targets)
         arrays = [np.ascontiguousarray(image, dtype=np.float32)] + [np.ascontiguousarray(targets[n]) for n in names]
-        arrays = elastic_deform(arrays, params.displacement, crop=crop)
+        arrays = elastic_deform(arrays, params.displacement, crop=crop, zoom=params.zoom)
         arrays = [_flip_rot(a, params) for a in arrays]
         img = _intensity(arrays[0], params)
         return img, dict(zip(names, arrays[1:]))
@@ -151,27 +168,34 @@ def interpolation_order(a: np.ndarray) -> int:
     return 1 if np.issubdtype(a.dtype, np.floating) else 0
 
 
-def elastic_deform(arrays: list[np.ndarray], displacement: np.ndarray | None, *, crop=None) -> list[np.ndarray]:
+def elastic_deform(arrays: list[np.ndarray], displacement: np.ndarray | None, *, crop=None,
+                   zoom: float = 1.0) -> list[np.ndarray]:
     """Deform (H, W) arrays with one coarse displacement grid in one ``elasticdeform`` call.
 
     Args:
         arrays: [image, *targets], all (H, W); the first is interpolated cubic, the others by
             :func:`interpolation_order`. Dtypes are kept.
-        displacement: (2, g, g) control-point displacements in pixels, or None (then only cropped).
+        displacement: (2, g, g) control-point displacements in pixels, or None (then only cropped,
+            and zoomed if ``zoom`` != 1).
         crop: None or (rows, cols) slices of the output window.
+        zoom: scale factor about the output window's centre (``deform_grid``'s ``zoom``; 1 = none).
 
     Returns:
         The deformed (and cropped) arrays, C-contiguous.
     """
-    if displacement is None:
+    if displacement is None and zoom == 1.0:
         return [np.ascontiguousarray(a[crop] if crop else a) for a in arrays]
     import elasticdeform
+
+    if displacement is None:
+        displacement = np.zeros((2, 3, 3))
 
     orders = [3] + [interpolation_order(a) for a in arrays[1:]]
     if arrays[0].dtype.kind in "iub":
         orders[0] = 0
     out = elasticdeform.deform_grid(list(arrays), np.asarray(displacement, dtype=np.float64), order=orders,
-                                    mode=ELASTIC_MODE, crop=list(crop) if crop else None)
+                                    mode=ELASTIC_MODE, crop=list(crop) if crop else None,
+                                    zoom=None if zoom == 1.0 else float(zoom))
     return [np.ascontiguousarray(o) for o in out]
 
 

@@ -41,6 +41,7 @@ from seg.device import (Precision, configure_determinism, peak_memory_mb, precis
 from seg.errors import SegError
 from seg.io import write_json
 from seg.kinds import get_kind
+from seg.targets.target import variant_target
 from seg.train import checkpoint as ckpt
 from seg.train import distributed as ddp
 from seg.train.losses import build_loss, needs_weights
@@ -195,10 +196,11 @@ class Plan:
     """What the data and the model fix for a run.
 
     Attributes:
-        classes: number of classes of the dataset (``meta.json``).
+        classes: number of output channels (the variant's target's; fg_border: the dataset's classes).
         val_postprocess: CTC data with two classes: the post-processing whose val SEG chooses the
-            best checkpoint (min_size and h the config's, else the plan's); None: val mean IoU
-            chooses it.
+            best checkpoint (min_size and h the config's, else the plan's; the method and seed
+            threshold the target's); None: val mean IoU chooses it.
+        target: the variant's target (:meth:`seg.targets.target.Target.record`).
         calibrate: ``postprocess.calibrate``: val scores at the val-chosen threshold.
         n_params: number of model parameters.
         geometry: patch input/output sizes in pixels.
@@ -211,6 +213,7 @@ class Plan:
 
     classes: int
     val_postprocess: dict | None
+    target: dict
     calibrate: bool
     n_params: int
     geometry: PatchGeometry
@@ -329,14 +332,17 @@ def _setup(spec: RunSpec) -> tuple[Plan, Trainee]:
     configure_determinism(bool(tcfg["deterministic"]), spec.device, compiling=bool(tcfg.get("compile")))
     seed_everything(spec.seed)
     meta = load_meta(spec.ds_dir)
-    classes = len(meta["classes"])
+    target = variant_target(spec.cfg, spec.variant)
+    classes = len(target.channels(meta["classes"]))  # the network's output channels
     sparse = meta.get("annotations", "full") == "sparse"  # weight 0 marks the ignored pixels
     # min_size and h: the config's, else the plan's (never a constant that deletes the objects)
     pp = data_plan(spec.cfg, spec.dataset, ds_dir=spec.ds_dir, meta=meta).postprocess()
+    val_pp = get_kind(meta["kind"]).validation_postprocess(pp, len(meta["classes"]))
     model = build_training_model(spec.cfg, spec.dataset, spec.variant, classes, pretrained=spec.pretrained)
     geometry = patch_geometry(model, int(tcfg["patch_size"]))
     data = PatchDataset(
-        load_training_slices(spec.ds_dir, "train", with_weights=needs_weights(tcfg["loss"], sparse=sparse)),
+        load_training_slices(spec.ds_dir, "train", with_weights=needs_weights(tcfg["loss"], sparse=sparse),
+                             target=target),
         geometry,
         augment_cfg=variant_section(spec.cfg, spec.variant, "augment", spec.dataset),
         seed=spec.seed,
@@ -348,7 +354,8 @@ def _setup(spec: RunSpec) -> tuple[Plan, Trainee]:
         classes=classes,
         # Instance kinds (CTC): the best checkpoint is the one with the best val SEG (annotated cells
         # only), the measure seg calibrate chooses the post-processing by; ISBI: val mean IoU.
-        val_postprocess=get_kind(meta["kind"]).validation_postprocess(pp, classes),
+        val_postprocess=None if val_pp is None else target.postprocess(val_pp),
+        target=target.record(meta["classes"]),
         calibrate=bool(pp["calibrate"]),
         n_params=sum(p.numel() for p in model.parameters()),
         geometry=geometry, data=data, batch_size=B, world_size=W, iters_per_epoch=iters_per_epoch,
@@ -562,8 +569,10 @@ def _summary(spec: RunSpec, plan: Plan, trainee: Trainee, tally: Tally, *, stopp
         "iterations": it, "budget_iterations": plan.total, "stopped": stopped,
         "wall_time_s": round(wall, 3), "best_val_iou": tally.best_val_iou, "best_iteration": tally.best_iteration,
         "val_criterion": "seg" if plan.val_postprocess is not None else "iou_mean",
-        "val_postprocess": ({k: plan.val_postprocess[k] for k in ("method", "threshold", "h", "min_size")}
+        "val_postprocess": ({k: plan.val_postprocess[k] for k in ("method", "threshold", "h", "min_size",
+                                                                  "seed_threshold") if k in plan.val_postprocess}
                             if plan.val_postprocess is not None else None),
+        "target": plan.target,
         "samples_per_s": round(it * B * W / step_s, 4) if step_s > 0 else None,
         "data_wait": round(wait_s / step_s, 5) if step_s > 0 else None,
         "peak_memory_mb": round(peak_memory_mb(spec.device), 1), "device": device_name(spec.device),

@@ -73,10 +73,13 @@ class _Slice:
 
 
 def load_training_slices(
-    ds_dir: str | os.PathLike, split: str = "train", *, with_weights: bool = True
+    ds_dir: str | os.PathLike, split: str = "train", *, with_weights: bool = True, target=None
 ) -> list[dict[str, np.ndarray | str]]:
     """Read a split's annotated slices: ``[{"id", "image" float32 (H,W) normalised, "target" uint8
     (H,W), "weights" float32 (H,W) or None}]`` (weights from ``<ds_dir>/weights/<id>.tif``).
+
+    ``target`` (:class:`seg.targets.target.Target`, None = the default): the class map trained on,
+    the canonical semantic map or (three_class) the map built from the slice's instances.
 
     Raises:
         SegError: no annotated slice in the split, or a weight map is missing.
@@ -96,7 +99,13 @@ def load_training_slices(
             if not wp.is_file():
                 raise SegError(f"{wp}: weight map missing (run `seg weights` first, or use train.loss.name ce)")
             w = read_tiff(wp, ndim=2).astype(np.float32, copy=False)
-        out.append({"id": e["id"], "image": load_image(ds_dir, e), "target": load_semantic(ds_dir, e), "weights": w})
+        if target is not None and target.needs_instances:
+            from seg.data.canonical import load_instances
+
+            cls = target.train_map(None, load_instances(ds_dir, e))
+        else:
+            cls = load_semantic(ds_dir, e)
+        out.append({"id": e["id"], "image": load_image(ds_dir, e), "target": cls, "weights": w})
     return out
 
 

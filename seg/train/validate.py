@@ -56,13 +56,15 @@ def load_val_slices(ds_dir: str | os.PathLike, split: str = "val") -> list[dict]
 def seg_score(fgs: list[np.ndarray], refs: list[np.ndarray], postprocess: dict, *,
               calibrate: bool = False) -> tuple[float, float]:
     """(SEG, threshold): SEG pooled over the frames of the instances made from the cell
-    probabilities ``fgs`` with the post-processing ``postprocess`` (method, threshold, h, min_size),
-    at the configured threshold or, with ``calibrate``, at the best threshold of the grid."""
-    from seg.infer.calibrate import GRID, seg_table
+    probabilities ``fgs`` (method three_class: the (3, H, W) probabilities) with the
+    post-processing ``postprocess`` (method, threshold, h or seed_threshold, min_size), at the
+    configured threshold or, with ``calibrate``, at the best threshold of the grid."""
+    from seg.infer.calibrate import GRID, second_key, seg_table
 
     thresholds = GRID if calibrate else [float(postprocess["threshold"])]
     rows = seg_table(fgs, refs, method=postprocess["method"], thresholds=thresholds,
-                     hs=[float(postprocess["h"])], min_sizes=[int(postprocess["min_size"])])
+                     hs=[float(postprocess[second_key(postprocess["method"])])],
+                     min_sizes=[int(postprocess["min_size"])])
     configured = float(postprocess["threshold"])
     best = max(rows, key=lambda r: (r["seg"] if r["seg"] == r["seg"] else -1.0, -abs(r["threshold"] - configured)))
     return float(best["seg"]), float(best["threshold"])
@@ -76,8 +78,9 @@ def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, de
     Args:
         calibrate: score ``p[1] >= t`` at the best grid threshold ``t`` instead of the argmax
             (two classes only; ignored otherwise).
-        postprocess: CTC data: the dataset's ``postprocess`` settings; the score is then SEG of the
-            post-processed instances (needs ``instances`` in every val slice; two classes).
+        postprocess: CTC data: the dataset's ``postprocess`` settings as the variant's target
+            applies them; the score is then SEG of the post-processed instances (needs
+            ``instances`` in every val slice).
 
     Returns:
         (mean IoU, per-class IoU list), or with ``postprocess``: (SEG, [threshold used]).
@@ -85,7 +88,7 @@ def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, de
     from seg.infer import predict_slice
     from seg.infer.calibrate import ThresholdCounts, choose_threshold
 
-    calibrate = calibrate and classes == 2
+    calibrate = calibrate and (classes == 2 or postprocess is not None)
     was_training = model.training
     model.eval()
     inter = np.zeros(classes, np.int64)
@@ -96,7 +99,7 @@ def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, de
         for s in val_slices:
             probs = np.asarray(predict_slice(model, s["image"], infer_cfg, device))
             if postprocess is not None:
-                fgs.append(probs[1])
+                fgs.append(probs if postprocess["method"] == "three_class" else probs[1])
                 continue
             if calibrate:
                 counts.add(probs[1], s["target"] == 1)

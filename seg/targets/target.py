@@ -1,0 +1,134 @@
+"""What the network is asked to predict: a variant's ``target``, one object per choice.
+
+* ``fg_border`` (the default; the U-Net paper's recipe): the dataset's own classes (ISBI
+  membrane/interior, CTC background/cell with a 0-line between touching cells), trained with the
+  border-weight maps; instances come from the foreground probability by the dataset's
+  ``postprocess.method`` (connected components or the distance-transform watershed).
+* ``three_class`` (instance datasets only): background / interior / boundary
+  (:mod:`seg.targets.three_class`); instances come from seeds of the interior probability grown
+  over interior + boundary (:func:`seg.infer.postprocess.instances_from_three_class`). The border
+  weight maps still weight the loss (the gaps between cells, and the 0 weights of sparse
+  annotations, which keep unannotated pixels ignored).
+
+A target decides: the network's output channels (:meth:`Target.channels`), the class map a training
+slice is trained on (:meth:`Target.train_map`), the probability that is thresholded (the sum of the
+object channels, :func:`seg.infer.postprocess.foreground_probability`), and the post-processing
+method with its settings (:meth:`Target.postprocess`). The variant's ``target`` is part of its run
+identity only when it is not the default, so a config without it keeps its hashes.
+
+Imports: numpy and the map builders load inside the methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from seg.errors import SegError
+
+DEFAULT = "fg_border"
+#: three_class: interior-probability threshold of a seed, when the config leaves it unset.
+SEED_THRESHOLD = 0.5
+#: three_class: the seed thresholds ``seg calibrate`` tries, when the config leaves them unset.
+SEED_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One training target.
+
+    Attributes:
+        name: the variant's ``target`` value.
+        classes: output channel names; None = the dataset's classes (``meta.json``).
+        method: the post-processing method the target implies; None = the dataset's
+            ``postprocess.method``.
+        instances_only: only for instance datasets (a kind with ``instances``).
+        needs_instances: the training map is built from the instance labels, not the semantic map.
+        description: one sentence for the report and the package.
+    """
+
+    name: str
+    classes: tuple[str, ...] | None
+    method: str | None
+    instances_only: bool
+    needs_instances: bool
+    description: str
+
+    def channels(self, dataset_classes: list[str]) -> list[str]:
+        """Names of the network's output channels (softmax classes)."""
+        return list(self.classes) if self.classes is not None else list(dataset_classes)
+
+    def train_map(self, semantic, instances):
+        """The uint8 (H, W) class map one training slice is trained on: the canonical ``semantic``
+        map, or (three_class) the map of the ``instances`` (int (H, W), 0 = background)."""
+        if self.needs_instances:
+            from seg.targets.three_class import three_class_map
+
+            return three_class_map(instances)
+        return semantic
+
+    def postprocess(self, pp: dict) -> dict:
+        """The dataset's resolved ``postprocess`` settings as this target applies them: three_class
+        sets ``method: three_class`` and ``seed_threshold`` (the config's, else 0.5); fg_border
+        leaves them as they are."""
+        if self.method is None:
+            return dict(pp)
+        seed = pp.get("seed_threshold")
+        return {**pp, "method": self.method, "seed_threshold": SEED_THRESHOLD if seed is None else float(seed)}
+
+    def seed_grid(self, pp: dict) -> list[float]:
+        """three_class: the seed thresholds calibration tries (``search.seed_threshold``, else
+        :data:`SEED_GRID`), with the configured one."""
+        grid = (pp.get("search") or {}).get("seed_threshold") or SEED_GRID
+        seed = pp.get("seed_threshold")
+        return sorted({float(x) for x in grid} | ({float(seed)} if seed is not None else set()))
+
+    def record(self, dataset_classes: list[str]) -> dict:
+        """The target as the package, the train summary and the report record it."""
+        return {"name": self.name, "channels": self.channels(dataset_classes), "description": self.description}
+
+
+TARGETS: dict[str, Target] = {
+    "fg_border": Target(
+        "fg_border", None, None, False, False,
+        "the dataset's classes with the U-Net paper's border-weighted loss; instances from the "
+        "foreground probability by the dataset's post-processing method"),
+    "three_class": Target(
+        "three_class", ("background", "interior", "boundary"), "three_class", True, True,
+        "background / interior / boundary (2 px); instances grown from interior seeds over interior + boundary"),
+}
+
+
+def get_target(name: str | None) -> Target:
+    """The target called ``name`` (None = the default); SegError listing the choices if unknown."""
+    name = DEFAULT if name is None else name
+    if name not in TARGETS:
+        raise SegError(f"target: unknown target {name!r} (choices: {', '.join(TARGETS)})")
+    return TARGETS[name]
+
+
+def variant_target(cfg: dict, variant: str) -> Target:
+    """The ``target`` of a configured variant (default fg_border)."""
+    var = cfg["variants"].get(variant)
+    if var is None:
+        raise SegError(f"config: unknown variant {variant!r} (configured: {', '.join(cfg['variants'])})")
+    return get_target(var.get("target"))
+
+
+def check_targets(cfg: dict, instance_kind, datasets_of) -> list[str]:
+    """Config errors of the variants' targets: an unknown target, or an instance-only target on a
+    dataset whose kind has no instances. ``instance_kind(dataset) -> bool``; ``datasets_of(cfg,
+    variant) -> list`` the datasets a variant runs on (:func:`seg.config.variant_datasets`)."""
+    errors = []
+    for v, var in cfg["variants"].items():
+        name = var.get("target")
+        if name is None:
+            continue
+        if name not in TARGETS:
+            errors.append(f"variants.{v}.target: unknown target {name!r} (choices: {', '.join(TARGETS)})")
+            continue
+        if TARGETS[name].instances_only:
+            bad = [d for d in datasets_of(cfg, v) if not instance_kind(d)]
+            if bad:
+                errors.append(f"variants.{v}.target: {name} needs instance labels; datasets {', '.join(bad)} have "
+                              "none (set the variant's datasets to instance datasets only)")
+    return errors

@@ -1,0 +1,316 @@
+"""Training targets beyond the paper's: the three-class map, its post-processing and the round trip.
+
+Synthetic frames of touching cells: Voronoi-like blobs packed edge to edge, so that every cell
+touches a neighbour along a long border, plus isolated small cells.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from seg.errors import SegError
+from seg.infer.postprocess import (foreground_probability, instances_from_probs, instances_from_three_class,
+                                   three_class_objects)
+from seg.metrics.ctc import overlap_table
+from seg.targets.target import TARGETS, check_targets, get_target
+from seg.targets.three_class import BOUNDARY, INTERIOR, three_class_map
+
+
+def touching_cells(seed: int = 0, size: int = 160, n: int = 14) -> np.ndarray:
+    """int32 (size, size) instances: up to n cells of a Voronoi tessellation inside a disc mask (so
+    they touch along shared edges; slivers under 200 px dropped), plus three isolated discs of radius 4 (area ~50 px)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    centres = rng.uniform(30, size - 30, size=(n, 2))
+    d = np.stack([np.hypot(yy - c[0], xx - c[1]) for c in centres])
+    lab = np.argmin(d, axis=0).astype(np.int32) + 1
+    lab[np.hypot(yy - size / 2, xx - size / 2) > size * 0.36] = 0
+    areas = np.bincount(lab.ravel(), minlength=n + 1)
+    lab[np.isin(lab, np.flatnonzero(areas < 200))] = 0  # no slivers cut off by the disc
+    for k, (cy, cx) in enumerate([(8, 8), (8, size - 9), (size - 9, 8)]):
+        lab[np.hypot(yy - cy, xx - cx) <= 4] = n + 1 + k
+    return lab
+
+
+def seg_measure(ref: np.ndarray, pred: np.ndarray) -> float:
+    """SEG (mean over reference objects of the IoU with a match of > half their pixels)."""
+    return float(overlap_table(ref, pred).counts(None).scores()["seg"])
+
+
+def one_hot(cls: np.ndarray, k: int = 3) -> np.ndarray:
+    return np.stack([(cls == c).astype(np.float32) for c in range(k)])
+
+
+def test_three_class_map_partitions_every_instance_and_separates_touching_interiors():
+    inst = touching_cells()
+    m = three_class_map(inst)
+    assert m.dtype == np.uint8 and set(np.unique(m)) == {0, INTERIOR, BOUNDARY}
+    np.testing.assert_array_equal(m > 0, inst > 0)  # interior + boundary = the objects, nothing else
+    for k in np.unique(inst[inst > 0]):
+        cell = m[inst == k]
+        assert (cell == BOUNDARY).any()  # every object has a boundary ...
+        assert (cell == INTERIOR).any()  # ... and, at >= 50 px, an interior
+    # the interiors of different cells never touch (8-connectivity): one interior component per cell
+    from skimage.measure import label
+
+    comp = label(m == INTERIOR, connectivity=2)
+    for c in range(1, comp.max() + 1):
+        assert len(np.unique(inst[comp == c])) == 1
+    assert comp.max() == len(np.unique(inst[inst > 0]))
+    # boundary width: a boundary pixel is within 2 px (chessboard) of another label; an interior one is not
+    from scipy import ndimage
+
+    other = ndimage.maximum_filter(inst, 5, mode="nearest") != ndimage.minimum_filter(inst, 5, mode="nearest")
+    assert (m[(inst > 0) & other] == BOUNDARY).all()
+    # ... and the interior pixels cut off from their object's main interior are boundary too (few)
+    assert ((m == BOUNDARY) & ~other).sum() < 0.01 * (m == INTERIOR).sum()
+
+
+def test_three_class_map_rejects_bad_input():
+    with pytest.raises(SegError, match="integer"):
+        three_class_map(np.zeros((4, 4), np.float32))
+    with pytest.raises(SegError, match="width"):
+        three_class_map(np.zeros((4, 4), np.int32), width=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_round_trip_instances_three_class_instances(seed):
+    inst = touching_cells(seed)
+    probs = one_hot(three_class_map(inst))
+    out = instances_from_three_class(probs, threshold=0.5, seed_threshold=0.5, min_size=0)
+    assert out.dtype == np.uint16
+    assert seg_measure(inst, out) >= 0.95
+    assert out.max() == len(np.unique(inst[inst > 0]))
+    # soft, noisy probabilities (a network's): still recovered
+    rng = np.random.default_rng(seed)
+    soft = probs * 0.8 + 0.2 / 3 + rng.normal(0, 0.03, probs.shape).astype(np.float32)
+    soft = np.clip(soft, 0, None)
+    soft /= soft.sum(0, keepdims=True)
+    assert seg_measure(inst, instances_from_three_class(soft, min_size=10)) >= 0.95
+
+
+def test_round_trip_sparse_annotations():
+    """A sparse frame: only some cells annotated; unannotated pixels are 0 in the map (and carry
+    weight 0 in training). The annotated cells come back from a prediction of all cells."""
+    inst = touching_cells(3)
+    keep = [k for k in np.unique(inst[inst > 0]) if k % 3 == 0]
+    sparse = np.where(np.isin(inst, keep), inst, 0)
+    m = three_class_map(sparse)
+    np.testing.assert_array_equal(m > 0, sparse > 0)
+    pred = instances_from_three_class(one_hot(three_class_map(inst)), min_size=0)
+    # SEG over the annotated cells only (the measure of sparse data)
+    assert seg_measure(sparse, pred) >= 0.95
+    # the sparse map itself round-trips too (touching annotated neighbours stay apart)
+    assert seg_measure(sparse, instances_from_three_class(one_hot(m), min_size=0)) >= 0.95
+
+
+def test_three_class_postprocess_splits_touching_cells_that_fg_watershed_merges():
+    """A 14 px disc touching an 18 px one across a wide neck: the foreground's distance watershed
+    merges them once h exceeds the neck's depth (~8.5 px); the boundary channel keeps them apart."""
+    yy, xx = np.mgrid[:80, :120]
+    inst = np.zeros((80, 120), np.int32)
+    inst[np.hypot(yy - 40, xx - 40) <= 18] = 1
+    inst[(np.hypot(yy - 40, xx - 70) <= 14) & (inst == 0)] = 2
+    probs3 = one_hot(three_class_map(inst))
+    fg2 = np.stack([1 - (inst > 0), inst > 0]).astype(np.float32)
+    ws = instances_from_probs(fg2, {"method": "watershed", "threshold": 0.5, "min_size": 0, "h": 10.0})
+    tc = instances_from_probs(probs3, {"method": "three_class", "threshold": 0.5, "min_size": 0, "seed_threshold": 0.5})
+    assert ws.max() == 1 and tc.max() == 2
+    assert seg_measure(inst, tc) >= 0.95
+
+
+def test_unseeded_component_is_an_object_and_probabilities_sum():
+    probs = np.zeros((3, 20, 20), np.float32)
+    probs[0] = 1
+    probs[:, 5:9, 5:9] = np.array([0, 0.3, 0.7], np.float32)[:, None, None]  # all boundary-ish: no seed
+    out = three_class_objects(probs, threshold=0.5, seed_threshold=0.5)
+    assert out.max() == 1 and (out > 0).sum() == 16
+    np.testing.assert_allclose(foreground_probability(probs)[6, 6], 1.0)
+
+
+def test_postprocess_method_must_match_the_channels():
+    with pytest.raises(SegError, match="three_class"):
+        instances_from_probs(np.full((3, 8, 8), 1 / 3, np.float32),
+                             {"method": "watershed", "threshold": 0.5, "min_size": 0, "h": 2.0})
+    with pytest.raises(SegError, match=r"\(3, H, W\)"):
+        instances_from_three_class(np.full((2, 8, 8), 0.5, np.float32))
+
+
+def test_target_registry_and_config_check():
+    assert get_target(None).name == "fg_border"
+    assert get_target("three_class").channels(["background", "cell"]) == ["background", "interior", "boundary"]
+    assert get_target("fg_border").channels(["membrane", "interior"]) == ["membrane", "interior"]
+    with pytest.raises(SegError, match="unknown target 'distance_map'.*fg_border"):
+        get_target("distance_map")
+    pp = {"method": "watershed", "threshold": 0.5, "h": 2.0, "min_size": 50}
+    assert TARGETS["fg_border"].postprocess(pp) == pp
+    assert TARGETS["three_class"].postprocess(pp) == {**pp, "method": "three_class", "seed_threshold": 0.5}
+    assert TARGETS["three_class"].postprocess({**pp, "seed_threshold": 0.7})["seed_threshold"] == 0.7
+    assert TARGETS["three_class"].seed_grid({**pp, "seed_threshold": 0.55})[:3] == [0.3, 0.4, 0.5]
+    cfg = {"datasets": {"isbi": {"kind": "isbi2012"}, "cells": {"kind": "ctc"}},
+           "variants": {"a": {"model": "unet", "target": "three_class"},
+                        "b": {"model": "unet", "target": "three_class", "datasets": ["cells"]},
+                        "c": {"model": "unet", "target": "nope"}}}
+    from seg.config import variant_datasets
+
+    errors = check_targets(cfg, lambda d: d == "cells", variant_datasets)
+    assert len(errors) == 2
+    assert "variants.a.target: three_class needs instance labels; datasets isbi" in errors[0]
+    assert "variants.c.target: unknown target 'nope'" in errors[1]
+
+
+# ----------------------------------------------------------------------------- a three-class run, end to end
+@pytest.fixture(scope="module")
+def three_class_run(tmp_path_factory) -> dict:
+    """A synthetic sparse CTC sequence (96 px, half of the cells annotated) through every step by
+    hand: ingest, weights, a 12-step three-class training, val prediction, calibration, test
+    prediction with the calibrated settings, score, package."""
+    import torch
+
+    from seg.cli import main
+
+    base = tmp_path_factory.mktemp("three_class")
+    raw = base / "raw"
+    assert main(["synth", "--out", str(raw), "--kind", "ctc", "--seed", "5", "--size", "96", "--annotated", "0.5"]) == 0
+    cfg = base / "config.yaml"
+    cfg.write_text(
+        f"data_dir: {base / 'data'}\nresults_dir: {base / 'results'}\nseed: 0\n"
+        f"datasets:\n  syn: {{kind: ctc, raw_dir: {raw}, sequences: ['01'], annotations: sparse}}\n"
+        "variants:\n  tiny3: {model: unet, target: three_class, params: {base_channels: 4, depth: 2}}\n"
+        "weights: {sparse_band: 4}\n"
+        "train: {iterations: 12, batch_size: 2, patch_size: 64, val_every: 6, device: cpu, amp: none, num_workers: 0}\n"
+        "inference: {tile: 64, device: cpu, amp: none}\n"
+        "postprocess: {method: watershed, calibrate: true, min_size: 5, search: {min_size: [0, 5]}}\n")
+    run, data = base / "results" / "syn" / "tiny3", base / "data"
+    common = ["--config", str(cfg), "--dataset", "syn"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["ingest", *common]) == 0
+        assert main(["weights", *common]) == 0
+        assert main(["train", *common, "--variant", "tiny3", "--out", str(run)]) == 0
+        ckpt = str(run / "checkpoints" / "best.pt")
+        pred = ["predict", *common, "--variant", "tiny3", "--checkpoint", ckpt]
+        assert main([*pred, "--split", "val", "--out", str(run / "pred" / "val")]) == 0
+        assert main(["calibrate", *common, "--variant", "tiny3", "--pred", str(run / "pred" / "val"),
+                     "--out", str(run / "calibration.json")]) == 0
+        assert main([*pred, "--split", "test", "--out", str(run / "pred" / "test"),
+                     "--threshold-file", str(run / "calibration.json")]) == 0
+        assert main(["score", *common, "--variant", "tiny3", "--pred", str(run / "pred" / "test"),
+                     "--out", str(run / "metrics.json")]) == 0
+        assert main(["package", "--run-dir", str(run), "--config", str(cfg), "--out", str(base / "package")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return {"base": base, "run": run, "data": data, "config": cfg, "package": base / "package"}
+
+
+def test_three_class_run_trains_predicts_calibrates_and_scores(three_class_run):
+    import json
+
+    import tifffile
+
+    run = three_class_run["run"]
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["target"]["name"] == "three_class"
+    assert summary["target"]["channels"] == ["background", "interior", "boundary"]
+    assert summary["val_criterion"] == "seg" and summary["val_postprocess"]["method"] == "three_class"
+    assert summary["val_postprocess"]["seed_threshold"] == 0.5
+    cal = json.loads((run / "calibration.json").read_text())
+    assert cal["method"] == "three_class" and cal["target"] == "three_class"
+    assert {r["seed_threshold"] for r in cal["table"]} == {0.3, 0.4, 0.5, 0.6, 0.7, 0.8}
+    assert cal["seed_threshold"] in {0.3, 0.4, 0.5, 0.6, 0.7, 0.8} and cal["min_size"] in (0, 5)
+    test = json.loads((run / "pred" / "test" / "predict_summary.json").read_text())
+    assert test["target"] == "three_class" and test["channels"] == ["background", "interior", "boundary"]
+    assert test["postprocess"]["method"] == "three_class"
+    assert test["postprocess"]["seed_threshold"] == cal["seed_threshold"]
+    sid = test["ids"][0]
+    probs = tifffile.imread(run / "pred" / "test" / f"{sid}_prob.tif")
+    assert probs.shape[0] == 3
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["primary"] == "seg" and 0 <= metrics["aggregate"]["seg"] <= 1
+
+
+def test_three_class_package_segment_and_exports_agree(three_class_run, tmp_path):
+    """The package says its target and post-processing; seg segment on a test image gives the
+    workflow's instances; TorchScript and ONNX graphs give its three probabilities."""
+    import json
+
+    import tifffile
+
+    from seg.cli import main
+    from seg.export.exporters import run_exported
+
+    r = three_class_run
+    meta = json.loads((r["package"] / "package.json").read_text())
+    assert meta["target"]["name"] == "three_class" and meta["model"]["classes"] == 3
+    assert meta["outputs"]["classes"] == ["background", "interior", "boundary"]
+    assert meta["postprocess"]["method"] == "three_class" and "seed_threshold" in meta["postprocess"]
+    test = json.loads((r["run"] / "pred" / "test" / "predict_summary.json").read_text())
+    sid = test["ids"][0]
+    image = r["data"] / "syn" / "images" / f"{sid}.tif"
+    out = tmp_path / "seg"
+    assert main(["segment", "--model", str(r["package"]), str(image), "--out", str(out)]) == 0
+    from seg.kinds.ctc import slice_mask_path
+
+    ds_meta = json.loads((r["data"] / "syn" / "meta.json").read_text())
+    entry = next(e for e in ds_meta["slices"] if e["id"] == sid)
+    workflow = tifffile.imread(slice_mask_path(r["run"] / "pred" / "test", entry, ds_meta))
+    mine = tifffile.imread(out / f"{sid}_mask.tif")
+    assert mine.max() >= 1
+    np.testing.assert_array_equal(mine, workflow)
+    probs = tifffile.imread(r["run"] / "pred" / "test" / f"{sid}_prob.tif")
+    for fmt, name in (("torchscript", "model.pt"), ("onnx", "model.onnx")):
+        exp = tmp_path / fmt
+        assert main(["export", "--model", str(r["package"]), "--format", fmt, "--out", str(exp)]) == 0
+        desc = json.loads((exp / "export.json").read_text())
+        assert desc["target"] == "three_class" and desc["classes"] == ["background", "interior", "boundary"]
+        got = run_exported(exp / name, tifffile.imread(image))
+        assert got.shape == (1, 3, *probs.shape[1:])
+        np.testing.assert_allclose(got[0], probs, atol=1e-4, rtol=0)
+
+
+def test_leaderboard_and_report_show_the_targets_side_by_side(three_class_run, tmp_path):
+    """Two rows of different targets on one dataset: the leaderboard says each row's target, and the
+    report draws the slice's instances of both beside the ground truth, each with its SEG."""
+    import json
+    import shutil
+
+    import tifffile
+
+    from seg.kinds.ctc import slice_mask_path
+    from seg.report import tables
+    from seg.report.build import build_figures
+    from seg.report.examples import load_target_panels
+    from seg.report.leaderboard import build_leaderboard
+
+    r = three_class_run
+    results = tmp_path / "results"
+    shutil.copytree(r["run"], results / "syn" / "tiny3")
+    # a second row, target fg_border, whose test masks are the ground truth itself (SEG 1)
+    other = results / "syn" / "tiny2"
+    meta = json.loads((r["data"] / "syn" / "meta.json").read_text())
+    for e in (e for e in meta["slices"] if e["split"] == "test"):
+        path = slice_mask_path(other / "pred" / "test", e, meta)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(path, tifffile.imread(r["data"] / "syn" / e["instances"]).astype(np.uint16))
+    doc = json.loads((results / "syn" / "tiny3" / "metrics.json").read_text())
+    doc.update(variant="tiny2", config_hash="other", train={**doc["train"], "target": None})
+    doc["aggregate"]["seg"] = 1.0
+    (other / "metrics.json").write_text(json.dumps(doc))
+    cfg = {"datasets": {"syn": {"kind": "ctc", "annotations": "sparse"}},
+           "variants": {"tiny3": {"model": "unet", "target": "three_class", "label": "three"},
+                        "tiny2": {"model": "unet", "label": "two"}}, "report": {"examples": 1}}
+    board = build_leaderboard([results], cfg)
+    assert [(row.variant, row.target) for row in board.rows] == [("tiny2", "fg_border"), ("tiny3", "three_class")]
+    header, cells = tables.table(board, "syn")
+    assert [c[header.index("target")] for c in cells] == ["fg_border", "three_class"]
+    tables.write_csv(tmp_path / "lb.csv", board)
+    assert "three_class" in (tmp_path / "lb.csv").read_text()
+    sl, panels, notes = load_target_panels(r["data"] / "syn", [("two", other), ("three", results / "syn" / "tiny3")])
+    assert sl is not None and [p[0] for p in panels] == ["two", "three"] and not notes
+    assert panels[0][2] == 1.0 and 0 <= panels[1][2] <= 1
+    figs = build_figures(board, cfg, r["data"], tmp_path / "figures")
+    (fig,) = [e for e in figs.entries if e.kind == "targets"]
+    assert fig.title == "Targets side by side" and (tmp_path / "figures" / fig.name).stat().st_size > 10_000
