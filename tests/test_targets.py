@@ -1,4 +1,5 @@
-"""Training targets beyond the paper's: the three-class map, its post-processing and the round trip.
+"""Training targets beyond the paper's: the three-class map, the distance maps, their post-processing,
+the round trips, and a run of each target through every step.
 
 Synthetic frames of touching cells: Voronoi-like blobs packed edge to edge, so that every cell
 touches a neighbour along a long border, plus isolated small cells.
@@ -10,10 +11,11 @@ import numpy as np
 import pytest
 
 from seg.errors import SegError
-from seg.infer.postprocess import (foreground_probability, instances_from_probs, instances_from_three_class,
-                                   three_class_objects)
+from seg.infer.postprocess import (distance_objects, foreground_probability, instances_from_distance,
+                                   instances_from_probs, instances_from_three_class, three_class_objects)
 from seg.metrics.ctc import overlap_table
 from seg.targets.target import TARGETS, check_targets, get_target
+from seg.targets.distance import CELL, NEIGHBOUR, distance_maps
 from seg.targets.three_class import BOUNDARY, INTERIOR, three_class_map
 
 
@@ -160,24 +162,105 @@ def test_target_registry_and_config_check():
     assert "variants.c.target: unknown target 'nope'" in errors[1]
 
 
-# ----------------------------------------------------------------------------- a three-class run, end to end
-@pytest.fixture(scope="module")
-def three_class_run(tmp_path_factory) -> dict:
+def test_distance_maps_peak_inside_each_cell_and_neighbour_map_is_high_only_where_cells_touch():
+    inst = touching_cells()
+    maps = distance_maps(inst)
+    assert maps.shape == (2, *inst.shape) and maps.dtype == np.float32
+    assert maps.min() >= 0 and maps.max() <= 1
+    obj = inst > 0
+    assert not maps[:, ~obj].any()  # 0 on background
+    from scipy import ndimage
+
+    for k in np.unique(inst[obj]):
+        cell = maps[CELL][inst == k]
+        assert cell.max() == pytest.approx(1.0) and cell.min() >= 0.2 - 1e-6
+        # the peak is the pixel farthest from the outline, not on it
+        peak = np.unravel_index(np.argmax(np.where(inst == k, maps[CELL], -1)), inst.shape)
+        edge = ndimage.binary_erosion(inst == k, iterations=2)
+        assert edge[peak]
+    # neighbour distance: 1 next to another cell, high (> 0.8) only within a tenth of the cell's
+    # radius of it, 0 beyond a radius; 0 on the isolated discs
+    for k in np.unique(inst[obj])[:-3]:
+        d_other = ndimage.distance_transform_edt(~(obj & (inst != k)))
+        r = ndimage.distance_transform_edt(np.pad(inst == k, 1)).max()
+        cell_k = inst == k
+        assert (maps[NEIGHBOUR][cell_k & (d_other == 1)] == 1).all()
+        high = cell_k & (maps[NEIGHBOUR] > 0.8)
+        assert high.any() and (d_other[high] <= 1 + 0.11 * r).all()
+        assert not (cell_k & (d_other > r + 1) & (maps[NEIGHBOUR] > 0)).any()
+    for k in np.unique(inst[obj])[-3:]:  # the three isolated discs
+        assert not maps[NEIGHBOUR][inst == k].any()
+    with pytest.raises(SegError, match="integer"):
+        distance_maps(np.zeros((4, 4), np.float32))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_round_trip_instances_distance_instances(seed):
+    inst = touching_cells(seed)
+    maps = distance_maps(inst)
+    out = instances_from_distance(maps, threshold=0.05, seed_threshold=0.5, min_size=0)
+    assert out.dtype == np.uint16
+    assert seg_measure(inst, out) >= 0.95
+    assert out.max() == len(np.unique(inst[inst > 0]))
+    # noisy maps, as a network's: still recovered
+    rng = np.random.default_rng(seed)
+    noisy = np.clip(maps + rng.normal(0, 0.03, maps.shape).astype(np.float32), 0, 1)
+    assert seg_measure(inst, instances_from_distance(noisy, threshold=0.1, seed_threshold=0.5, min_size=10)) >= 0.95
+
+
+def test_round_trip_distance_sparse_annotations():
+    inst = touching_cells(3)
+    keep = [k for k in np.unique(inst[inst > 0]) if k % 3 == 0]
+    sparse = np.where(np.isin(inst, keep), inst, 0)
+    pred = instances_from_distance(distance_maps(inst), threshold=0.05, min_size=0)
+    assert seg_measure(sparse, pred) >= 0.95
+    # the neighbour map of a sparse frame knows only the annotated neighbours: touching annotated
+    # cells still come apart
+    assert seg_measure(sparse, instances_from_distance(distance_maps(sparse), threshold=0.05, min_size=0)) >= 0.95
+    assert distance_objects(np.zeros((2, 8, 8), np.float32)).max() == 0
+
+
+def test_weighted_mse_ignores_zero_weight_pixels_and_weights_the_rest():
+    import torch
+
+    from seg.train.losses import weighted_mse
+
+    torch.manual_seed(0)
+    out = torch.randn(2, 2, 16, 16)
+    target = torch.rand(2, 2, 16, 16)
+    w = torch.ones(2, 16, 16)
+    w[:, :8] = 0
+    loss = weighted_mse(out, target, w)
+    changed = target.clone()
+    changed[:, :, :8] = 1 - changed[:, :, :8]  # only ignored pixels change
+    assert torch.equal(loss, weighted_mse(out, changed, w))
+    ref = ((torch.sigmoid(out) - target) ** 2)[:, :, 8:].mean()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert weighted_mse(out, target, None).item() == pytest.approx(((torch.sigmoid(out) - target) ** 2).mean().item())
+
+
+# ----------------------------------------------------------------------------- a run of each target, end to end
+CHANNELS = {"three_class": ["background", "interior", "boundary"], "distance": ["neighbour distance", "cell distance"]}
+
+
+@pytest.fixture(scope="module", params=["three_class", "distance"])
+def target_run(request, tmp_path_factory) -> dict:
     """A synthetic sparse CTC sequence (96 px, half of the cells annotated) through every step by
-    hand: ingest, weights, a 12-step three-class training, val prediction, calibration, test
-    prediction with the calibrated settings, score, package."""
+    hand, for a variant of each new target: ingest, weights, a 12-step training, val prediction,
+    calibration, test prediction with the calibrated settings, score, package."""
     import torch
 
     from seg.cli import main
 
-    base = tmp_path_factory.mktemp("three_class")
+    target = request.param
+    base = tmp_path_factory.mktemp(target)
     raw = base / "raw"
     assert main(["synth", "--out", str(raw), "--kind", "ctc", "--seed", "5", "--size", "96", "--annotated", "0.5"]) == 0
     cfg = base / "config.yaml"
     cfg.write_text(
         f"data_dir: {base / 'data'}\nresults_dir: {base / 'results'}\nseed: 0\n"
         f"datasets:\n  syn: {{kind: ctc, raw_dir: {raw}, sequences: ['01'], annotations: sparse}}\n"
-        "variants:\n  tiny3: {model: unet, target: three_class, params: {base_channels: 4, depth: 2}}\n"
+        f"variants:\n  tiny3: {{model: unet, target: {target}, params: {{base_channels: 4, depth: 2}}}}\n"
         "weights: {sparse_band: 4}\n"
         "train: {iterations: 12, batch_size: 2, patch_size: 64, val_every: 6, device: cpu, amp: none, num_workers: 0}\n"
         "inference: {tile: 64, device: cpu, amp: none}\n"
@@ -202,39 +285,43 @@ def three_class_run(tmp_path_factory) -> dict:
         assert main(["package", "--run-dir", str(run), "--config", str(cfg), "--out", str(base / "package")]) == 0
     finally:
         torch.set_num_threads(threads)
-    return {"base": base, "run": run, "data": data, "config": cfg, "package": base / "package"}
+    return {"base": base, "run": run, "data": data, "config": cfg, "package": base / "package", "target": target}
 
 
-def test_three_class_run_trains_predicts_calibrates_and_scores(three_class_run):
+def test_target_run_trains_predicts_calibrates_and_scores(target_run):
     import json
 
     import tifffile
 
-    run = three_class_run["run"]
+    run, target = target_run["run"], target_run["target"]
     summary = json.loads((run / "train_summary.json").read_text())
-    assert summary["target"]["name"] == "three_class"
-    assert summary["target"]["channels"] == ["background", "interior", "boundary"]
-    assert summary["val_criterion"] == "seg" and summary["val_postprocess"]["method"] == "three_class"
+    assert summary["target"]["name"] == target and summary["target"]["channels"] == CHANNELS[target]
+    assert summary["val_criterion"] == "seg" and summary["val_postprocess"]["method"] == target
     assert summary["val_postprocess"]["seed_threshold"] == 0.5
     cal = json.loads((run / "calibration.json").read_text())
-    assert cal["method"] == "three_class" and cal["target"] == "three_class"
+    assert cal["method"] == target and cal["target"] == target
     assert {r["seed_threshold"] for r in cal["table"]} == {0.3, 0.4, 0.5, 0.6, 0.7, 0.8}
     assert cal["seed_threshold"] in {0.3, 0.4, 0.5, 0.6, 0.7, 0.8} and cal["min_size"] in (0, 5)
     test = json.loads((run / "pred" / "test" / "predict_summary.json").read_text())
-    assert test["target"] == "three_class" and test["channels"] == ["background", "interior", "boundary"]
-    assert test["postprocess"]["method"] == "three_class"
+    assert test["target"] == target and test["channels"] == CHANNELS[target]
+    assert test["postprocess"]["method"] == target
     assert test["postprocess"]["seed_threshold"] == cal["seed_threshold"]
     sid = test["ids"][0]
     probs = tifffile.imread(run / "pred" / "test" / f"{sid}_prob.tif")
-    assert probs.shape[0] == 3
-    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+    assert probs.shape[0] == len(CHANNELS[target]) and 0 <= probs.min() and probs.max() <= 1
+    if target == "three_class":  # softmax probabilities; the distance model's sigmoid maps do not sum to 1
+        np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+    else:
+        assert np.abs(probs.sum(0) - 1).max() > 1e-3
+    if target == "distance":  # the cell mask is cut from the cell distance at 0.1 unless calibrated
+        assert summary["val_postprocess"]["threshold"] == 0.1
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["primary"] == "seg" and 0 <= metrics["aggregate"]["seg"] <= 1
 
 
-def test_three_class_package_segment_and_exports_agree(three_class_run, tmp_path):
+def test_target_package_segment_and_exports_agree(target_run, tmp_path):
     """The package says its target and post-processing; seg segment on a test image gives the
-    workflow's instances; TorchScript and ONNX graphs give its three probabilities."""
+    workflow's instances; TorchScript and ONNX graphs give its maps."""
     import json
 
     import tifffile
@@ -242,11 +329,12 @@ def test_three_class_package_segment_and_exports_agree(three_class_run, tmp_path
     from seg.cli import main
     from seg.export.exporters import run_exported
 
-    r = three_class_run
+    r, target = target_run, target_run["target"]
     meta = json.loads((r["package"] / "package.json").read_text())
-    assert meta["target"]["name"] == "three_class" and meta["model"]["classes"] == 3
-    assert meta["outputs"]["classes"] == ["background", "interior", "boundary"]
-    assert meta["postprocess"]["method"] == "three_class" and "seed_threshold" in meta["postprocess"]
+    assert meta["target"]["name"] == target and meta["model"]["classes"] == len(CHANNELS[target])
+    assert meta["outputs"]["classes"] == CHANNELS[target]
+    assert meta["target"]["activation"] == ("sigmoid" if target == "distance" else "softmax")
+    assert meta["postprocess"]["method"] == target and "seed_threshold" in meta["postprocess"]
     test = json.loads((r["run"] / "pred" / "test" / "predict_summary.json").read_text())
     sid = test["ids"][0]
     image = r["data"] / "syn" / "images" / f"{sid}.tif"
@@ -265,13 +353,13 @@ def test_three_class_package_segment_and_exports_agree(three_class_run, tmp_path
         exp = tmp_path / fmt
         assert main(["export", "--model", str(r["package"]), "--format", fmt, "--out", str(exp)]) == 0
         desc = json.loads((exp / "export.json").read_text())
-        assert desc["target"] == "three_class" and desc["classes"] == ["background", "interior", "boundary"]
+        assert desc["target"] == target and desc["classes"] == CHANNELS[target]
         got = run_exported(exp / name, tifffile.imread(image))
-        assert got.shape == (1, 3, *probs.shape[1:])
+        assert got.shape == (1, len(CHANNELS[target]), *probs.shape[1:])
         np.testing.assert_allclose(got[0], probs, atol=1e-4, rtol=0)
 
 
-def test_leaderboard_and_report_show_the_targets_side_by_side(three_class_run, tmp_path):
+def test_leaderboard_and_report_show_the_targets_side_by_side(target_run, tmp_path):
     """Two rows of different targets on one dataset: the leaderboard says each row's target, and the
     report draws the slice's instances of both beside the ground truth, each with its SEG."""
     import json
@@ -285,7 +373,7 @@ def test_leaderboard_and_report_show_the_targets_side_by_side(three_class_run, t
     from seg.report.examples import load_target_panels
     from seg.report.leaderboard import build_leaderboard
 
-    r = three_class_run
+    r, target = target_run, target_run["target"]
     results = tmp_path / "results"
     shutil.copytree(r["run"], results / "syn" / "tiny3")
     # a second row, target fg_border, whose test masks are the ground truth itself (SEG 1)
@@ -300,14 +388,14 @@ def test_leaderboard_and_report_show_the_targets_side_by_side(three_class_run, t
     doc["aggregate"]["seg"] = 1.0
     (other / "metrics.json").write_text(json.dumps(doc))
     cfg = {"datasets": {"syn": {"kind": "ctc", "annotations": "sparse"}},
-           "variants": {"tiny3": {"model": "unet", "target": "three_class", "label": "three"},
+           "variants": {"tiny3": {"model": "unet", "target": target, "label": "three"},
                         "tiny2": {"model": "unet", "label": "two"}}, "report": {"examples": 1}}
     board = build_leaderboard([results], cfg)
-    assert [(row.variant, row.target) for row in board.rows] == [("tiny2", "fg_border"), ("tiny3", "three_class")]
+    assert [(row.variant, row.target) for row in board.rows] == [("tiny2", "fg_border"), ("tiny3", target)]
     header, cells = tables.table(board, "syn")
-    assert [c[header.index("target")] for c in cells] == ["fg_border", "three_class"]
+    assert [c[header.index("target")] for c in cells] == ["fg_border", target]
     tables.write_csv(tmp_path / "lb.csv", board)
-    assert "three_class" in (tmp_path / "lb.csv").read_text()
+    assert target in (tmp_path / "lb.csv").read_text()
     sl, panels, notes = load_target_panels(r["data"] / "syn", [("two", other), ("three", results / "syn" / "tiny3")])
     assert sl is not None and [p[0] for p in panels] == ["two", "three"] and not notes
     assert panels[0][2] == 1.0 and 0 <= panels[1][2] <= 1

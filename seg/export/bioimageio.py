@@ -65,8 +65,9 @@ def _documentation(pkg, formats: dict, refused: dict) -> str:
              "declared because the graph applies it itself (see Preprocessing). Give whole images: the "
              "normalisation uses the statistics of the image the graph receives, so tiles of an image "
              "would be normalised differently from the whole.",
-             "Output `probabilities`: float32 (batch, channel, y, x), softmax over the classes "
-             f"{', '.join(pkg.meta['outputs']['classes'])}; "
+             "Output `probabilities`: float32 (batch, channel, y, x), "
+             + ("softmax over the classes " if pkg.activation == "softmax" else "sigmoid maps in [0, 1] of ")
+             + f"{', '.join(pkg.meta['outputs']['classes'])}; "
              + (f"channel 1 is the {pkg.meta['outputs']['probability']}." if len(pkg.meta['outputs']['classes']) == 2
                 else f"channels 1 + 2 give the {pkg.meta['outputs']['probability']}."),
              "", "Weight formats: " + ", ".join(f"{k} ({v})" for k, v in formats.items()) + "."]
@@ -245,8 +246,9 @@ def _output_tensor(pkg, work: Path, channels: list, space_out: list):
         axes=[b.BatchAxis(), b.ChannelAxis(channel_names=channels), *space_out],
         test_tensor=b.FileDescr(source=work / "test_output.npy"),
         data=b.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
-        description=(f"softmax probabilities of {', '.join(names)}; channel 1 = "
-                     f"p({names[1]})" + pkg.dataset_kind.output_note)[:128],
+        description=((f"softmax probabilities of {', '.join(names)}; channel 1 = p({names[1]})"
+                      if pkg.activation == "softmax" else f"sigmoid maps: {', '.join(names)}")
+                     + pkg.dataset_kind.output_note)[:128],
     )
 
 

@@ -48,7 +48,7 @@ def build_graph(pkg, *, tta: bool | None = None):
     tile, border, align = tile_geometry(pkg.model, int(pkg.inference["tile"]))
     return SegmentGraph(pkg.model.float().cpu().eval(), tile=tile, shift=pkg.shift, border=border, align=align,
                         min_size=m["min_size"], tta=use_tta, overlap=float(pkg.inference["overlap"]),
-                        blend=pkg.inference["blend"]).eval()
+                        blend=pkg.inference["blend"], activation=pkg.activation).eval()
 
 
 def unsupported_reason(model, fmt: str) -> str | None:
@@ -83,7 +83,8 @@ def export_description(pkg, fmt: str, graph) -> dict:
                   "values": "the image's raw values (e.g. 0..255 for uint8); the graph normalises itself",
                   "min_size": graph.min_size, "whole_image": True},
         "output": {"name": OUTPUT_NAME, "shape": "(N, classes, H, W)", "dtype": "float32",
-                   "values": "softmax probabilities; " + pkg.meta["outputs"]["probability"]
+                   "values": ("softmax probabilities; " if pkg.activation == "softmax" else "sigmoid maps in [0, 1]; ")
+                   + pkg.meta["outputs"]["probability"]
                    + (" is channel 1" if len(pkg.meta["outputs"]["classes"]) == 2 else " is channels 1 + 2")},
         "preprocessing": pkg.meta["preprocessing"],
         "size_contract": {"valid_border": m["valid_border"], "size_divisor": m["size_divisor"],

@@ -67,13 +67,16 @@ class SegmentGraph(nn.Module):
             pyramids pool the deepest map further); metadata for the exports, default 1.
         tta: average over the 8 dihedral transforms.
         overlap, blend: the tiling's overlap fraction and blending (:class:`seg.infer.tiling.TileSpec`).
+        activation: ``softmax`` (class probabilities) or ``sigmoid`` (a regression target's maps).
     """
 
     def __init__(self, net: nn.Module, *, tile: int, shift=None, border: int = 0, align: int = 1,
-                 min_size: int = 1, tta: bool = False, overlap: float = 0.25, blend: str = "gaussian"):
+                 min_size: int = 1, tta: bool = False, overlap: float = 0.25, blend: str = "gaussian",
+                 activation: str = "softmax"):
         super().__init__()
         self.net = net.eval()
-        self.spec = TileSpec(int(tile), float(overlap), blend, int(border), int(align) if border else 1)
+        self.spec = TileSpec(int(tile), float(overlap), blend, int(border), int(align) if border else 1,
+                             activation=activation)
         self.tta = bool(tta)
         self.register_buffer("weight", self.spec.weight(), persistent=False)
         self._min_size = max(1, int(min_size))

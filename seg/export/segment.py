@@ -54,7 +54,7 @@ def predict_probabilities(pkg, image: np.ndarray, *, device="cpu", amp: str | No
     if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
         raise SegError(f"segment: image dtype {image.dtype} is not a grey value type (integer or float)")
     cfg = {**pkg.inference, **({"amp": amp} if amp is not None else {})}  # the package is not changed
-    return predict_slice(pkg.model, pkg.preprocess(image), cfg, device)
+    return predict_slice(pkg.model, pkg.preprocess(image), cfg, device, activation=pkg.activation)
 
 
 def labels_from(pkg, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

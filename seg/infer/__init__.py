@@ -14,11 +14,11 @@ builds on this package (never the other way round).
 from __future__ import annotations
 
 
-def predict_slice(model, image, infer_cfg=None, device="cpu"):
+def predict_slice(model, image, infer_cfg=None, device="cpu", activation="softmax"):
     """Softmax probabilities (classes, H, W) float32 of one slice; see :func:`seg.infer.predict.predict_slice`."""
     from seg.infer.predict import predict_slice as _predict_slice
 
-    return _predict_slice(model, image, infer_cfg, device)
+    return _predict_slice(model, image, infer_cfg, device, activation)
 
 
 __all__ = ["predict_slice"]

@@ -36,6 +36,7 @@ import numpy as np
 from seg.errors import SegError
 
 GRID = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
+SEEDED = ("three_class", "distance")  # methods whose grid's second axis is the seed threshold
 _BINS = 1000  # probability histogram resolution (the grid's thresholds fall on bin edges)
 
 
@@ -78,7 +79,7 @@ def choose_threshold(counts: ThresholdCounts, grid: tuple[float, ...] = GRID) ->
 def second_key(method: str) -> str:
     """The post-processing setting of the grid's second axis: ``seed_threshold`` for three_class,
     else the watershed's ``h``."""
-    return "seed_threshold" if method == "three_class" else "h"
+    return "seed_threshold" if method in SEEDED else "h"
 
 
 def seg_table(fgs: list[np.ndarray], refs: list[np.ndarray], *, method: str, thresholds, hs, min_sizes,
@@ -87,10 +88,10 @@ def seg_table(fgs: list[np.ndarray], refs: list[np.ndarray], *, method: str, thr
 
     Args:
         fgs: per frame, float (H, W) cell probability; method three_class: the (3, H, W)
-            probabilities [background, interior, boundary].
+            probabilities [background, interior, boundary]; method distance: the (2, H, W) maps.
         refs: per frame, int (H, W) reference instances (annotated cells; 0 = not annotated).
-        method: ``watershed``, ``connected_components`` (then ``hs`` does not matter: give one) or
-            ``three_class`` (then ``hs`` are seed thresholds).
+        method: ``watershed``, ``connected_components`` (then ``hs`` does not matter: give one),
+            ``three_class`` or ``distance`` (then ``hs`` are seed thresholds).
         thresholds, hs, min_sizes: the grid.
         sparse: report precision over the predicted objects that overlap the annotated cells (more
             than half of the object on them), and the foreground IoU of those objects with them.
@@ -100,12 +101,14 @@ def seg_table(fgs: list[np.ndarray], refs: list[np.ndarray], *, method: str, thr
         "min_size", "seg", "recall_iou50", "precision_iou50", "n_pred"} (+ "iou_cell_annotated"
         when sparse).
     """
-    from seg.infer.postprocess import label_mask, three_class_objects
+    from seg.infer.postprocess import distance_objects, label_mask, three_class_objects
     from seg.metrics.ctc import ObjectCounts, overlap_table
 
     def objects(p, t, h):
         if method == "three_class":
             return three_class_objects(p, threshold=t, seed_threshold=h)
+        if method == "distance":
+            return distance_objects(p, threshold=t, seed_threshold=h)
         return label_mask(p >= t, method=method, h=h)
 
     second = second_key(method)
@@ -152,17 +155,18 @@ def _calibrate_ctc(cfg: dict, dataset: str, variant: str, pred: Path, ds_dir: Pa
     plan = data_plan(cfg, dataset, ds_dir=ds_dir, meta=meta)
     target = variant_target(cfg, variant)
     pp = target.postprocess(plan.postprocess())  # min_size, h, grids: config, else plan; method: target's
-    three = pp["method"] == "three_class"
+    seeded = pp["method"] in SEEDED
     second = second_key(pp["method"])
     sparse = meta.get("annotations", "full") == "sparse"
     fgs, refs, counts = [], [], ThresholdCounts()
     for e in entries:
-        p = _read_probability(pred, e, channels=3 if three else 2)
+        p = _read_probability(pred, e, channels=len(target.channels(meta["classes"])) if seeded else 2,
+                              full=seeded)
         fgs.append(p)
         refs.append(canonical.load_instances(ds_dir, e))
-        counts.add(foreground_probability(p) if three else p, canonical.load_semantic(ds_dir, e) == 1)
+        counts.add(foreground_probability(p) if seeded else p, canonical.load_semantic(ds_dir, e) == 1)
     search = pp.get("search") or {}
-    if three:
+    if seeded:
         hs = target.seed_grid(pp)
     elif pp["method"] == "watershed":
         hs = [float(x) for x in search.get("h", [pp["h"]])]
@@ -183,7 +187,7 @@ def _calibrate_ctc(cfg: dict, dataset: str, variant: str, pred: Path, ds_dir: Pa
            "tie_break": f"closeness to the configured min_size, {second}, threshold; then precision_iou50",
            "sources": {k: plan.setting(f"postprocess.{k}").source for k in ("min_size", "h", "search.h", "search.min_size")},
            "at_chosen": best, "at_fixed": fixed, "table": table}
-    if three:
+    if seeded:
         doc.update(target=target.name, seed_threshold=best["seed_threshold"])
     if sparse:
         doc["precision"] = ("over the predicted objects that overlap the annotated cells (more than half "
@@ -191,18 +195,18 @@ def _calibrate_ctc(cfg: dict, dataset: str, variant: str, pred: Path, ds_dir: Pa
     return doc
 
 
-def _read_probability(pred: Path, e: dict, *, channels: int = 2) -> np.ndarray:
-    """From ``<pred>/<id>_prob.tif``: the class-1 probability (H, W) of slice ``e``; with
-    ``channels`` 3 (a three-class model) the (3, H, W) probabilities."""
+def _read_probability(pred: Path, e: dict, *, channels: int = 2, full: bool = False) -> np.ndarray:
+    """From ``<pred>/<id>_prob.tif``: the class-1 probability (H, W) of slice ``e``; with ``full``
+    the whole (channels, H, W) stack (a three-class model's probabilities, a distance model's maps)."""
     from seg.io import read_tiff
 
     path = pred / f"{e['id']}_prob.tif"
     if not path.is_file():
         raise SegError(f"{path}: probability map not found (run seg predict --split val)")
     p = read_tiff(path)
-    if channels == 3:
-        if p.ndim != 3 or p.shape[0] != 3 or p.shape[1:] != tuple(e["shape"]):
-            raise SegError(f"{path}: expected three-class probabilities (3, H, W) with (H, W) = "
+    if full:
+        if p.ndim != 3 or p.shape[0] != channels or p.shape[1:] != tuple(e["shape"]):
+            raise SegError(f"{path}: expected the model's {channels} maps ({channels}, H, W) with (H, W) = "
                            f"{tuple(e['shape'])}, got {p.shape}")
         return p
     p = p[1] if p.ndim == 3 and p.shape[0] == 2 else p

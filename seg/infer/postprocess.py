@@ -11,6 +11,9 @@
   (3, H, W) of background / interior / boundary; the cell probability is interior + boundary, and
   the instances grow from seeds of the interior probability (method ``three_class``,
   :func:`instances_from_three_class`).
+* Distance models (``target: distance``, :mod:`seg.targets.distance`): sigmoid maps (2, H, W) of
+  neighbour and cell distance; channel 1 (cell distance) is the map written and thresholded, seeds
+  are where cell - neighbour is high (method ``distance``, :func:`instances_from_distance`).
 
 :func:`instances_from_probs` is the one entry point for all of them: it takes the softmax
 probabilities (classes, H, W) and the ``postprocess`` settings and dispatches on ``method``.
@@ -24,7 +27,7 @@ import numpy as np
 
 from seg.errors import SegError
 
-METHODS = ("connected_components", "watershed", "three_class")
+METHODS = ("connected_components", "watershed", "three_class", "distance")
 
 
 def foreground_maps(probs: np.ndarray, *, foreground: int = 1, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -168,15 +171,57 @@ def instances_from_three_class(probs: np.ndarray, *, threshold: float = 0.5, see
     return finish_labels(three_class_objects(probs, threshold=threshold, seed_threshold=seed_threshold), min_size)
 
 
+def distance_objects(maps: np.ndarray, *, threshold: float = 0.1, seed_threshold: float = 0.5) -> np.ndarray:
+    """Objects of distance maps (2, H, W) [neighbour distance, cell distance] before any size
+    filter: int (H, W), 0 = background.
+
+    The cell mask is ``cell >= threshold``; the seeds are the 8-connected components of ``cell -
+    neighbour >= seed_threshold`` inside it (the neighbour distance cuts the ridge between touching
+    cells); a seeded watershed (8-connected) on ``-cell`` grows them over the mask, and an
+    8-connected part of the mask without a seed becomes an object of its own.
+    """
+    from skimage.measure import label
+    from skimage.segmentation import watershed
+
+    maps = np.asarray(maps, np.float32)
+    neighbour, cell = maps[0], maps[1]
+    mask = cell >= threshold
+    seeds = label(((cell - neighbour) >= seed_threshold) & mask, connectivity=2)
+    out = watershed(-cell, seeds, mask=mask, connectivity=2) if seeds.max() else seeds
+    rest = label(mask & (out == 0), connectivity=2)
+    return np.where(rest > 0, rest + out.max(), out)
+
+
+def instances_from_distance(maps: np.ndarray, *, threshold: float = 0.1, seed_threshold: float = 0.5,
+                            min_size: int = 50) -> np.ndarray:
+    """Instance labels from distance maps (2, H, W) [neighbour, cell] (:func:`distance_objects`,
+    then :func:`finish_labels`): uint16 (H, W), 0 = background, objects 1..N.
+
+    Raises:
+        SegError: not (2, H, W), or a threshold outside [0, 1].
+    """
+    maps = np.asarray(maps)
+    if maps.ndim != 3 or maps.shape[0] != 2:
+        raise SegError(f"postprocess distance: expected maps (2, H, W) [neighbour, cell], got shape {maps.shape}")
+    for name, v in (("threshold", threshold), ("seed_threshold", seed_threshold)):
+        if not 0 <= v <= 1:
+            raise SegError(f"postprocess.{name}: must be in [0, 1], got {v}")
+    return finish_labels(distance_objects(maps, threshold=threshold, seed_threshold=seed_threshold), min_size)
+
+
 def instances_from_probs(probs: np.ndarray, postprocess: dict, *, threshold: float | None = None) -> np.ndarray:
-    """Instance labels uint16 (H, W) from softmax probabilities (classes, H, W) by the
-    ``postprocess`` settings (``method``, ``threshold`` (overridden by ``threshold`` if given),
-    ``min_size``; watershed ``h``; three_class ``seed_threshold``)."""
+    """Instance labels uint16 (H, W) from softmax probabilities (classes, H, W) (method distance:
+    the sigmoid maps (2, H, W)) by the ``postprocess`` settings (``method``, ``threshold``
+    (overridden by ``threshold`` if given), ``min_size``; watershed ``h``; three_class and
+    distance ``seed_threshold``)."""
     t = float(postprocess["threshold"] if threshold is None else threshold)
     method = postprocess["method"]
     if method == "three_class":
         return instances_from_three_class(probs, threshold=t, seed_threshold=float(postprocess["seed_threshold"]),
                                           min_size=int(postprocess["min_size"]))
+    if method == "distance":
+        return instances_from_distance(probs, threshold=t, seed_threshold=float(postprocess["seed_threshold"]),
+                                       min_size=int(postprocess["min_size"]))
     probs = np.asarray(probs)
     if probs.ndim == 3 and probs.shape[0] == 3:
         raise SegError(f"postprocess.method {method!r}: a three-class model's probabilities need method three_class")

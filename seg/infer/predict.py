@@ -59,8 +59,9 @@ def inference_precision(model: torch.nn.Module, infer_cfg: dict, device: torch.d
 
 
 def predict_slice(model: torch.nn.Module, image: np.ndarray, infer_cfg: dict | None = None,
-                  device: torch.device | str = "cpu") -> np.ndarray:
-    """Softmax probabilities of one slice.
+                  device: torch.device | str = "cpu", activation: str = "softmax") -> np.ndarray:
+    """Softmax probabilities of one slice (``activation`` sigmoid: the per-channel sigmoid maps of a
+    regression target, :attr:`seg.infer.tiling.TileSpec.activation`).
 
     Args:
         model: any seg model (logits out); put in eval mode for the call, its mode restored after;
@@ -83,7 +84,7 @@ def predict_slice(model: torch.nn.Module, image: np.ndarray, infer_cfg: dict | N
     cfg = complete_section("inference", infer_cfg)
     device = resolve_device(device, section="inference")
     tile, border, align = tile_geometry(model, cfg["tile"])
-    spec = TileSpec(tile, float(cfg["overlap"]), cfg["blend"], border, align)
+    spec = TileSpec(tile, float(cfg["overlap"]), cfg["blend"], border, align, activation=activation)
     channels = 1 if np.ndim(image) == 2 else int(np.shape(image)[0])
     precision = inference_precision(model, cfg, device, channels)
     was_training = model.training
@@ -211,7 +212,7 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
         for entry in progress(entries, desc=f"predict {dataset}/{variant}/{split}"):
             image = canonical.load_image(ds_dir, entry)
             t0 = time.perf_counter()
-            probs = predict_slice(model, image, infer_cfg, dev)
+            probs = predict_slice(model, image, infer_cfg, dev, activation=target.activation)
             seconds.append(time.perf_counter() - t0)
             write_slice_outputs(tmp, kind, entry, probs, settings, meta)
         summary = {

@@ -41,6 +41,9 @@ from seg.infer.tta import predict_tta
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 
+ACTIVATIONS = ("softmax", "sigmoid")
+
+
 def check_options(*, tile: int, overlap: float, blend: str, batch_size: int = 1, border: int = 0,
                   pad_mode: str = "reflect", align: int = 1) -> None:
     """Raise SegError naming the option and the allowed values for a bad tiling option."""
@@ -74,6 +77,9 @@ class TileSpec:
             (``2**depth`` for a valid U-Net), so tiles share the whole image's pooling grid and the
             result equals the whole-image result exactly. Ignored for ``border == 0`` (MONAI's grid).
         pad_mode: numpy pad mode of the mirror padding (default ``reflect``).
+        activation: what each tile's network outputs go through before blending: ``softmax`` over
+            the channels (class probabilities, the default) or ``sigmoid`` per channel (regressed
+            maps in [0, 1]: a variant with ``target: distance``).
     """
 
     tile: int
@@ -82,10 +88,13 @@ class TileSpec:
     border: int = 0
     align: int = 1
     pad_mode: str = "reflect"
+    activation: str = "softmax"
 
     def __post_init__(self) -> None:
         check_options(tile=self.tile, overlap=self.overlap, blend=self.blend, border=self.border,
                       align=self.align, pad_mode=self.pad_mode)
+        if self.activation not in ACTIVATIONS:
+            raise SegError(f"tiling: unknown activation {self.activation!r} (choices: {', '.join(ACTIVATIONS)})")
 
     @property
     def input_tile(self) -> int:
@@ -202,11 +211,14 @@ def predict_batch(x: torch.Tensor, predictor: Predictor, spec: TileSpec, *, tta:
 
 def _tile_probabilities(tiles: torch.Tensor, predictor: Predictor, spec: TileSpec, weight: torch.Tensor,
                         chunk: int | None, progress: bool) -> torch.Tensor:
-    """(T, C, size_in, size_in) tiles -> (T, classes, tile, tile) softmax probabilities x weight."""
+    """(T, C, size_in, size_in) tiles -> (T, classes, tile, tile) softmax probabilities (or sigmoid
+    maps, :attr:`TileSpec.activation`) x weight."""
 
     def run(batch: torch.Tensor) -> torch.Tensor:
         logits = predictor(batch)
         _check_output(logits, batch, spec)
+        if spec.activation == "sigmoid":
+            return torch.sigmoid(logits.float()) * weight
         return torch.softmax(logits.float(), dim=1) * weight
 
     if chunk is None:

@@ -129,6 +129,12 @@ def _outputs(outputs: dict, target, channels: list[str]) -> dict:
     ``channels``; a three-class model's probability is that of interior + boundary."""
     if target.classes is None:
         return outputs
+    if target.regression:
+        return {**outputs, "classes": list(channels),
+                "probability": "float32, the cell distance (channel 1 of the sigmoid maps; 1 at a cell's centre, "
+                               "~0 at its outline) in [0, 1]",
+                "segmentation": outputs["segmentation"] + "; instances grown from seeds cell - neighbour distance "
+                                ">= seed_threshold over cell distance >= threshold (postprocess distance)"}
     return {**outputs, "classes": list(channels),
             "probability": "float32, probability of a cell (interior + boundary of the three-class output) in [0, 1]",
             "segmentation": outputs["segmentation"] + "; instances grown from interior seeds (postprocess three_class)"}
@@ -190,7 +196,8 @@ def _add_test_image(pkg: ModelPackage, meta: dict, ds_dir: Path, infer: dict) ->
                         "crop": {"y": y0, "x": x0, "height": h, "width": w, "of": list(image.shape)},
                         "probabilities": "float32 (classes, H, W), fp32 (amp none) on the CPU"}
     with torch.inference_mode():
-        pkg.test_output = predict_slice(pkg.model, pkg.preprocess(pkg.test_input), {**infer, "amp": "none"}, "cpu")
+        pkg.test_output = predict_slice(pkg.model, pkg.preprocess(pkg.test_input), {**infer, "amp": "none"}, "cpu",
+                                        activation=pkg.activation)
 
 
 def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,

@@ -78,6 +78,12 @@ class ModelPackage:
         return self.meta["dataset"]["kind"]
 
     @property
+    def activation(self) -> str:
+        """What turns the network's outputs into its maps: ``softmax`` (class probabilities; packages
+        without a ``target`` section) or ``sigmoid`` (a regression target's maps)."""
+        return str((self.meta.get("target") or {}).get("activation", "softmax"))
+
+    @property
     def dataset_kind(self):
         """The registered dataset kind (:class:`seg.kinds.base.Kind`) of :attr:`kind` (SegError
         naming the package if this seg does not know it)."""

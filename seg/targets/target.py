@@ -9,6 +9,11 @@
   over interior + boundary (:func:`seg.infer.postprocess.instances_from_three_class`). The border
   weight maps still weight the loss (the gaps between cells, and the 0 weights of sparse
   annotations, which keep unannotated pixels ignored).
+* ``distance`` (instance datasets only; KIT-Sch-GE): a neighbour-distance and a cell-distance map
+  regressed per pixel (:mod:`seg.targets.distance`, computed per training slice), sigmoid
+  outputs, a border-weighted mean squared error; instances from seeds ``cell - neighbour >=
+  seed_threshold`` grown over ``cell >= threshold`` (threshold 0.1 unless calibrated:
+  :func:`seg.infer.postprocess.instances_from_distance`).
 
 A target decides: the network's output channels (:meth:`Target.channels`), the class map a training
 slice is trained on (:meth:`Target.train_map`), the probability that is thresholded (the sum of the
@@ -16,7 +21,7 @@ object channels, :func:`seg.infer.postprocess.foreground_probability`), and the 
 method with its settings (:meth:`Target.postprocess`). The variant's ``target`` is part of its run
 identity only when it is not the default, so a config without it keeps its hashes.
 
-Imports: numpy and the map builders load inside the methods.
+Imports: the map builders, torch and the losses load inside the methods.
 """
 
 from __future__ import annotations
@@ -28,8 +33,11 @@ from seg.errors import SegError
 DEFAULT = "fg_border"
 #: three_class: interior-probability threshold of a seed, when the config leaves it unset.
 SEED_THRESHOLD = 0.5
-#: three_class: the seed thresholds ``seg calibrate`` tries, when the config leaves them unset.
+#: three_class, distance: the seed thresholds ``seg calibrate`` tries, when the config leaves them unset.
 SEED_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+#: distance: the cell-distance threshold of the cell mask (KIT-Sch-GE: 0.09) unless calibrated; the
+#: cell distance falls to ~1/radius at an object's outline, so the class threshold 0.5 would halve it.
+DISTANCE_THRESHOLD = 0.1
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,11 @@ class Target:
         instances_only: only for instance datasets (a kind with ``instances``).
         needs_instances: the training map is built from the instance labels, not the semantic map.
         description: one sentence for the report and the package.
+        activation: what turns the network's outputs into the maps every consumer reads:
+            ``softmax`` over the channels (class probabilities) or ``sigmoid`` per channel
+            (regressed maps in [0, 1]).
+        regression: the training targets are float maps (:meth:`train_map`), deformed with the
+            slice and trained with :func:`seg.train.losses.weighted_mse`, not class indices.
     """
 
     name: str
@@ -52,14 +65,21 @@ class Target:
     instances_only: bool
     needs_instances: bool
     description: str
+    activation: str = "softmax"
+    regression: bool = False
 
     def channels(self, dataset_classes: list[str]) -> list[str]:
         """Names of the network's output channels (softmax classes)."""
         return list(self.classes) if self.classes is not None else list(dataset_classes)
 
     def train_map(self, semantic, instances):
-        """The uint8 (H, W) class map one training slice is trained on: the canonical ``semantic``
-        map, or (three_class) the map of the ``instances`` (int (H, W), 0 = background)."""
+        """What one training slice is trained on: the uint8 (H, W) class map (the canonical
+        ``semantic`` map, or (three_class) the map of the ``instances``, int (H, W), 0 =
+        background), or (distance) the float32 (2, H, W) maps of the instances."""
+        if self.regression:  # float32 (2, H, W), deformed with the slice (linear interpolation)
+            from seg.targets.distance import distance_maps
+
+            return distance_maps(instances)
         if self.needs_instances:
             from seg.targets.three_class import three_class_map
 
@@ -73,10 +93,13 @@ class Target:
         if self.method is None:
             return dict(pp)
         seed = pp.get("seed_threshold")
-        return {**pp, "method": self.method, "seed_threshold": SEED_THRESHOLD if seed is None else float(seed)}
+        out = {**pp, "method": self.method, "seed_threshold": SEED_THRESHOLD if seed is None else float(seed)}
+        if self.regression:  # the cell mask is a threshold on the cell distance, not a probability
+            out["threshold"] = DISTANCE_THRESHOLD
+        return out
 
     def seed_grid(self, pp: dict) -> list[float]:
-        """three_class: the seed thresholds calibration tries (``search.seed_threshold``, else
+        """three_class, distance: the seed thresholds calibration tries (``search.seed_threshold``, else
         :data:`SEED_GRID`), with the configured one."""
         grid = (pp.get("search") or {}).get("seed_threshold") or SEED_GRID
         seed = pp.get("seed_threshold")
@@ -84,7 +107,8 @@ class Target:
 
     def record(self, dataset_classes: list[str]) -> dict:
         """The target as the package, the train summary and the report record it."""
-        return {"name": self.name, "channels": self.channels(dataset_classes), "description": self.description}
+        return {"name": self.name, "channels": self.channels(dataset_classes), "description": self.description,
+                "activation": self.activation}
 
 
 TARGETS: dict[str, Target] = {
@@ -95,6 +119,10 @@ TARGETS: dict[str, Target] = {
     "three_class": Target(
         "three_class", ("background", "interior", "boundary"), "three_class", True, True,
         "background / interior / boundary (2 px); instances grown from interior seeds over interior + boundary"),
+    "distance": Target(
+        "distance", ("neighbour distance", "cell distance"), "distance", True, True,
+        "cell and neighbour distance maps (sigmoid, border-weighted MSE); instances grown from seeds "
+        "cell - neighbour >= seed_threshold over cell >= threshold", activation="sigmoid", regression=True),
 }
 
 

@@ -44,7 +44,7 @@ from seg.kinds import get_kind
 from seg.targets.target import variant_target
 from seg.train import checkpoint as ckpt
 from seg.train import distributed as ddp
-from seg.train.losses import build_loss, needs_weights
+from seg.train.losses import build_loss, needs_weights, weighted_mse
 from seg.train.optim import build_optimizer, build_scheduler
 from seg.train.records import TrainLog, device_name, param_digest, versions
 from seg.train.sampling import PatchDataset, PatchGeometry, load_training_slices, make_loader, patch_geometry
@@ -369,7 +369,7 @@ def _setup(spec: RunSpec) -> tuple[Plan, Trainee]:
     optimizer = build_optimizer(model.parameters(), tcfg["optimizer"])
     trainee = Trainee(model=model, optimizer=optimizer,
                       scheduler=build_scheduler(optimizer, tcfg["schedule"], plan.total),
-                      scaler=prec.scaler(), loss_fn=build_loss(tcfg["loss"]), prec=prec)
+                      scaler=prec.scaler(), loss_fn=weighted_mse if target.regression else build_loss(tcfg["loss"]), prec=prec)
     return plan, trainee
 
 
@@ -517,7 +517,8 @@ def _validate(spec: RunSpec, plan: Plan, trainee: Trainee, tally: Tally, val_sli
     if spec.env.is_main and val_slices:
         it = tally.iteration
         iou, _ = validate(ckpt.unwrap(trainee.model), val_slices, plan.infer_cfg, spec.device, plan.classes,
-                          calibrate=plan.calibrate, postprocess=plan.val_postprocess)
+                          calibrate=plan.calibrate, postprocess=plan.val_postprocess,
+                          activation=plan.target["activation"])
         log.write(iteration=it, epoch=(it - 1) // plan.iters_per_epoch, val_iou=f"{iou:.6f}", lr=f"{lr:.6g}",
                   wall_s=f"{tally.wall():.2f}")
         if tally.best_val_iou is None or iou > tally.best_val_iou:

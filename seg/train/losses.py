@@ -10,6 +10,8 @@ Losses are computed in float32 whatever the autocast dtype.
   ``E = sum w(x) log p_l(x)(x)`` normalised by the total weight (so the lr does not depend on w0).
 - ``ce``: the mean per-pixel cross-entropy (weights ignored).
 - ``*_dice``: adds ``dice_weight`` times MONAI's soft Dice loss (softmax, all classes).
+- :func:`weighted_mse`: regression targets (variant ``target: distance``): float maps (N, C, H, W)
+  instead of class indices, the border weights as per-pixel weights; ``train.loss`` does not apply.
 
 Ignored pixels: a pixel whose weight is exactly 0 (sparse annotations: farther than the band from
 every annotated object, see :func:`seg.targets.weights.annotated_region`) is ignored by every loss:
@@ -120,6 +122,24 @@ def build_loss(cfg: dict) -> LossFn:
         return value
 
     return loss
+
+
+def weighted_mse(outputs, target, weights):
+    """``sum(w * (sigmoid(outputs) - target)^2) / (channels * sum(w))`` (scalar, float32).
+
+    Args:
+        outputs: float (N, C, h, w) network outputs (logits of the sigmoid).
+        target: float32 (N, C, H, W) maps in [0, 1], center-cropped to the outputs' size.
+        weights: float32 (N, H, W) per-pixel weights (the border-weight maps: their zeros, sparse
+            annotations' unannotated pixels, are ignored), or None for weight 1.
+    """
+    size = tuple(outputs.shape[-2:])
+    target = center_crop(target, size).float()
+    err = (torch.sigmoid(outputs.float()) - target) ** 2
+    if weights is None:
+        return err.mean()
+    w = center_crop(weights, size).float().unsqueeze(1)
+    return (err * w).sum() / (w.sum() * outputs.shape[1]).clamp_min(1e-12)
 
 
 def needs_weights(cfg: dict, *, sparse: bool = False) -> bool:

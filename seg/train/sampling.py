@@ -17,7 +17,8 @@ iteration count (exact resume), the ranks draw different patches, and a run with
 sees exactly the patches of a one-process run with batch W*B.
 
 Sample: ``{"image": float32 (1, input_size, input_size), "target": int64 (out, out) class indices,
-"weights": float32 (out, out)}`` (``weights`` only when the loss needs them).
+"weights": float32 (out, out)}`` (``weights`` only when the loss needs them); for a regression target
+(``target: distance``) ``"target"`` is float32 (channels, out, out), its channels deformed linearly.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def patch_geometry(model: torch.nn.Module, patch_size: int) -> PatchGeometry:
 class _Slice:
     id: str
     image: np.ndarray  # float32 (H+2p, W+2p), normalised, mirror-padded
-    target: np.ndarray  # uint8 (H+2p, W+2p)
+    target: np.ndarray  # uint8 (H+2p, W+2p) class map, or float32 (C, H+2p, W+2p) regression maps
     weights: np.ndarray | None  # float32 (H+2p, W+2p)
     shape: tuple[int, int]  # unpadded (H, W)
     hot: np.ndarray  # int64 flat indices (unpadded) of high-weight pixels, may be empty
@@ -143,7 +144,8 @@ class PatchDataset(torch.utils.data.Dataset):
             self.slices.append(_Slice(
                 id=s["id"],
                 image=mirror_pad(np.asarray(s["image"], np.float32), self.pad),
-                target=mirror_pad(np.asarray(s["target"], np.uint8), self.pad),
+                target=(np.stack([mirror_pad(np.asarray(c, np.float32), self.pad) for c in s["target"]])
+                        if np.ndim(s["target"]) == 3 else mirror_pad(np.asarray(s["target"], np.uint8), self.pad)),
                 weights=None if w is None else mirror_pad(np.asarray(w, np.float32), self.pad),
                 shape=tuple(s["image"].shape),
                 hot=hot,
@@ -184,16 +186,21 @@ class PatchDataset(torch.utils.data.Dataset):
         s, g = self.slices[k], self.geometry
         r0, c0 = top + self.pad - g.border, left + self.pad - g.border
         crop = (slice(r0, r0 + g.input_size), slice(c0, c0 + g.input_size))
-        targets = {"target": s.target} if s.weights is None else {"target": s.target, "weights": s.weights}
+        maps = s.target.ndim == 3  # regression maps: one (H, W) array per channel
+        targets = {f"target{c}": t for c, t in enumerate(s.target)} if maps else {"target": s.target}
+        if s.weights is not None:
+            targets["weights"] = s.weights
         if self.augmenter is not None:
             image, targets = self.augmenter(s.image, targets, rng, crop=crop)
         else:
             image, targets = s.image[crop], {n: t[crop] for n, t in targets.items()}
         b = g.border
         inner = (slice(b, b + g.output_size), slice(b, b + g.output_size))
+        target = (np.stack([targets[f"target{c}"][inner] for c in range(len(s.target))]).astype(np.float32)
+                  if maps else targets["target"][inner].astype(np.int64))
         out = {
             "image": torch.from_numpy(np.ascontiguousarray(image, np.float32)[None]),
-            "target": torch.from_numpy(targets["target"][inner].astype(np.int64)),
+            "target": torch.from_numpy(np.ascontiguousarray(target)),
         }
         if "weights" in targets:
             out["weights"] = torch.from_numpy(np.ascontiguousarray(targets["weights"][inner], np.float32))

@@ -72,7 +72,8 @@ def seg_score(fgs: list[np.ndarray], refs: list[np.ndarray], postprocess: dict, 
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, device: torch.device,
-             classes: int, *, calibrate: bool = False, postprocess: dict | None = None) -> tuple[float, list[float]]:
+             classes: int, *, calibrate: bool = False, postprocess: dict | None = None,
+             activation: str = "softmax") -> tuple[float, list[float]]:
     """The val score of ``model`` on ``val_slices`` (model is put in eval mode and back).
 
     Args:
@@ -81,6 +82,7 @@ def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, de
         postprocess: CTC data: the dataset's ``postprocess`` settings as the variant's target
             applies them; the score is then SEG of the post-processed instances (needs
             ``instances`` in every val slice).
+        activation: the target's (``sigmoid`` for the distance maps), see :func:`seg.infer.predict_slice`.
 
     Returns:
         (mean IoU, per-class IoU list), or with ``postprocess``: (SEG, [threshold used]).
@@ -97,9 +99,9 @@ def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, de
     fgs = []
     try:
         for s in val_slices:
-            probs = np.asarray(predict_slice(model, s["image"], infer_cfg, device))
+            probs = np.asarray(predict_slice(model, s["image"], infer_cfg, device, activation))
             if postprocess is not None:
-                fgs.append(probs if postprocess["method"] == "three_class" else probs[1])
+                fgs.append(probs if postprocess["method"] in ("three_class", "distance") else probs[1])
                 continue
             if calibrate:
                 counts.add(probs[1], s["target"] == 1)
