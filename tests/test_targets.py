@@ -402,3 +402,42 @@ def test_leaderboard_and_report_show_the_targets_side_by_side(target_run, tmp_pa
     figs = build_figures(board, cfg, r["data"], tmp_path / "figures")
     (fig,) = [e for e in figs.entries if e.kind == "targets"]
     assert fig.title == "Targets side by side" and (tmp_path / "figures" / fig.name).stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("target", ["three_class", "distance"])
+def test_seg_augment_previews_the_variants_target_map(target, tmp_path):
+    """seg augment --variant: the target's training map deformed with the slice (labels nearest,
+    distance maps linear), consistent with the deformed instances, and the preview."""
+    import json
+
+    import tifffile
+
+    from seg.cli import main
+
+    raw = tmp_path / "raw"
+    assert main(["synth", "--out", str(raw), "--kind", "ctc", "--seed", "2", "--size", "96"]) == 0
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"data_dir: {tmp_path / 'data'}\ndatasets:\n  syn: {{kind: ctc, raw_dir: {raw}, sequences: ['01']}}\n"
+                   f"variants:\n  v: {{model: unet, target: {target}}}\n  plain: {{model: unet}}\n")
+    assert main(["ingest", "--config", str(cfg), "--dataset", "syn"]) == 0
+    out = tmp_path / "aug"
+    assert main(["augment", "--config", str(cfg), "--dataset", "syn", "--variant", "v", "--copies", "2",
+                 "--out", str(out)]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["target"]["name"] == target and (out / "preview.png").stat().st_size > 5_000
+    for e in meta["slices"]:
+        inst = tifffile.imread(out / e["instances"])
+        tm = tifffile.imread(out / e["target"])
+        if target == "three_class":
+            assert tm.dtype == np.uint8 and set(np.unique(tm)) <= {0, 1, 2}
+            np.testing.assert_array_equal(tm > 0, inst > 0)  # same field, nearest: the same objects
+        else:
+            assert tm.shape == (2, *inst.shape) and tm.dtype == np.float32
+            assert (tm[1][inst > 0] > 0.05).mean() > 0.95 and (tm[1][inst == 0] < 0.2).mean() > 0.95
+    plain = tmp_path / "plain"
+    assert main(["augment", "--config", str(cfg), "--dataset", "syn", "--variant", "plain", "--copies", "2",
+                 "--out", str(plain)]) == 0
+    assert not (plain / "targets").exists()
+    # the target map rides along without changing the other arrays' deformation
+    e = meta["slices"][0]
+    np.testing.assert_array_equal(tifffile.imread(out / e["instances"]), tifffile.imread(plain / e["instances"]))

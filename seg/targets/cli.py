@@ -98,9 +98,13 @@ def run_augment(args: argparse.Namespace) -> int:
     from seg.io import atomic_path, read_json, write_json, write_tiff
     from seg.progress import progress
     from seg.targets.augment import Augmenter
+    from seg.targets.target import get_target, variant_target
     from seg.targets.weights import border_weight_map
 
     cfg = load_config(args.config)
+    # the variant's target: its training map is deformed with the slice and written beside it
+    target = get_target(None) if args.variant is None else variant_target(cfg, args.variant)
+    own_map = target.classes is not None
     # a variant's settings as training uses them: its overrides, then its per_dataset ones
     aug_cfg = (cfg["augment"] if args.variant is None
                else variant_section(cfg, args.variant, "augment", args.dataset))
@@ -127,9 +131,15 @@ def run_augment(args: argparse.Namespace) -> int:
     new_meta["conventions"] = {**meta.get("conventions", {}),
                                "images": "float32 (H, W), normalised per slice then augmented",
                                "weights": "float32 (H, W) border-weight map, linearly interpolated"}
+    if own_map:
+        new_meta["target"] = target.record(meta["classes"])
+        new_meta["conventions"]["targets"] = (
+            f"the variant's {target.name} training map, deformed with the slice: "
+            + ("float32 (channels, H, W), linearly interpolated" if target.regression
+               else "uint8 (H, W) class map, nearest"))
     shown = []
     with atomic_path(out) as tmp:
-        for sub in ("images", "instances", "semantic", "weights"):
+        for sub in ("images", "instances", "semantic", "weights") + (("targets",) if own_map else ()):
             (tmp / sub).mkdir(parents=True)
         for i, e in enumerate(progress(train, desc=f"augment {args.dataset}", unit="slice")):
             image = canonical.load_image(ds, e)
@@ -140,10 +150,14 @@ def run_augment(args: argparse.Namespace) -> int:
             else:
                 weights = border_weight_map(inst, w0=wcfg["w0"], sigma=wcfg["sigma"], class_weights=wc,
                                             semantic=sem, band=_sparse_band(meta, wcfg))
-            row = [(image, sem)]
+            arrays = {"semantic": sem, "instances": inst, "weights": weights}
+            tmap = target.train_map(sem, inst) if own_map else None
+            if tmap is not None:  # one (H, W) array per channel of a regression target
+                arrays.update({f"target{c}": m for c, m in enumerate(tmap)} if tmap.ndim == 3 else {"target": tmap})
+            row = [(image, _shown(sem, tmap))]
             for j in range(copies):
                 rng = np.random.default_rng([seed, i, j])
-                img, t = augmenter(image, {"semantic": sem, "instances": inst, "weights": weights}, rng)
+                img, t = augmenter(image, arrays, rng)
                 sid = f"{e['id']}_aug{j:02d}"
                 entry = {"id": sid, "split": "train", "image": f"images/{sid}.tif", "instances": f"instances/{sid}.tif",
                          "semantic": f"semantic/{sid}.tif", "weights": f"weights/{sid}.tif",
@@ -153,8 +167,13 @@ def run_augment(args: argparse.Namespace) -> int:
                 write_tiff(tmp / entry["instances"], t["instances"])
                 write_tiff(tmp / entry["semantic"], t["semantic"])
                 write_tiff(tmp / entry["weights"], t["weights"])
+                tm = None
+                if tmap is not None:
+                    tm = np.stack([t[f"target{c}"] for c in range(len(tmap))]) if tmap.ndim == 3 else t["target"]
+                    entry["target"] = f"targets/{sid}.tif"
+                    write_tiff(tmp / entry["target"], tm)
                 new_meta["slices"].append(entry)
-                row.append((img, t["semantic"]))
+                row.append((img, _shown(t["semantic"], tm)))
             if len(shown) < 3:
                 shown.append((e["id"], row[:5]))
         write_json(tmp / "meta.json", new_meta)
@@ -225,8 +244,17 @@ def _weights_preview(path, image, label, weights, *, title: str, band: float | N
     plt.close(fig)
 
 
+def _shown(semantic, target_map):
+    """The map a preview outlines: the class map, a three-class map, or a distance target's cell
+    distance (channel 1)."""
+    if target_map is None:
+        return semantic
+    return target_map[1] if target_map.ndim == 3 else target_map
+
+
 def _augment_preview(path, rows, *, title: str) -> None:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -242,7 +270,10 @@ def _augment_preview(path, rows, *, title: str) -> None:
                 continue
             img, sem = row[c]
             ax.imshow(img, cmap="gray")
-            ax.contour(sem, levels=[0.5], colors="tab:red", linewidths=0.4)
+            # class maps: the outline (and a three-class map's interior); a cell distance: outline and core
+            floats = np.issubdtype(np.asarray(sem).dtype, np.floating) and np.asarray(sem).max() <= 1
+            levels = [0.1, 0.6] if floats else [0.5, 1.5] if np.asarray(sem).max() > 1 else [0.5]
+            ax.contour(sem, levels=levels, colors=["tab:red", "tab:orange"][:len(levels)], linewidths=0.4)
             ax.set_title(sid if c == 0 else f"copy {c - 1}", fontsize=9)
     fig.suptitle(title)
     fig.savefig(path, format="png", dpi=80)
@@ -264,6 +295,8 @@ COMMANDS = {
         run=run_augment,
         description="Writes <data-dir>/<dataset>/augmented/ in canonical form (meta.json, images/ float32 "
         "normalised, instances/, semantic/, weights/) plus preview.png. Same seed, same bytes. Settings "
-        "from the config's augment section.",
+        "from the config's augment section (with --variant: the variant's, and for a variant whose target "
+        "is not fg_border also targets/<id>.tif, its training map deformed with the slice, outlined in "
+        "the preview).",
     ),
 }
