@@ -162,13 +162,20 @@ def instances_from_three_class(probs: np.ndarray, *, threshold: float = 0.5, see
     Raises:
         SegError: not (3, H, W), or a threshold outside [0, 1].
     """
-    probs = np.asarray(probs)
-    if probs.ndim != 3 or probs.shape[0] != 3:
-        raise SegError(f"postprocess three_class: expected probabilities (3, H, W), got shape {probs.shape}")
+    probs = _seeded_input(probs, 3, "three_class", "probabilities (3, H, W)", threshold, seed_threshold)
+    return finish_labels(three_class_objects(probs, threshold=threshold, seed_threshold=seed_threshold), min_size)
+
+
+def _seeded_input(maps, channels: int, method: str, what: str, threshold: float, seed_threshold: float) -> np.ndarray:
+    """``maps`` as an array, checked to be (``channels``, H, W) with both thresholds in [0, 1]
+    (SegError naming the method or the setting otherwise)."""
+    maps = np.asarray(maps)
+    if maps.ndim != 3 or maps.shape[0] != channels:
+        raise SegError(f"postprocess {method}: expected {what}, got shape {maps.shape}")
     for name, v in (("threshold", threshold), ("seed_threshold", seed_threshold)):
         if not 0 <= v <= 1:
             raise SegError(f"postprocess.{name}: must be in [0, 1], got {v}")
-    return finish_labels(three_class_objects(probs, threshold=threshold, seed_threshold=seed_threshold), min_size)
+    return maps
 
 
 def distance_objects(maps: np.ndarray, *, threshold: float = 0.1, seed_threshold: float = 0.5) -> np.ndarray:
@@ -200,12 +207,7 @@ def instances_from_distance(maps: np.ndarray, *, threshold: float = 0.1, seed_th
     Raises:
         SegError: not (2, H, W), or a threshold outside [0, 1].
     """
-    maps = np.asarray(maps)
-    if maps.ndim != 3 or maps.shape[0] != 2:
-        raise SegError(f"postprocess distance: expected maps (2, H, W) [neighbour, cell], got shape {maps.shape}")
-    for name, v in (("threshold", threshold), ("seed_threshold", seed_threshold)):
-        if not 0 <= v <= 1:
-            raise SegError(f"postprocess.{name}: must be in [0, 1], got {v}")
+    maps = _seeded_input(maps, 2, "distance", "maps (2, H, W) [neighbour, cell]", threshold, seed_threshold)
     return finish_labels(distance_objects(maps, threshold=threshold, seed_threshold=seed_threshold), min_size)
 
 
