@@ -18,6 +18,8 @@ from typing import Any
 
 from seg.errors import SegError
 from seg.kinds import find_kind, get_kind, kind_names
+from seg.targets.target import DEFAULT as DEFAULT_TARGET
+from seg.targets.target import check_targets
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "configs" / "schema.yaml"
 _OVERRIDABLE = ("train", "augment", "inference")
@@ -157,9 +159,7 @@ def validate_config(cfg: dict, *, where: str = "config", schema: dict | None = N
                     f"{where}: variants.{name}.datasets: unknown dataset {ds!r} "
                     f"(configured: {', '.join(cfg['datasets'])})"
                 )
-    # A variant's target must fit every dataset it runs on (three_class: instance datasets only).
-    from seg.targets.target import check_targets
-
+    # A variant's target must fit every dataset it runs on (three_class, distance: instance datasets only).
     target_errors = check_targets(cfg, lambda d: get_kind(cfg["datasets"][d]["kind"]).instances, variant_datasets)
     if target_errors:
         raise SegError(f"{where}: {target_errors[0]}")
@@ -272,9 +272,9 @@ def run_config_hash(cfg: dict, dataset: str, variant: str) -> str:
     var = cfg["variants"][variant]
     relevant = {
         "dataset": {k: v for k, v in dataset_entry(cfg, dataset).items() if k not in _AVAILABILITY_KEYS},
-        # ``target: fg_border`` is the default: written or not, the same run
+        # the default target (fg_border): written or not, the same run
         "variant": {k: v for k, v in var.items() if k not in ("label", "per_dataset", *_OVERRIDABLE)
-                    and not (k == "target" and v == "fg_border")},
+                    and not (k == "target" and v == DEFAULT_TARGET)},
         **{s: variant_section(cfg, variant, s, dataset) for s in _OVERRIDABLE},
         "weights": cfg["weights"],
         "calibrate": postprocess_section(cfg, dataset)["calibrate"],
@@ -283,7 +283,7 @@ def run_config_hash(cfg: dict, dataset: str, variant: str) -> str:
     if keys:  # instance kinds (CTC): validation scores SEG of post-processed instances
         pp = postprocess_section(cfg, dataset)
         relevant["val_postprocess"] = {k: pp[k] for k in keys}
-        if var.get("target", "fg_border") != "fg_border":  # the target's own settings (three_class seeds)
+        if var.get("target", DEFAULT_TARGET) != DEFAULT_TARGET:  # the target's own settings (seed threshold)
             relevant["val_postprocess"]["seed_threshold"] = pp.get("seed_threshold")
     if var.get("pretrained") == "inhouse":
         relevant["pretrain"] = cfg["pretrain"]
@@ -316,14 +316,14 @@ def step_settings(cfg: dict, step: str, dataset: str | None = None, variant: str
         raise SegError(f"config: unknown variant {variant!r} (configured: {', '.join(cfg['variants'])})")
     if step == "train":
         return {"run": run_config_hash(cfg, dataset, variant), "seed": seed}
-    target = cfg["variants"][variant].get("target", "fg_border")
+    target = cfg["variants"][variant].get("target", DEFAULT_TARGET)
     if step == "predict":
         out = {"inference": variant_section(cfg, variant, "inference", dataset),
                "postprocess": postprocess_section(cfg, dataset), "kind": entry["kind"]}
-        return out if target == "fg_border" else {**out, "target": target}
+        return out if target == DEFAULT_TARGET else {**out, "target": target}
     if step == "calibrate":
         out = {"postprocess": postprocess_section(cfg, dataset), "kind": entry["kind"]}
-        return out if target == "fg_border" else {**out, "target": target}
+        return out if target == DEFAULT_TARGET else {**out, "target": target}
     if step == "score":
         return {"scoring": cfg["scoring"], "label": cfg["variants"][variant].get("label"), "seed": seed}
     raise SegError(f"unknown workflow step {step!r}")
