@@ -103,6 +103,21 @@ def pretrained_input(wildcards):
     return f"{RESULTS}/{wildcards.dataset}/pretrain/{enc}/encoder.pt"
 
 
+def pseudo_input(wildcards):
+    """The self-training labels a variant with ``self_training`` trains on (rule pseudolabel)."""
+    if not config["variants"][wildcards.variant].get("self_training"):
+        return []
+    return f"{RESULTS}/{wildcards.dataset}/{wildcards.variant}/pseudo"
+
+
+def teacher_inputs(wildcards):
+    """What rule pseudolabel reads of the teacher's run: its summary (the checkpoint is written
+    before it) and, with calibration on, its val-chosen post-processing."""
+    teacher = config["variants"][wildcards.variant]["self_training"]["teacher"]
+    run = f"{RESULTS}/{wildcards.dataset}/{teacher}"
+    return [f"{run}/train_summary.json"] + ([f"{run}/calibration.json"] if config["postprocess"]["calibrate"] else [])
+
+
 def threshold_input(wildcards):
     """The val-chosen threshold file the test predictions need, if calibration is on."""
     if wildcards.split == "test" and config["postprocess"]["calibrate"]:

@@ -163,6 +163,25 @@ def validate_config(cfg: dict, *, where: str = "config", schema: dict | None = N
     target_errors = check_targets(cfg, lambda d: get_kind(cfg["datasets"][d]["kind"]).instances, variant_datasets)
     if target_errors:
         raise SegError(f"{where}: {target_errors[0]}")
+    # Self-training: a teacher that exists, trains on every dataset of the student and is no student itself.
+    for name, var in cfg["variants"].items():
+        st = var.get("self_training")
+        if not st:
+            continue
+        teacher = st["teacher"]
+        key = f"{where}: variants.{name}.self_training.teacher"
+        if teacher not in cfg["variants"] or teacher == name:
+            raise SegError(f"{key}: {teacher!r} is not another configured variant "
+                           f"(configured: {', '.join(cfg['variants'])})")
+        if cfg["variants"][teacher].get("self_training"):
+            raise SegError(f"{key}: {teacher!r} has self_training of its own; a teacher trains on the labels only")
+        missing = sorted(set(variant_datasets(cfg, name)) - set(variant_datasets(cfg, teacher)))
+        if missing:
+            raise SegError(f"{key}: {teacher!r} does not run on {', '.join(missing)} (its datasets)")
+        flat = [d for d in variant_datasets(cfg, name) if not get_kind(cfg["datasets"][d]["kind"]).instances]
+        if flat:
+            raise SegError(f"{where}: variants.{name}.self_training: needs instance datasets; "
+                           f"{', '.join(flat)} have none (set the variant's datasets)")
     return cfg
 
 
@@ -287,6 +306,8 @@ def run_config_hash(cfg: dict, dataset: str, variant: str) -> str:
             relevant["val_postprocess"]["seed_threshold"] = pp.get("seed_threshold")
     if var.get("pretrained") == "inhouse":
         relevant["pretrain"] = cfg["pretrain"]
+    if var.get("self_training"):  # its extra labels are the teacher's: the teacher's run is part of it
+        relevant["teacher"] = run_config_hash(cfg, dataset, var["self_training"]["teacher"])
     return config_hash(relevant)
 
 
@@ -297,8 +318,8 @@ def step_settings(cfg: dict, step: str, dataset: str | None = None, variant: str
     reruns a step exactly when one of them changes (its inputs' own reruns propagate as usual).
 
     Steps: ``ingest`` (dataset), ``weights`` (dataset), ``augment`` (dataset), ``pretrain`` (dataset),
-    ``train`` / ``predict`` / ``calibrate`` / ``score`` (dataset, variant), ``leaderboard`` (the whole
-    config: the report shows it).
+    ``train`` / ``pseudolabel`` / ``predict`` / ``calibrate`` / ``score`` (dataset, variant),
+    ``leaderboard`` (the whole config: the report shows it).
     """
     if step == "leaderboard":
         return cfg
@@ -316,6 +337,12 @@ def step_settings(cfg: dict, step: str, dataset: str | None = None, variant: str
         raise SegError(f"config: unknown variant {variant!r} (configured: {', '.join(cfg['variants'])})")
     if step == "train":
         return {"run": run_config_hash(cfg, dataset, variant), "seed": seed}
+    if step == "pseudolabel":  # the teacher's run and how its objects are chosen and weighted
+        st = cfg["variants"][variant].get("self_training") or {}
+        teacher = st.get("teacher", variant)
+        return {"self_training": st, "teacher": run_config_hash(cfg, dataset, teacher), "seed": seed,
+                "inference": variant_section(cfg, teacher, "inference", dataset),
+                "postprocess": postprocess_section(cfg, dataset), "weights": cfg["weights"], "kind": entry["kind"]}
     target = cfg["variants"][variant].get("target", DEFAULT_TARGET)
     if step == "predict":
         out = {"inference": variant_section(cfg, variant, "inference", dataset),

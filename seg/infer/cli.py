@@ -77,7 +77,50 @@ def _run_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pseudolabel_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="configs/config.yaml", help="workflow config (YAML)")
+    p.add_argument("--dataset", required=True, help="dataset name (a key of the config's datasets)")
+    p.add_argument("--variant", required=True, help="the variant with self_training (the student)")
+    p.add_argument("--teacher-run", default=None,
+                   help="the teacher's run folder (default <results_dir>/<dataset>/<teacher>)")
+    p.add_argument("--out", required=True, help="output folder (e.g. results/<dataset>/<variant>/pseudo)")
+    p.add_argument("--data-dir", default=None, help="canonical data folder; unset = the config's data_dir")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="override inference.device")
+
+
+def _run_pseudolabel(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from seg.config import load_config
+    from seg.errors import SegError
+    from seg.infer.pseudolabel import run_pseudolabel
+
+    cfg = load_config(args.config)
+    st = (cfg["variants"].get(args.variant) or {}).get("self_training")
+    if not st:
+        raise SegError(f"config: variants.{args.variant} has no self_training section")
+    teacher_run = args.teacher_run or Path(cfg["results_dir"]) / args.dataset / st["teacher"]
+    doc = run_pseudolabel(cfg, dataset=args.dataset, variant=args.variant, teacher_run=teacher_run, out=args.out,
+                          data_dir=args.data_dir, device=args.device)
+    c = doc["confidence"]
+    print(f"seg pseudolabel: {args.dataset}/{args.variant} from {st['teacher']}: confidence "
+          f"{'none reaches the precision' if c is None else f'{c:g}'} (val precision >= {doc['precision_target']:g}, "
+          f"{doc['val_objects']} val objects); {len(doc['slices'])} of {doc['candidates']} candidate frames, "
+          f"{sum(s['kept'] for s in doc['slices'])} objects -> {args.out}")
+    return 0
+
+
 COMMANDS = {
+    "pseudolabel": Command(
+        help="self-training labels: a teacher's confident objects on the unlabelled frames",
+        add_arguments=_add_pseudolabel_arguments,
+        run=_run_pseudolabel,
+        description="For a variant with self_training: the teacher predicts the val frames and the unlabelled "
+        "frames farther than st_exclusion from every val and test frame; the smallest confidence (mean cell "
+        "probability of an object) whose val objects match annotated cells with precision >= "
+        "self_training.precision is chosen; each frame keeps its objects above it as sparse labels "
+        "(instances, class map, band-limited weight map). seg train --pseudo trains on them.",
+    ),
     "predict": Command(
         help="predict probabilities and segmentations of a dataset split with a trained checkpoint",
         add_arguments=_add_arguments,

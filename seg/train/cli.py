@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained", default=None,
                    help="encoder weights (.pt state dict, e.g. from seg pretrain) overriding the variant's "
                    "pretrained setting (default: the variant's setting)%(default).0s")
+    p.add_argument("--pseudo", default=None,
+                   help="seg pseudolabel folder of a variant with self_training: its slices train beside the "
+                   "training split's (required for such a variant, refused otherwise)%(default).0s")
     p.add_argument("--nproc", type=int, default=1,
                    help="processes (GPUs) on this node; >1 launches torchrun with DDP")
     p.add_argument("--iterations", type=int, default=None,
@@ -51,7 +54,7 @@ def forwarded_args(args: argparse.Namespace) -> list[str]:
     out = ["--config", args.config, "--dataset", args.dataset, "--variant", args.variant]
     for flag, value in (("--out", args.out), ("--data-dir", args.data_dir), ("--device", args.device),
                         ("--iterations", args.iterations), ("--threads", args.threads),
-                        ("--pretrained", args.pretrained)):
+                        ("--pretrained", args.pretrained), ("--pseudo", args.pseudo)):
         if value is not None:
             out += [flag, str(value)]
     return out
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from seg.train.loop import train
 
     train(cfg, args.dataset, args.variant, out, data_dir=args.data_dir, device=args.device,
-          iterations=args.iterations, pretrained=args.pretrained, threads=args.threads)
+          iterations=args.iterations, pretrained=args.pretrained, threads=args.threads, pseudo=args.pseudo)
     return 0
 
 

@@ -47,7 +47,8 @@ from seg.train import distributed as ddp
 from seg.train.losses import build_loss, needs_weights, weighted_mse
 from seg.train.optim import build_optimizer, build_scheduler
 from seg.train.records import TrainLog, device_name, param_digest, versions
-from seg.train.sampling import PatchDataset, PatchGeometry, load_training_slices, make_loader, patch_geometry
+from seg.train.sampling import (PatchDataset, PatchGeometry, load_pseudo_slices, load_training_slices, make_loader,
+                                patch_geometry)
 from seg.train.state import completed_summary, effective_config, run_identity
 from seg.train.validate import load_val_slices, validate
 
@@ -102,7 +103,7 @@ def train_step(model: torch.nn.Module, batch: dict[str, torch.Tensor], optimizer
 
 def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_dir: str | Path | None = None,
           device: str | None = None, iterations: int | None = None, pretrained: str | Path | None = None,
-          threads: int | None = None) -> dict:
+          threads: int | None = None, pseudo: str | Path | None = None) -> dict:
     """Train ``variant`` on ``dataset``; returns the summary (also written to ``train_summary.json``).
 
     Args:
@@ -114,6 +115,8 @@ def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_di
         iterations: overrides the budget (``train.iterations``; ``epochs`` ignored).
         pretrained: encoder weights file overriding the variant's ``pretrained`` source.
         threads: torch intra-op threads of this process (default: torch's choice).
+        pseudo: a ``seg pseudolabel`` folder (variants with ``self_training``): its slices train
+            beside the training split (:func:`seg.train.sampling.load_pseudo_slices`).
 
     Returns:
         The summary dict: iterations, wall_time_s, best_val_iou, best_iteration, samples_per_s,
@@ -140,7 +143,7 @@ def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_di
         torch.cuda.set_device(dev)
     spec = RunSpec(cfg=cfg, tcfg=tcfg, dataset=dataset, variant=variant, out=out,
                    ds_dir=ds_dir, seed=seed, config_hash=chash, env=env,
-                   device=dev, pretrained=pretrained)
+                   device=dev, pretrained=pretrained, pseudo=Path(pseudo) if pseudo else None)
     ddp.init_process_group(env, dev.type)
     try:
         return _train(spec)
@@ -163,6 +166,7 @@ class RunSpec:
         env: this process's place in the DDP job (rank, world size; one process: rank 0 of 1).
         device: the torch device this process trains on.
         pretrained: encoder weights file overriding the variant's ``pretrained`` source, or None.
+        pseudo: the self-training labels folder (``seg pseudolabel``), or None.
     """
 
     cfg: dict
@@ -176,6 +180,7 @@ class RunSpec:
     env: ddp.DistEnv
     device: torch.device
     pretrained: str | Path | None = None
+    pseudo: Path | None = None
 
     @property
     def last_path(self) -> Path:
@@ -201,6 +206,8 @@ class Plan:
             best checkpoint (min_size and h the config's, else the plan's; the method and seed
             threshold the target's); None: val mean IoU chooses it.
         target: the variant's target (:meth:`seg.targets.target.Target.record`).
+        self_training: with ``--pseudo``: the folder and how many of its slices trained beside the
+            training split's; None otherwise.
         calibrate: ``postprocess.calibrate``: val scores at the val-chosen threshold.
         n_params: number of model parameters.
         geometry: patch input/output sizes in pixels.
@@ -214,6 +221,7 @@ class Plan:
     classes: int
     val_postprocess: dict | None
     target: dict
+    self_training: dict | None
     calibrate: bool
     n_params: int
     geometry: PatchGeometry
@@ -340,9 +348,16 @@ def _setup(spec: RunSpec) -> tuple[Plan, Trainee]:
     val_pp = get_kind(meta["kind"]).validation_postprocess(pp, len(meta["classes"]))
     model = build_training_model(spec.cfg, spec.dataset, spec.variant, classes, pretrained=spec.pretrained)
     geometry = patch_geometry(model, int(tcfg["patch_size"]))
+    if bool(spec.cfg["variants"][spec.variant].get("self_training")) != (spec.pseudo is not None):
+        raise SegError(f"seg train: variant {spec.variant!r} " + (
+            "has self_training: give its seg pseudolabel folder (--pseudo)" if spec.pseudo is None
+            else "has no self_training section, but --pseudo was given"))
+    # self-training labels are band-limited: their weight maps' zeros mark the ignored pixels
+    with_w = needs_weights(tcfg["loss"], sparse=sparse) or spec.pseudo is not None
+    slices = load_training_slices(spec.ds_dir, "train", with_weights=with_w, target=target)
+    pseudo = load_pseudo_slices(spec.pseudo, spec.ds_dir, target=target) if spec.pseudo is not None else []
     data = PatchDataset(
-        load_training_slices(spec.ds_dir, "train", with_weights=needs_weights(tcfg["loss"], sparse=sparse),
-                             target=target),
+        slices + pseudo,
         geometry,
         augment_cfg=variant_section(spec.cfg, spec.variant, "augment", spec.dataset),
         seed=spec.seed,
@@ -356,6 +371,8 @@ def _setup(spec: RunSpec) -> tuple[Plan, Trainee]:
         # only), the measure seg calibrate chooses the post-processing by; ISBI: val mean IoU.
         val_postprocess=None if val_pp is None else target.postprocess(val_pp),
         target=target.record(meta["classes"]),
+        self_training=(None if spec.pseudo is None else
+                       {"pseudo": str(spec.pseudo), "slices": len(pseudo), "train_slices": len(slices)}),
         calibrate=bool(pp["calibrate"]),
         n_params=sum(p.numel() for p in model.parameters()),
         geometry=geometry, data=data, batch_size=B, world_size=W, iters_per_epoch=iters_per_epoch,
@@ -574,6 +591,7 @@ def _summary(spec: RunSpec, plan: Plan, trainee: Trainee, tally: Tally, *, stopp
                                                                   "seed_threshold") if k in plan.val_postprocess}
                             if plan.val_postprocess is not None else None),
         "target": plan.target,
+        "self_training": plan.self_training,
         "samples_per_s": round(it * B * W / step_s, 4) if step_s > 0 else None,
         "data_wait": round(wait_s / step_s, 5) if step_s > 0 else None,
         "peak_memory_mb": round(peak_memory_mb(spec.device), 1), "device": device_name(spec.device),

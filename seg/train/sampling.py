@@ -110,6 +110,34 @@ def load_training_slices(
     return out
 
 
+def load_pseudo_slices(pseudo_dir: str | os.PathLike, ds_dir: str | os.PathLike, *, target=None) -> list[dict]:
+    """The self-training slices of ``seg pseudolabel``'s folder, as :func:`load_training_slices`
+    gives the training split's: the dataset's normalised images, the target built from the kept
+    objects (the CTC class map with 0-lines, or the variant's target map) and their band-limited
+    weight maps (0 = ignored: every pixel beyond ``band`` px of a kept object). Empty when the
+    teacher kept no object.
+
+    Raises:
+        SegError: the folder's meta.json or one of its files is missing.
+    """
+    from seg.data.canonical import load_image, load_meta
+    from seg.io import read_json, read_tiff
+
+    pseudo_dir, ds_dir = Path(pseudo_dir), Path(ds_dir)
+    doc = read_json(pseudo_dir / "meta.json")
+    by_id = {e["id"]: e for e in load_meta(ds_dir)["slices"]}
+    out = []
+    for rec in doc.get("slices", []):
+        if rec["id"] not in by_id:
+            raise SegError(f"{pseudo_dir / 'meta.json'}: slice {rec['id']!r} is not in {ds_dir / 'meta.json'}")
+        inst = read_tiff(pseudo_dir / rec["instances"], ndim=2)
+        sem = read_tiff(pseudo_dir / rec["semantic"], ndim=2)
+        cls = target.train_map(sem, inst) if target is not None and target.needs_instances else sem
+        out.append({"id": f"pseudo_{rec['id']}", "image": load_image(ds_dir, by_id[rec["id"]]), "target": cls,
+                    "weights": read_tiff(pseudo_dir / rec["weights"], ndim=2).astype(np.float32, copy=False)})
+    return out
+
+
 def mirror_pad(a: np.ndarray, pad: int) -> np.ndarray:
     """Reflect-pad a 2D array by ``pad`` px on every side (repeated reflection if pad > size)."""
     return np.pad(a, pad, mode="reflect") if pad > 0 else a
