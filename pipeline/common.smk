@@ -104,15 +104,15 @@ def pretrained_input(wildcards):
 
 
 def pseudo_input(wildcards):
-    """The self-training labels a variant with ``self_training`` trains on (rule pseudolabel)."""
+    """The self-training labels a variant with ``self_training`` trains on (the pseudolabel job's)."""
     if not config["variants"][wildcards.variant].get("self_training"):
         return []
     return f"{RESULTS}/{wildcards.dataset}/{wildcards.variant}/pseudo"
 
 
 def teacher_inputs(wildcards):
-    """What rule pseudolabel reads of the teacher's run: its summary (the checkpoint is written
-    before it) and, with calibration on, its val-chosen post-processing."""
+    """The teacher's files the pseudolabel job reads (its summary, written after the checkpoint,
+    and with calibration on its val-chosen post-processing)."""
     teacher = config["variants"][wildcards.variant]["self_training"]["teacher"]
     run = f"{RESULTS}/{wildcards.dataset}/{teacher}"
     return [f"{run}/train_summary.json"] + ([f"{run}/calibration.json"] if config["postprocess"]["calibrate"] else [])
