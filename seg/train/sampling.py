@@ -79,8 +79,9 @@ def load_training_slices(
     """Read a split's annotated slices: ``[{"id", "image" float32 (H,W) normalised, "target" uint8
     (H,W), "weights" float32 (H,W) or None}]`` (weights from ``<ds_dir>/weights/<id>.tif``).
 
-    ``target`` (:class:`seg.targets.target.Target`, None = the default): the class map trained on,
-    the canonical semantic map or (three_class) the map built from the slice's instances.
+    ``target`` (:class:`seg.targets.target.Target`, None = the default): what the slice trains on,
+    the canonical semantic map, or the target's map of the slice's instances (three_class: uint8
+    (H, W) classes; distance: float32 (2, H, W) maps, :meth:`~seg.targets.target.Target.train_map`).
 
     Raises:
         SegError: no annotated slice in the split, or a weight map is missing.
