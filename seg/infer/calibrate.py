@@ -36,7 +36,6 @@ import numpy as np
 from seg.errors import SegError
 
 GRID = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
-SEEDED = ("three_class", "distance")  # methods whose grid's second axis is the seed threshold
 _BINS = 1000  # probability histogram resolution (the grid's thresholds fall on bin edges)
 
 
@@ -77,8 +76,10 @@ def choose_threshold(counts: ThresholdCounts, grid: tuple[float, ...] = GRID) ->
 
 
 def second_key(method: str) -> str:
-    """The post-processing setting of the grid's second axis: ``seed_threshold`` for three_class,
-    else the watershed's ``h``."""
+    """The post-processing setting of the grid's second axis: ``seed_threshold`` for the seeded
+    methods (three_class, distance), else the watershed's ``h``."""
+    from seg.infer.postprocess import SEEDED
+
     return "seed_threshold" if method in SEEDED else "h"
 
 
@@ -101,21 +102,15 @@ def seg_table(fgs: list[np.ndarray], refs: list[np.ndarray], *, method: str, thr
         "min_size", "seg", "recall_iou50", "precision_iou50", "n_pred"} (+ "iou_cell_annotated"
         when sparse).
     """
-    from seg.infer.postprocess import distance_objects, label_mask, three_class_objects
+    from seg.infer.postprocess import method_objects
     from seg.metrics.ctc import ObjectCounts, overlap_table
-
-    def objects(p, t, h):
-        if method == "three_class":
-            return three_class_objects(p, threshold=t, seed_threshold=h)
-        if method == "distance":
-            return distance_objects(p, threshold=t, seed_threshold=h)
-        return label_mask(p >= t, method=method, h=h)
 
     second = second_key(method)
     rows = []
     for t in thresholds:
         for h in hs:
-            tables = [overlap_table(r, objects(p, t, h)) for p, r in zip(fgs, refs, strict=True)]
+            tables = [overlap_table(r, method_objects(p, method=method, threshold=t, second=h))
+                      for p, r in zip(fgs, refs, strict=True)]
             for m in min_sizes:
                 c = sum((tb.counts(tb.pred_size >= m) for tb in tables), ObjectCounts())
                 sc = c.scores()
@@ -149,7 +144,7 @@ def _calibrate_ctc(cfg: dict, dataset: str, variant: str, pred: Path, ds_dir: Pa
     variant's target decides the method; three_class searches seed thresholds instead of h)."""
     from seg.data import canonical
     from seg.data.plan import data_plan
-    from seg.infer.postprocess import foreground_probability
+    from seg.infer.postprocess import SEEDED, foreground_probability
     from seg.targets.target import variant_target
 
     plan = data_plan(cfg, dataset, ds_dir=ds_dir, meta=meta)

@@ -28,6 +28,8 @@ import numpy as np
 from seg.errors import SegError
 
 METHODS = ("connected_components", "watershed", "three_class", "distance")
+#: Methods that read the model's whole output (not one foreground map) and seed by ``seed_threshold``.
+SEEDED = ("three_class", "distance")
 
 
 def foreground_maps(probs: np.ndarray, *, foreground: int = 1, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -229,6 +231,18 @@ def instances_from_probs(probs: np.ndarray, postprocess: dict, *, threshold: flo
         raise SegError(f"postprocess.method {method!r}: a three-class model's probabilities need method three_class")
     return instances_from_probability(foreground_probability(probs), method=method, threshold=t,
                                       min_size=int(postprocess["min_size"]), h=float(postprocess["h"]))
+
+
+def method_objects(p: np.ndarray, *, method: str, threshold: float, second: float) -> np.ndarray:
+    """Objects of one frame before any size filter, int (H, W), by ``method``: ``p`` is the
+    foreground probability (H, W) and ``second`` the watershed's ``h`` for the foreground methods,
+    or the whole output (:data:`SEEDED` methods) and ``second`` the seed threshold. What
+    calibration and validation grid over (they filter sizes themselves)."""
+    if method == "three_class":
+        return three_class_objects(p, threshold=threshold, seed_threshold=second)
+    if method == "distance":
+        return distance_objects(p, threshold=threshold, seed_threshold=second)
+    return label_mask(p >= threshold, method=method, h=second)
 
 
 def label_mask(mask: np.ndarray, *, method: str = "connected_components", h: float = 2.0) -> np.ndarray:

@@ -88,6 +88,7 @@ def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, de
         (mean IoU, per-class IoU list), or with ``postprocess``: (SEG, [threshold used]).
     """
     from seg.infer import predict_slice
+    from seg.infer.postprocess import SEEDED
     from seg.infer.calibrate import ThresholdCounts, choose_threshold
 
     calibrate = calibrate and (classes == 2 or postprocess is not None)
@@ -101,7 +102,7 @@ def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, de
         for s in val_slices:
             probs = np.asarray(predict_slice(model, s["image"], infer_cfg, device, activation))
             if postprocess is not None:
-                fgs.append(probs if postprocess["method"] in ("three_class", "distance") else probs[1])
+                fgs.append(probs if postprocess["method"] in SEEDED else probs[1])
                 continue
             if calibrate:
                 counts.add(probs[1], s["target"] == 1)
