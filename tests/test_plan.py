@@ -124,6 +124,8 @@ def test_plan_rules_scale_with_the_objects(tmp_path):
     assert large["train.patch_size"][0] == 320
     assert large["weights.sigma"][0] == pytest.approx(3.2, abs=0.1)
     assert large["weights.sparse_band"][0] == pytest.approx(8.0, abs=0.2)
+    # three_class boundary: D / 15 = 5.3 -> 5 px; small objects keep the floor of 2 px
+    assert large["target.boundary_width"][0] == 5 and small["target.boundary_width"][0] == 2
     # the patch never exceeds the smallest image side
     tiny = planned_values(compute_fingerprint(*_meta(_write_dataset(tmp_path / "t", [_discs(48, 10, 24)]))))
     assert tiny["train.patch_size"][0] == 48
@@ -139,7 +141,7 @@ CONFIG_VALUES = {
 }
 
 
-@pytest.mark.parametrize("key", PLANNED_KEYS)
+@pytest.mark.parametrize("key", [k for k in PLANNED_KEYS if k != "target.boundary_width"])
 def test_the_config_always_wins(tmp_path, key):
     ds = _write_dataset(tmp_path / "ds", [_discs(128, 12, 32)])
     section, rest = key.split(".", 1)
@@ -154,6 +156,26 @@ def test_the_config_always_wins(tmp_path, key):
     for part in rest.split("."):
         resolved = resolved[part]
     assert resolved == value
+
+
+def test_boundary_width_from_the_variant_else_the_plan(tmp_path):
+    """The three-class boundary width: a variant's ``boundary_width`` wins, else D / 30 from the
+    data (D / 15: 7 px for D ~ 110 px); shown by the plan only with a three_class variant."""
+    ds = _write_dataset(tmp_path / "ds", [_discs(512, 55, 160)])
+    cfg = validate_config({"datasets": {"ds": {"kind": "ctc"}},
+                           "variants": {"own": {"model": "unet", "target": "three_class", "boundary_width": 7},
+                                        "planned": {"model": "unet", "target": "three_class"},
+                                        "paper": {"model": "unet"}}})
+    plan = data_plan(cfg, "ds", ds_dir=ds)
+    d = plan.fingerprint["objects"]["diameter"]["median"]
+    assert 100 < d < 130
+    assert (plan.boundary_width("own"), plan.setting("target.boundary_width", "own").source) == (7, "config")
+    assert (plan.boundary_width("planned"), plan.setting("target.boundary_width", "planned").source) == (
+        round(d / 15), "data")
+    assert plan.boundary_width("planned") == 7
+    assert "target.boundary_width" in {s.key for s in plan.settings()}
+    del cfg["variants"]["own"], cfg["variants"]["planned"]
+    assert "target.boundary_width" not in {s.key for s in data_plan(cfg, "ds", ds_dir=ds).settings()}
 
 
 def test_dataset_and_variant_overrides_win(tmp_path):
@@ -171,7 +193,7 @@ def test_dataset_and_variant_overrides_win(tmp_path):
 
 def test_no_annotated_object_gives_the_fixed_defaults(tmp_path):
     ds = _write_dataset(tmp_path / "ds", [np.zeros((300, 300), np.int32)])
-    plan = data_plan(_cfg(), "ds", ds_dir=ds)
+    plan = data_plan(_cfg(variants={"v": {"model": "unet", "target": "three_class"}}), "ds", ds_dir=ds)
     assert {s.key: (s.value, s.source) for s in plan.settings()} == {k: (v, "default") for k, v in FALLBACK.items()}
 
 
@@ -226,7 +248,8 @@ def test_gowt1_real_fingerprint_and_plan(tmp_path, shared_data, monkeypatch):
     out = tmp_path / "plan.json"
     assert main(["plan", "--config", str(cfg_path), "--dataset", "Fluo-N2DH-GOWT1", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
-    assert {s["key"]: s["source"] for s in doc["settings"]} == {k: "data" for k in PLANNED_KEYS}
+    assert {s["key"]: s["source"] for s in doc["settings"]} == {k: "data" for k in PLANNED_KEYS
+                                                                if k != "target.boundary_width"}
 
 
 def test_fingerprint_computed_lazily_for_an_old_dataset(tmp_path, capsys):
@@ -255,7 +278,7 @@ def test_seg_plan_prints_values_and_sources(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "weights.sigma" in out and "config" in out and "data" in out and "median" in out
     lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  ") and "." in ln.split()[0]}
-    assert set(lines) == set(PLANNED_KEYS)
+    assert set(lines) == set(PLANNED_KEYS) - {"target.boundary_width"}  # no three_class variant
     assert lines["weights.sigma"].split()[1:3] == ["3.0", "config"]
 
 

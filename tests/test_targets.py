@@ -69,6 +69,30 @@ def test_three_class_map_partitions_every_instance_and_separates_touching_interi
     assert ((m == BOUNDARY) & ~other).sum() < 0.01 * (m == INTERIOR).sum()
 
 
+@pytest.mark.parametrize("width, size", [(1, 160), (4, 480), (8, 640)])
+def test_three_class_boundary_width(width, size):
+    """A wider boundary for larger cells (the plan's D / 15: 8 px for DIC-HeLa's D = 120 px; here
+    4 px at D ~ 90 px and 8 px at D ~ 120 px) keeps the partition and the separated interiors; boundary pixels are exactly those within ``width`` px
+    (chessboard) of another label, up to the few pixels cut off from an object's main interior;
+    the round trip still holds."""
+    from scipy import ndimage
+    from skimage.measure import label
+
+    inst = touching_cells(1, size=size)
+    inst[np.isin(inst, np.unique(inst)[-3:])] = 0  # the small discs: no interior at 4 px
+    m = three_class_map(inst, width=width)
+    np.testing.assert_array_equal(m > 0, inst > 0)
+    size = 2 * width + 1
+    other = ndimage.maximum_filter(inst, size, mode="nearest") != ndimage.minimum_filter(inst, size, mode="nearest")
+    assert (m[(inst > 0) & other] == BOUNDARY).all()
+    assert ((m == BOUNDARY) & ~other).sum() < 0.01 * (m == INTERIOR).sum()
+    assert label(m == INTERIOR, connectivity=2).max() == len(np.unique(inst[inst > 0]))
+    narrow = (three_class_map(inst, width=width + 1) == BOUNDARY).sum()
+    assert (m == BOUNDARY).sum() < narrow  # one more pixel of width: more boundary
+    out = instances_from_three_class(one_hot(m), threshold=0.5, seed_threshold=0.5, min_size=0)
+    assert seg_measure(inst, out) >= 0.95
+
+
 def test_three_class_map_rejects_bad_input():
     with pytest.raises(SegError, match="integer"):
         three_class_map(np.zeros((4, 4), np.float32))
@@ -296,6 +320,10 @@ def test_target_run_trains_predicts_calibrates_and_scores(target_run):
     run, target = target_run["run"], target_run["target"]
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["target"]["name"] == target and summary["target"]["channels"] == CHANNELS[target]
+    if target == "three_class":  # the plan's width (the synthetic cells are small: the 2 px floor)
+        assert summary["target"]["boundary_width"] == 2
+    else:
+        assert "boundary_width" not in summary["target"]
     assert summary["val_criterion"] == "seg" and summary["val_postprocess"]["method"] == target
     assert summary["val_postprocess"]["seed_threshold"] == 0.5
     cal = json.loads((run / "calibration.json").read_text())
@@ -332,6 +360,7 @@ def test_target_package_segment_and_exports_agree(target_run, tmp_path):
     r, target = target_run, target_run["target"]
     meta = json.loads((r["package"] / "package.json").read_text())
     assert meta["target"]["name"] == target and meta["model"]["classes"] == len(CHANNELS[target])
+    assert meta["target"].get("boundary_width") == (2 if target == "three_class" else None)
     assert meta["outputs"]["classes"] == CHANNELS[target]
     assert meta["target"]["activation"] == ("sigmoid" if target == "distance" else "softmax")
     assert meta["postprocess"]["method"] == target and "seed_threshold" in meta["postprocess"]
@@ -438,6 +467,18 @@ def test_seg_augment_previews_the_variants_target_map(target, tmp_path):
     assert main(["augment", "--config", str(cfg), "--dataset", "syn", "--variant", "plain", "--copies", "2",
                  "--out", str(plain)]) == 0
     assert not (plain / "targets").exists()
+    if target == "three_class":  # a variant's boundary_width: a wider boundary in the same deformed slices
+        text = cfg.read_text().replace("target: three_class}", "target: three_class, boundary_width: 4}")
+        cfg.write_text(text)
+        wide = tmp_path / "wide"
+        assert main(["augment", "--config", str(cfg), "--dataset", "syn", "--variant", "v", "--copies", "2",
+                     "--out", str(wide)]) == 0
+        assert json.loads((wide / "meta.json").read_text())["target"]["boundary_width"] == 4
+        assert meta["target"]["boundary_width"] == 2
+        for e in meta["slices"]:
+            n, w = tifffile.imread(out / e["target"]), tifffile.imread(wide / e["target"])
+            np.testing.assert_array_equal(n > 0, w > 0)
+            assert (w == BOUNDARY).sum() > 1.5 * (n == BOUNDARY).sum()
     # the target map rides along without changing the other arrays' deformation
     e = meta["slices"][0]
     np.testing.assert_array_equal(tifffile.imread(out / e["instances"]), tifffile.imread(plain / e["instances"]))

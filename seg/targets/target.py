@@ -26,7 +26,7 @@ Imports: the map builders, torch and the losses load inside the methods.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from seg.errors import SegError
 
@@ -57,6 +57,9 @@ class Target:
             (regressed maps in [0, 1]).
         regression: the training targets are float maps (:meth:`train_map`), deformed with the
             slice and trained with :func:`seg.train.losses.weighted_mse`, not class indices.
+        boundary_width: three_class: the boundary's width in px (:func:`dataset_target` resolves it
+            per dataset: the variant's ``boundary_width``, else the plan's); None = the map
+            builder's default (:data:`seg.targets.three_class.DEFAULT_WIDTH`).
     """
 
     name: str
@@ -67,6 +70,7 @@ class Target:
     description: str
     activation: str = "softmax"
     regression: bool = False
+    boundary_width: int | None = None
 
     def channels(self, dataset_classes: list[str]) -> list[str]:
         """Names of the network's output channels (softmax classes)."""
@@ -81,9 +85,9 @@ class Target:
 
             return distance_maps(instances)
         if self.needs_instances:
-            from seg.targets.three_class import three_class_map
+            from seg.targets.three_class import DEFAULT_WIDTH, three_class_map
 
-            return three_class_map(instances)
+            return three_class_map(instances, width=self.boundary_width or DEFAULT_WIDTH)
         return semantic
 
     def postprocess(self, pp: dict) -> dict:
@@ -107,8 +111,11 @@ class Target:
 
     def record(self, dataset_classes: list[str]) -> dict:
         """The target as the package, the train summary and the report record it."""
-        return {"name": self.name, "channels": self.channels(dataset_classes), "description": self.description,
-                "activation": self.activation}
+        out = {"name": self.name, "channels": self.channels(dataset_classes), "description": self.description,
+               "activation": self.activation}
+        if self.name == "three_class" and self.boundary_width is not None:
+            out["boundary_width"] = self.boundary_width
+        return out
 
 
 TARGETS: dict[str, Target] = {
@@ -118,7 +125,8 @@ TARGETS: dict[str, Target] = {
         "foreground probability by the dataset's post-processing method"),
     "three_class": Target(
         "three_class", ("background", "interior", "boundary"), "three_class", True, True,
-        "background / interior / boundary (2 px); instances grown from interior seeds over interior + boundary"),
+        "background / interior / boundary (the objects' outer pixels); instances grown from interior seeds over "
+        "interior + boundary"),
     "distance": Target(
         "distance", ("neighbour distance", "cell distance"), "distance", True, True,
         "cell and neighbour distance maps (sigmoid, border-weighted MSE); instances grown from seeds "
@@ -140,6 +148,18 @@ def variant_target(cfg: dict, variant: str) -> Target:
     if var is None:
         raise SegError(f"config: unknown variant {variant!r} (configured: {', '.join(cfg['variants'])})")
     return get_target(var.get("target"))
+
+
+def dataset_target(cfg: dict, dataset: str, variant: str, *, ds_dir=None, meta: dict | None = None) -> Target:
+    """The variant's target as it trains on ``dataset``: three_class with its boundary width
+    resolved (the variant's ``boundary_width``, else the dataset's plan, which reads the ingested
+    dataset's fingerprint); other targets as :func:`variant_target`."""
+    target = variant_target(cfg, variant)
+    if target.name != "three_class":
+        return target
+    from seg.data.plan import data_plan
+
+    return replace(target, boundary_width=data_plan(cfg, dataset, ds_dir=ds_dir, meta=meta).boundary_width(variant))
 
 
 def check_targets(cfg: dict, instance_kind, datasets_of) -> list[str]:
