@@ -171,7 +171,7 @@ def test_workflow_runs_pseudolabel_before_the_students_training_and_the_targets_
                       f"results_dir={tmp_path / 'r'}", f"data_dir={tmp_path / 'd'}"], env_extra=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
-    for v in ("unet-3class", "unet-distance", "unet-3class-zoom"):
+    for v in ("unet", "unet-3class", "unet-distance"):
         assert f"variant={v}" in out
     cfg = yaml.safe_load(open("configs/targets.yaml"))
     cfg["variants"] = {"unet": cfg["variants"]["unet"],
