@@ -177,13 +177,42 @@ def test_target_registry_and_config_check():
     cfg = {"datasets": {"isbi": {"kind": "isbi2012"}, "cells": {"kind": "ctc"}},
            "variants": {"a": {"model": "unet", "target": "three_class"},
                         "b": {"model": "unet", "target": "three_class", "datasets": ["cells"]},
-                        "c": {"model": "unet", "target": "nope"}}}
+                        "c": {"model": "unet", "target": "nope"},
+                        "d": {"model": "unet", "target": "distance", "boundary_width": 4, "datasets": ["cells"]},
+                        "e": {"model": "unet", "boundary_weight": 3.0, "datasets": ["cells"]},
+                        "f": {"model": "unet", "target": "three_class", "boundary_width": 4, "boundary_weight": 3.0,
+                              "datasets": ["cells"]}}}
     from seg.config import variant_datasets
 
     errors = check_targets(cfg, lambda d: d == "cells", variant_datasets)
-    assert len(errors) == 2
+    assert len(errors) == 4
     assert "variants.a.target: three_class needs instance labels; datasets isbi" in errors[0]
     assert "variants.c.target: unknown target 'nope'" in errors[1]
+    assert "variants.d.boundary_width: only for target three_class (the variant's target is distance)" in errors[2]
+    assert "variants.e.boundary_weight: only for target three_class (the variant's target is fg_border)" in errors[3]
+
+
+def test_boundary_weight_multiplies_only_boundary_pixels_and_keeps_ignored_ones():
+    """three_class: the loss weight of boundary pixels times boundary_weight (2 unless set), every
+    other pixel as the border-weight map has it, ignored pixels (0) still 0; other targets and
+    a weight of 1 leave the map as it is."""
+    from dataclasses import replace
+
+    from seg.targets.target import BOUNDARY_WEIGHT
+
+    inst = touching_cells(2)
+    m = three_class_map(inst)
+    rng = np.random.default_rng(0)
+    w = rng.uniform(0.5, 3.0, inst.shape).astype(np.float32)
+    w[:, :20] = 0  # ignored (sparse annotations)
+    tc = replace(get_target("three_class"), boundary_weight=BOUNDARY_WEIGHT)
+    out = tc.weigh(m, w)
+    assert out.dtype == np.float32 and BOUNDARY_WEIGHT == 2.0
+    np.testing.assert_array_equal(out[m == BOUNDARY], 2 * w[m == BOUNDARY])
+    np.testing.assert_array_equal(out[m != BOUNDARY], w[m != BOUNDARY])
+    assert (out[:, :20] == 0).all()
+    assert get_target("three_class").weigh(m, w) is w  # the registry's object: factor 1
+    assert get_target("fg_border").weigh(m, w) is w and tc.weigh(m, None) is None
 
 
 def test_distance_maps_peak_inside_each_cell_and_neighbour_map_is_high_only_where_cells_touch():
@@ -321,9 +350,23 @@ def test_target_run_trains_predicts_calibrates_and_scores(target_run):
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["target"]["name"] == target and summary["target"]["channels"] == CHANNELS[target]
     if target == "three_class":  # the plan's width (the synthetic cells are small: the 2 px floor)
-        assert summary["target"]["boundary_width"] == 2
+        assert summary["target"]["boundary_width"] == 2 and summary["target"]["boundary_weight"] == 2.0
+        # what training reads: the weight files with the boundary pixels doubled
+        from dataclasses import replace
+
+        from seg.config import load_config
+        from seg.targets.target import dataset_target
+        from seg.train.sampling import load_training_slices
+
+        ds = target_run["data"] / "syn"
+        tc = dataset_target(load_config(target_run["config"]), "syn", "tiny3", ds_dir=ds)
+        (a, *_), (b, *_) = load_training_slices(ds, target=tc), load_training_slices(ds, target=replace(tc, boundary_weight=1.0))
+        edge = a["target"] == BOUNDARY
+        assert edge.any() and (b["weights"][edge] > 0).any()
+        np.testing.assert_array_equal(a["weights"][edge], 2 * b["weights"][edge])
+        np.testing.assert_array_equal(a["weights"][~edge], b["weights"][~edge])
     else:
-        assert "boundary_width" not in summary["target"]
+        assert "boundary_width" not in summary["target"] and "boundary_weight" not in summary["target"]
     assert summary["val_criterion"] == "seg" and summary["val_postprocess"]["method"] == target
     assert summary["val_postprocess"]["seed_threshold"] == 0.5
     cal = json.loads((run / "calibration.json").read_text())

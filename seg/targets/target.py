@@ -38,6 +38,9 @@ SEED_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 #: distance: the cell-distance threshold of the cell mask (KIT-Sch-GE: 0.09) unless calibrated; the
 #: cell distance falls to ~1/radius at an object's outline, so the class threshold 0.5 would halve it.
 DISTANCE_THRESHOLD = 0.1
+#: three_class: the factor on the loss weight of the boundary class's pixels, when the variant leaves
+#: ``boundary_weight`` unset (measured: README, "Targets beyond the paper").
+BOUNDARY_WEIGHT = 2.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class Target:
         boundary_width: three_class: the boundary's width in px (:func:`dataset_target` resolves it
             per dataset: the variant's ``boundary_width``, else the plan's); None = the map
             builder's default (:data:`seg.targets.three_class.DEFAULT_WIDTH`).
+        boundary_weight: three_class: the factor on the loss weight of boundary pixels
+            (:meth:`weigh`; :func:`dataset_target` sets the variant's, else :data:`BOUNDARY_WEIGHT`).
     """
 
     name: str
@@ -71,6 +76,7 @@ class Target:
     activation: str = "softmax"
     regression: bool = False
     boundary_width: int | None = None
+    boundary_weight: float = 1.0
 
     def channels(self, dataset_classes: list[str]) -> list[str]:
         """Names of the network's output channels (softmax classes)."""
@@ -89,6 +95,18 @@ class Target:
 
             return three_class_map(instances, width=self.boundary_width or DEFAULT_WIDTH)
         return semantic
+
+    def weigh(self, train_map, weights):
+        """The loss weights of a training slice as this target trains on them: three_class
+        multiplies the weight of its boundary pixels (``train_map == 2``) by ``boundary_weight``;
+        pixels of weight 0 (ignored) stay 0. ``weights``: float32 (H, W) or None (returned as is)."""
+        if weights is None or self.name != "three_class" or self.boundary_weight == 1.0:
+            return weights
+        import numpy as np
+
+        from seg.targets.three_class import BOUNDARY
+
+        return np.where(train_map == BOUNDARY, weights * np.float32(self.boundary_weight), weights).astype(np.float32)
 
     def postprocess(self, pp: dict) -> dict:
         """The dataset's resolved ``postprocess`` settings as this target applies them: three_class
@@ -114,7 +132,7 @@ class Target:
         out = {"name": self.name, "channels": self.channels(dataset_classes), "description": self.description,
                "activation": self.activation}
         if self.name == "three_class" and self.boundary_width is not None:
-            out["boundary_width"] = self.boundary_width
+            out.update(boundary_width=self.boundary_width, boundary_weight=self.boundary_weight)
         return out
 
 
@@ -153,22 +171,31 @@ def variant_target(cfg: dict, variant: str) -> Target:
 def dataset_target(cfg: dict, dataset: str, variant: str, *, ds_dir=None, meta: dict | None = None) -> Target:
     """The variant's target as it trains on ``dataset``: three_class with its boundary width
     resolved (the variant's ``boundary_width``, else the dataset's plan, which reads the ingested
-    dataset's fingerprint); other targets as :func:`variant_target`."""
+    dataset's fingerprint) and its boundary weight (the variant's ``boundary_weight``, else
+    :data:`BOUNDARY_WEIGHT`); other targets as :func:`variant_target`."""
     target = variant_target(cfg, variant)
     if target.name != "three_class":
         return target
     from seg.data.plan import data_plan
 
-    return replace(target, boundary_width=data_plan(cfg, dataset, ds_dir=ds_dir, meta=meta).boundary_width(variant))
+    weight = cfg["variants"][variant].get("boundary_weight")
+    return replace(target, boundary_width=data_plan(cfg, dataset, ds_dir=ds_dir, meta=meta).boundary_width(variant),
+                   boundary_weight=BOUNDARY_WEIGHT if weight is None else float(weight))
 
 
 def check_targets(cfg: dict, instance_kind, datasets_of) -> list[str]:
-    """Config errors of the variants' targets: an unknown target, or an instance-only target on a
-    dataset whose kind has no instances. ``instance_kind(dataset) -> bool``; ``datasets_of(cfg,
-    variant) -> list`` the datasets a variant runs on (:func:`seg.config.variant_datasets`)."""
+    """Config errors of the variants' targets: an unknown target, an instance-only target on a
+    dataset whose kind has no instances, or a three_class setting (``boundary_width``,
+    ``boundary_weight``) on a variant of another target. ``instance_kind(dataset) -> bool``;
+    ``datasets_of(cfg, variant) -> list`` the datasets a variant runs on
+    (:func:`seg.config.variant_datasets`)."""
     errors = []
     for v, var in cfg["variants"].items():
         name = var.get("target")
+        for key in ("boundary_width", "boundary_weight"):
+            if var.get(key) is not None and name != "three_class":
+                errors.append(f"variants.{v}.{key}: only for target three_class (the variant's target is "
+                              f"{name or DEFAULT})")
         if name is None:
             continue
         if name not in TARGETS:

@@ -107,6 +107,8 @@ def load_training_slices(
             cls = target.train_map(None, load_instances(ds_dir, e))
         else:
             cls = load_semantic(ds_dir, e)
+        if target is not None:  # three_class: its boundary pixels weigh more
+            w = target.weigh(cls, w)
         out.append({"id": e["id"], "image": load_image(ds_dir, e), "target": cls, "weights": w})
     return out
 
@@ -134,8 +136,9 @@ def load_pseudo_slices(pseudo_dir: str | os.PathLike, ds_dir: str | os.PathLike,
         inst = read_tiff(pseudo_dir / rec["instances"], ndim=2)
         sem = read_tiff(pseudo_dir / rec["semantic"], ndim=2)
         cls = target.train_map(sem, inst) if target is not None and target.needs_instances else sem
+        w = read_tiff(pseudo_dir / rec["weights"], ndim=2).astype(np.float32, copy=False)
         out.append({"id": f"pseudo_{rec['id']}", "image": load_image(ds_dir, by_id[rec["id"]]), "target": cls,
-                    "weights": read_tiff(pseudo_dir / rec["weights"], ndim=2).astype(np.float32, copy=False)})
+                    "weights": target.weigh(cls, w) if target is not None else w})
     return out
 
 
