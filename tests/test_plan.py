@@ -173,6 +173,12 @@ def test_boundary_width_from_the_variant_else_the_plan(tmp_path):
     assert (plan.boundary_width("planned"), plan.setting("target.boundary_width", "planned").source) == (
         round(d / 15), "data")
     assert plan.boundary_width("planned") == 7
+    # the targets as training, seg augment and the package take them
+    own, planned = plan.target("own"), plan.target("planned")
+    assert (own.boundary_width, own.boundary_weight, planned.boundary_width, planned.boundary_weight) == (7, 2.0, 7, 2.0)
+    assert plan.target("paper").name == "fg_border" and plan.target("paper").boundary_width is None
+    cfg["variants"]["own"]["boundary_weight"] = 1.5
+    assert data_plan(cfg, "ds", ds_dir=ds).target("own").boundary_weight == 1.5
     assert "target.boundary_width" in {s.key for s in plan.settings()}
     del cfg["variants"]["own"], cfg["variants"]["planned"]
     assert "target.boundary_width" not in {s.key for s in data_plan(cfg, "ds", ds_dir=ds).settings()}

@@ -355,11 +355,11 @@ def test_target_run_trains_predicts_calibrates_and_scores(target_run):
         from dataclasses import replace
 
         from seg.config import load_config
-        from seg.targets.target import dataset_target
+        from seg.data.plan import data_plan
         from seg.train.sampling import load_training_slices
 
         ds = target_run["data"] / "syn"
-        tc = dataset_target(load_config(target_run["config"]), "syn", "tiny3", ds_dir=ds)
+        tc = data_plan(load_config(target_run["config"]), "syn", ds_dir=ds).target("tiny3")
         (a, *_), (b, *_) = load_training_slices(ds, target=tc), load_training_slices(ds, target=replace(tc, boundary_weight=1.0))
         edge = a["target"] == BOUNDARY
         assert edge.any() and (b["weights"][edge] > 0).any()

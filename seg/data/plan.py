@@ -262,6 +262,22 @@ class DataPlan:
         return any(var.get("target") == "three_class" and self.dataset in variant_datasets(self.cfg, v)
                    for v, var in self.cfg["variants"].items())
 
+    def target(self, variant: str):
+        """The variant's :class:`~seg.targets.target.Target` as it trains on the dataset:
+        three_class with its boundary width (:meth:`boundary_width`) and boundary weight (the
+        variant's ``boundary_weight``, else :data:`seg.targets.target.BOUNDARY_WEIGHT`); other
+        targets as the registry has them."""
+        from dataclasses import replace
+
+        from seg.targets.target import BOUNDARY_WEIGHT, variant_target
+
+        target = variant_target(self.cfg, variant)
+        if target.name != "three_class":
+            return target
+        weight = self.cfg["variants"][variant].get("boundary_weight")
+        return replace(target, boundary_width=self.boundary_width(variant),
+                       boundary_weight=BOUNDARY_WEIGHT if weight is None else float(weight))
+
     def settings(self) -> list[Setting]:
         """Every planned setting (top-level ``train``; the plan's boundary width only when a
         three_class variant runs on the dataset), in :data:`PLANNED_KEYS` order."""

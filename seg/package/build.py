@@ -217,7 +217,7 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
     from seg.version import __version__
     from seg.config import dataset_dir, variant_section
     from seg.models import build_model, load_model_weights
-    from seg.targets.target import dataset_target
+    from seg.data.plan import data_plan
 
     run = Path(run_dir)
     if not run.is_dir():
@@ -231,7 +231,7 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
 
     var = cfg["variants"][variant]
     params = dict(var.get("params") or {})
-    target = dataset_target(cfg, dataset, variant, ds_dir=ds_dir, meta=meta)  # three_class: the width it trained with
+    target = data_plan(cfg, dataset, ds_dir=ds_dir, meta=meta).target(variant)  # three_class: width and weight it trained with
     channels = target.channels(meta["classes"])
     model = build_model(var["model"], **params, classes=len(channels))
     load_model_weights(model, checkpoint)

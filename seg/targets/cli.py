@@ -98,14 +98,14 @@ def run_augment(args: argparse.Namespace) -> int:
     from seg.io import atomic_path, read_json, write_json, write_tiff
     from seg.progress import progress
     from seg.targets.augment import Augmenter
-    from seg.targets.target import dataset_target, get_target
+    from seg.targets.target import get_target
     from seg.targets.weights import border_weight_map
 
     cfg = load_config(args.config)
     ds = dataset_dir(cfg, args.dataset, args.data_dir)
     # the variant's target as it trains on the dataset: its map is deformed with the slice and written beside it
     target = (get_target(None) if args.variant is None
-              else dataset_target(cfg, args.dataset, args.variant, ds_dir=ds))
+              else data_plan(cfg, args.dataset, ds_dir=ds).target(args.variant))
     own_map = target.classes is not None
     # a variant's settings as training uses them: its overrides, then its per_dataset ones
     aug_cfg = (cfg["augment"] if args.variant is None

@@ -26,7 +26,7 @@ Imports: the map builders, torch and the losses load inside the methods.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from seg.errors import SegError
 
@@ -60,11 +60,12 @@ class Target:
             (regressed maps in [0, 1]).
         regression: the training targets are float maps (:meth:`train_map`), deformed with the
             slice and trained with :func:`seg.train.losses.weighted_mse`, not class indices.
-        boundary_width: three_class: the boundary's width in px (:func:`dataset_target` resolves it
-            per dataset: the variant's ``boundary_width``, else the plan's); None = the map
-            builder's default (:data:`seg.targets.three_class.DEFAULT_WIDTH`).
+        boundary_width: three_class: the boundary's width in px (:meth:`seg.data.plan.DataPlan.target`
+            resolves it per dataset: the variant's ``boundary_width``, else the plan's); None = the
+            map builder's default (:data:`seg.targets.three_class.DEFAULT_WIDTH`).
         boundary_weight: three_class: the factor on the loss weight of boundary pixels
-            (:meth:`weigh`; :func:`dataset_target` sets the variant's, else :data:`BOUNDARY_WEIGHT`).
+            (:meth:`weigh`; :meth:`seg.data.plan.DataPlan.target` sets the variant's, else
+            :data:`BOUNDARY_WEIGHT`).
     """
 
     name: str
@@ -166,21 +167,6 @@ def variant_target(cfg: dict, variant: str) -> Target:
     if var is None:
         raise SegError(f"config: unknown variant {variant!r} (configured: {', '.join(cfg['variants'])})")
     return get_target(var.get("target"))
-
-
-def dataset_target(cfg: dict, dataset: str, variant: str, *, ds_dir=None, meta: dict | None = None) -> Target:
-    """The variant's target as it trains on ``dataset``: three_class with its boundary width
-    resolved (the variant's ``boundary_width``, else the dataset's plan, which reads the ingested
-    dataset's fingerprint) and its boundary weight (the variant's ``boundary_weight``, else
-    :data:`BOUNDARY_WEIGHT`); other targets as :func:`variant_target`."""
-    target = variant_target(cfg, variant)
-    if target.name != "three_class":
-        return target
-    from seg.data.plan import data_plan
-
-    weight = cfg["variants"][variant].get("boundary_weight")
-    return replace(target, boundary_width=data_plan(cfg, dataset, ds_dir=ds_dir, meta=meta).boundary_width(variant),
-                   boundary_weight=BOUNDARY_WEIGHT if weight is None else float(weight))
 
 
 def check_targets(cfg: dict, instance_kind, datasets_of) -> list[str]:

@@ -41,7 +41,6 @@ from seg.device import (Precision, configure_determinism, peak_memory_mb, precis
 from seg.errors import SegError
 from seg.io import write_json
 from seg.kinds import get_kind
-from seg.targets.target import dataset_target
 from seg.train import checkpoint as ckpt
 from seg.train import distributed as ddp
 from seg.train.losses import build_loss, needs_weights, weighted_mse
@@ -340,7 +339,8 @@ def _setup(spec: RunSpec) -> tuple[Plan, Trainee]:
     configure_determinism(bool(tcfg["deterministic"]), spec.device, compiling=bool(tcfg.get("compile")))
     seed_everything(spec.seed)
     meta = load_meta(spec.ds_dir)
-    target = dataset_target(spec.cfg, spec.dataset, spec.variant, ds_dir=spec.ds_dir, meta=meta)  # three_class: its width
+    # the variant's target on this dataset (three_class: its boundary width and weight)
+    target = data_plan(spec.cfg, spec.dataset, ds_dir=spec.ds_dir, meta=meta).target(spec.variant)
     classes = len(target.channels(meta["classes"]))  # the network's output channels
     sparse = meta.get("annotations", "full") == "sparse"  # weight 0 marks the ignored pixels
     # min_size and h: the config's, else the plan's (never a constant that deletes the objects)
