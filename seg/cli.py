@@ -21,16 +21,17 @@ from seg.errors import SegError
 
 # Stage CLI modules, in pipeline order. Each exports COMMANDS: dict[str, Command].
 STAGE_MODULES = (
-    "seg.data.cli",
-    "seg.targets.cli",
-    "seg.models.cli",
-    "seg.models.zoo_cli",
-    "seg.train.cli",
-    "seg.infer.cli",
-    "seg.export.segment_cli",
-    "seg.export.cli",
-    "seg.metrics.cli",
-    "seg.report.cli",
+    "seg.commands.ingest",
+    "seg.commands.settings",
+    "seg.commands.synth",
+    "seg.commands.transforms",
+    "seg.commands.models",
+    "seg.commands.zoo",
+    "seg.commands.train",
+    "seg.commands.evaluate",
+    "seg.commands.segment",
+    "seg.commands.export",
+    "seg.commands.report",
 )
 
 

@@ -1,9 +1,14 @@
 """Loading and validating the workflow config (``configs/*.yaml`` against ``configs/schema.yaml``).
 
 The Snakefile validates with ``snakemake.utils.validate`` (the same schema); ``seg`` commands call
-:func:`load_config`, which fills defaults from the schema exactly as Snakemake does and adds the
-checks a JSON schema cannot express (variant overrides, dataset references). Every error is a
-:class:`SegError` naming the key path, e.g. ``config: train.optimiser: unknown key (allowed: ...)``.
+:func:`seg.settings.load_config`, which reads the file with :func:`read_config` (defaults filled from
+the schema exactly as Snakemake does, and the checks of references a JSON schema cannot express:
+variant overrides, dataset names, teachers) and then checks what depends on the registered dataset
+kinds and targets (:mod:`seg.settings.checks`). Every error is a :class:`SegError` naming the key
+path, e.g. ``config: train.optimiser: unknown key (allowed: ...)``.
+
+Floors: this module knows the schema and the config's structure only (no dataset kind, target or
+plan); library defaults live in ``configs/schema.yaml`` and reach code only through this module.
 """
 
 from __future__ import annotations
@@ -16,19 +21,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import yaml
+
 from seg.errors import SegError
-from seg.kinds import find_kind, get_kind, kind_names
-from seg.targets.target import DEFAULT as DEFAULT_TARGET
-from seg.targets.target import check_targets
+from seg.io import atomic_path
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "configs" / "schema.yaml"
-_OVERRIDABLE = ("train", "augment", "inference")
+OVERRIDABLE = ("train", "augment", "inference")
 
 
 def load_schema(path: str | os.PathLike = SCHEMA_PATH) -> dict:
     """The JSON schema (a fresh dict) read from the YAML file ``path``."""
-    import yaml
-
     with open(path) as f:
         return yaml.safe_load(f)
 
@@ -41,8 +45,6 @@ def _project_schema() -> dict:
 
 def _validator(schema: dict, *, set_default: bool):
     """A Draft 2020-12 validator that, like snakemake.utils.validate, fills in defaults."""
-    import jsonschema
-
     base = jsonschema.Draft202012Validator
     if set_default:
         props_validator = base.VALIDATORS["properties"]
@@ -107,8 +109,10 @@ def _format_error(err, where: str) -> str:
     return f"{where}: {path}: {err.message}"
 
 
-def validate_config(cfg: dict, *, where: str = "config", schema: dict | None = None) -> dict:
-    """Validate ``cfg`` in place against the schema, fill defaults, and check cross references.
+def check_structure(cfg: dict, *, where: str = "config", schema: dict | None = None) -> dict:
+    """Validate ``cfg`` in place against the schema, fill defaults, and check its cross references
+    (dataset overrides, variant overrides, dataset names, self-training teachers). What depends on
+    the registered kinds and targets is :func:`seg.settings.checks.validate_config`'s.
 
     Returns:
         The same dict, with defaults filled in.
@@ -121,11 +125,6 @@ def validate_config(cfg: dict, *, where: str = "config", schema: dict | None = N
     errors = sorted(v.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         raise SegError(_format_error(errors[0], where))
-    # A dataset's kind must be registered (seg.kinds; the schema leaves it open so that a kind
-    # registered by a plugin validates without editing it).
-    for name, entry in cfg["datasets"].items():
-        if find_kind(entry["kind"]) is None:
-            raise SegError(f"{where}: datasets.{name}.kind: {entry['kind']!r} is not one of {kind_names()}")
     # Dataset overrides of the postprocess section must be valid keys of that section.
     pp_check = _validator({**schema["$defs"]["postprocess"], "$defs": schema["$defs"]}, set_default=False)
     for name, entry in cfg["datasets"].items():
@@ -141,7 +140,7 @@ def validate_config(cfg: dict, *, where: str = "config", schema: dict | None = N
                     f"{where}: variants.{name}.per_dataset: unknown dataset {ds!r} "
                     f"(configured: {', '.join(cfg['datasets'])})"
                 )
-        for section in _OVERRIDABLE:
+        for section in OVERRIDABLE:
             check = _validator({**schema["$defs"][section], "$defs": schema["$defs"]}, set_default=False)
             # the variant's own overrides, then each dataset's on top of them
             candidates = [(f"variants.{name}.{section}", variant_section(cfg, name, section))] + [
@@ -159,10 +158,6 @@ def validate_config(cfg: dict, *, where: str = "config", schema: dict | None = N
                     f"{where}: variants.{name}.datasets: unknown dataset {ds!r} "
                     f"(configured: {', '.join(cfg['datasets'])})"
                 )
-    # A variant's target must fit every dataset it runs on (three_class, distance: instance datasets only).
-    target_errors = check_targets(cfg, lambda d: get_kind(cfg["datasets"][d]["kind"]).instances, variant_datasets)
-    if target_errors:
-        raise SegError(f"{where}: {target_errors[0]}")
     # Self-training: a teacher that exists, trains on every dataset of the student and is no student itself.
     for name, var in cfg["variants"].items():
         st = var.get("self_training")
@@ -178,17 +173,12 @@ def validate_config(cfg: dict, *, where: str = "config", schema: dict | None = N
         missing = sorted(set(variant_datasets(cfg, name)) - set(variant_datasets(cfg, teacher)))
         if missing:
             raise SegError(f"{key}: {teacher!r} does not run on {', '.join(missing)} (its datasets)")
-        flat = [d for d in variant_datasets(cfg, name) if not get_kind(cfg["datasets"][d]["kind"]).instances]
-        if flat:
-            raise SegError(f"{where}: variants.{name}.self_training: needs instance datasets; "
-                           f"{', '.join(flat)} have none (set the variant's datasets)")
     return cfg
 
 
-def load_config(path: str | os.PathLike) -> dict:
-    """Read a YAML config file, validate it and fill defaults (see :func:`validate_config`)."""
-    import yaml
-
+def read_config(path: str | os.PathLike) -> dict:
+    """Read a YAML config file, validate its structure and fill defaults (:func:`check_structure`;
+    :func:`seg.settings.load_config` adds the checks of kinds and targets)."""
     p = Path(path)
     if not p.is_file():
         raise SegError(f"{p}: config file not found")
@@ -198,16 +188,12 @@ def load_config(path: str | os.PathLike) -> dict:
         raise SegError(f"{p}: not valid YAML ({e})") from None
     if not isinstance(cfg, dict):
         raise SegError(f"{p}: the config must be a mapping of keys to values")
-    return validate_config(cfg, where=str(p))
+    return check_structure(cfg, where=str(p))
 
 
 def write_resolved_config(cfg: dict, path: str | os.PathLike) -> bool:
     """Write the validated config (defaults filled) as key-sorted YAML to ``path``, atomically, unless
     the file already holds exactly that text. Returns True when it wrote."""
-    import yaml
-
-    from seg.io import atomic_path
-
     text = yaml.safe_dump(cfg, sort_keys=True)
     p = Path(path)
     if p.is_file() and p.read_text() == text:
@@ -263,7 +249,7 @@ def postprocess_section(cfg: dict, dataset: str) -> dict:
     """The ``postprocess`` settings for ``dataset``: the top-level section, then the dataset's own
     ``postprocess`` overrides (e.g. a smaller ``min_size`` for a dataset of small nuclei), as
     configured: ``min_size``, ``h`` and ``search`` may be None (= from the plan); consumers take the
-    resolved values from :meth:`seg.data.plan.DataPlan.postprocess`."""
+    resolved values from :meth:`seg.settings.plan.DataPlan.postprocess`."""
     own = dataset_entry(cfg, dataset).get("postprocess") or {}
     return _deep_merge(cfg["postprocess"], own)
 
@@ -274,88 +260,3 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-# Keys of a dataset entry that say whether and how the workflow finds it, not what it ingests.
-_AVAILABILITY_KEYS = ("enabled", "on_missing")
-
-
-def run_config_hash(cfg: dict, dataset: str, variant: str) -> str:
-    """Hash of everything that determines a trained (dataset, variant) model: the identity stored in
-    checkpoints and summaries and used to merge leaderboard rows of the same setting across runs
-    (the seed is excluded so that runs with different seeds merge into mean +- spread).
-
-    It covers the dataset entry, the variant's model, its train/augment/inference sections, the
-    border weights, the pretraining settings when the variant uses in-house pretrained weights, and
-    the post-processing settings training reads (``calibrate``: how the best checkpoint is chosen;
-    CTC data also method, threshold, h and min_size: validation scores SEG of the instances).
-    """
-    var = cfg["variants"][variant]
-    relevant = {
-        "dataset": {k: v for k, v in dataset_entry(cfg, dataset).items() if k not in _AVAILABILITY_KEYS},
-        # the default target (fg_border): written or not, the same run
-        "variant": {k: v for k, v in var.items() if k not in ("label", "per_dataset", *_OVERRIDABLE)
-                    and not (k == "target" and v == DEFAULT_TARGET)},
-        **{s: variant_section(cfg, variant, s, dataset) for s in _OVERRIDABLE},
-        "weights": cfg["weights"],
-        "calibrate": postprocess_section(cfg, dataset)["calibrate"],
-    }
-    keys = get_kind(dataset_entry(cfg, dataset)["kind"]).validation_postprocess_keys()
-    if keys:  # instance kinds (CTC): validation scores SEG of post-processed instances
-        pp = postprocess_section(cfg, dataset)
-        relevant["val_postprocess"] = {k: pp[k] for k in keys}
-        if var.get("target", DEFAULT_TARGET) != DEFAULT_TARGET:  # the target's own settings (seed threshold)
-            relevant["val_postprocess"]["seed_threshold"] = pp.get("seed_threshold")
-    if var.get("pretrained") == "inhouse":
-        relevant["pretrain"] = cfg["pretrain"]
-    if var.get("self_training"):  # its extra labels are the teacher's: the teacher's run is part of it
-        relevant["teacher"] = run_config_hash(cfg, dataset, var["self_training"]["teacher"])
-    return config_hash(relevant)
-
-
-def step_settings(cfg: dict, step: str, dataset: str | None = None, variant: str | None = None) -> dict:
-    """The config settings workflow step ``step`` reads besides its input files.
-
-    Each rule of ``pipeline/*.smk`` passes :func:`step_hash` of these as a parameter, so Snakemake
-    reruns a step exactly when one of them changes (its inputs' own reruns propagate as usual).
-
-    Steps: ``ingest`` (dataset), ``weights`` (dataset), ``augment`` (dataset), ``pretrain`` (dataset),
-    ``train`` / ``pseudolabel`` / ``predict`` / ``calibrate`` / ``score`` (dataset, variant),
-    ``leaderboard`` (the whole config: the report shows it).
-    """
-    if step == "leaderboard":
-        return cfg
-    entry = dataset_entry(cfg, dataset)
-    seed = int(cfg.get("seed", 0))
-    if step == "ingest":
-        return {k: v for k, v in entry.items() if k not in _AVAILABILITY_KEYS}
-    if step == "weights":
-        return {"weights": cfg["weights"]}
-    if step == "augment":  # deformed copies with their weight maps, seeded
-        return {"augment": cfg["augment"], "weights": cfg["weights"], "seed": seed}
-    if step == "pretrain":
-        return {"pretrain": cfg["pretrain"], "seed": seed}
-    if variant not in cfg["variants"]:
-        raise SegError(f"config: unknown variant {variant!r} (configured: {', '.join(cfg['variants'])})")
-    if step == "train":
-        return {"run": run_config_hash(cfg, dataset, variant), "seed": seed}
-    if step == "pseudolabel":  # the teacher's run and how its objects are chosen and weighted
-        st = cfg["variants"][variant].get("self_training") or {}
-        teacher = st.get("teacher", variant)
-        return {"self_training": st, "teacher": run_config_hash(cfg, dataset, teacher), "seed": seed,
-                "inference": variant_section(cfg, teacher, "inference", dataset),
-                "postprocess": postprocess_section(cfg, dataset), "weights": cfg["weights"], "kind": entry["kind"]}
-    target = cfg["variants"][variant].get("target", DEFAULT_TARGET)
-    if step == "predict":
-        out = {"inference": variant_section(cfg, variant, "inference", dataset),
-               "postprocess": postprocess_section(cfg, dataset), "kind": entry["kind"]}
-        return out if target == DEFAULT_TARGET else {**out, "target": target}
-    if step == "calibrate":
-        out = {"postprocess": postprocess_section(cfg, dataset), "kind": entry["kind"]}
-        return out if target == DEFAULT_TARGET else {**out, "target": target}
-    if step == "score":
-        return {"scoring": cfg["scoring"], "label": cfg["variants"][variant].get("label"), "seed": seed}
-    raise SegError(f"unknown workflow step {step!r}")
-
-
-def step_hash(cfg: dict, step: str, dataset: str | None = None, variant: str | None = None) -> str:
-    """:func:`config_hash` of :func:`step_settings` (a rule's ``params.hash``)."""
-    return config_hash(step_settings(cfg, step, dataset, variant))

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from seg.errors import SegError
+from seg.precision import choose_precision
 
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("auto", "none", "bf16", "fp16")
@@ -151,7 +152,6 @@ def resolve_amp(device: torch.device, amp: str = "auto", *, section: str = "trai
     if model is None or shape is None:
         raise SegError(f"{section}.amp: 'auto' on this CPU times the model in both precisions; "
                        "the caller must pass the model and its input shape")
-    from seg.precision import choose_precision
 
     choice = choose_precision(model, shape, mode=mode, channels_last=channels_last)
     return (torch.bfloat16 if choice.dtype == "bf16" else None), choice.source, choice.ratio

@@ -54,6 +54,7 @@ from typing import Iterator, Sequence
 import torch
 
 from seg.errors import SegError
+from seg.io import write_json
 
 MODES = ("train", "infer")
 ROUNDS = 3
@@ -150,7 +151,6 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, entries: dict) -> None:
-    from seg.io import write_json
 
     write_json(path, {"format": FORMAT, "cpu": cpu_model(), "torch": torch.__version__, "entries": entries})
 

@@ -1,18 +1,11 @@
-"""seg.data: ingest of ISBI 2012 and Cell Tracking Challenge data into the canonical dataset form.
+"""seg.data: the canonical dataset form and the raw-data readers that fill it.
 
 - :mod:`seg.data.canonical`  the canonical form ``data/<dataset>/`` and its reading API
-- :mod:`seg.data.sources`    raw folder resolution, availability, download of missing raw files
 - :mod:`seg.data.download`   checksum-verified download, safe zip extraction
-- :mod:`seg.data.isbi2012`, :mod:`seg.data.ctc`  the raw-data readers of the dataset kinds (:mod:`seg.kinds`)
-- :mod:`seg.data.splits`     split rules; :mod:`seg.data.synth` synthetic test data
-- :mod:`seg.data.ingest`     ``seg ingest`` (the dataset kind's :meth:`~seg.kinds.base.Kind.ingest`)
+- :mod:`seg.data.isbi2012`, :mod:`seg.data.ctc`, :mod:`seg.data.folder`  the raw-data readers of the
+  dataset kinds (:mod:`seg.kinds`, which ingests a configured dataset with them)
+- :mod:`seg.data.fingerprint` the training split's fingerprint (image and object sizes)
+- :mod:`seg.data.splits`     split rules; :mod:`seg.data.synth` synthetic test data; :mod:`seg.data.align`
 
-Only the standard library (and :mod:`seg.kinds`, itself stdlib-only at import time) is imported here
-(the CLI and the Snakefile import this package).
+This package knows no dataset kind, target or plan: those sit above it.
 """
-
-from __future__ import annotations
-
-from seg.data.sources import availability, raw_dir
-
-__all__ = ["availability", "raw_dir"]

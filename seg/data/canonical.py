@@ -21,7 +21,7 @@ grid, estimated on the training split (:mod:`seg.data.align`); :func:`load_image
 ``meta["st_exclusion"]``, and per entry ``"labels"`` (the label source: ``gt``, ``st`` or null) and,
 for a frame kept out of training by the silver-truth protocol, ``"excluded"`` (why); see
 :mod:`seg.data.ctc`. ``meta["fingerprint"]``: image and object sizes of the training split
-(:mod:`seg.data.fingerprint`), from which :mod:`seg.data.plan` derives the settings the config leaves unset.
+(:mod:`seg.data.fingerprint`), from which :mod:`seg.settings.plan` derives the settings the config leaves unset.
 
 :func:`canonical_writer` builds the folder under a temporary name beside the target and renames it
 into place only when everything was written, so an error never leaves a partial ``data/<dataset>/``.
@@ -36,6 +36,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from seg.data.align import estimate_image_shift
+from seg.data.fingerprint import compute_fingerprint
 from seg.errors import SegError
 from seg.io import atomic_path, read_json, read_tiff, write_json, write_tiff
 
@@ -145,7 +147,6 @@ class CanonicalWriter:
 
     def _align(self) -> None:
         """Estimate the image/annotation offset on the train split; record it on every entry."""
-        from seg.data.align import estimate_image_shift
 
         train = [s for s in self.meta["slices"] if s["split"] == "train" and s["semantic"]]
         pairs = ((read_tiff(self.root / s["image"], ndim=2), read_tiff(self.root / s["semantic"], ndim=2))
@@ -165,7 +166,6 @@ class CanonicalWriter:
             raise SegError(f"dataset {self.meta['name']}: no annotated slice was ingested")
         if self.align:
             self._align()
-        from seg.data.fingerprint import compute_fingerprint
 
         self.meta["fingerprint"] = compute_fingerprint(self.root, self.meta)
         write_json(self.root / "meta.json", self.meta)

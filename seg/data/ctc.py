@@ -42,8 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
+from seg.data.canonical import canonical_writer
+from seg.data.download import safe_extract
+from seg.data.splits import frame_split, sequence_split
 from seg.errors import SegError
 from seg.io import read_tiff, sha256_file
+from seg.progress import progress
 
 CTC_URL = "http://data.celltrackingchallenge.net/training-datasets/{name}.zip"
 # SHA-256 of the official training archives, as listed by torch-em
@@ -193,7 +197,6 @@ def load_ctc_frame(image_path: Path, mask_path: Path, *, allow_empty: bool = Fal
 
 def _assign(frames: dict[str, list[CtcFrame]], split_cfg: dict, where: str) -> dict[tuple[str, int], str]:
     """Split of each GT frame ``(seq, frame) -> train|val|test`` by the dataset's split rule."""
-    from seg.data.splits import frame_split, sequence_split
 
     gt = {s: [f.frame for f in fr if f.gt] for s, fr in frames.items()}
     by = split_cfg.get("by", "frame")
@@ -264,7 +267,6 @@ def ingest_ctc(folder: Path, out: Path, *, name: str, entry: dict, source: dict,
                kind) -> dict:
     """Ingest a CTC raw folder (layout or official zip) into the canonical form at ``out``; returns meta.
     ``kind``: the dataset kind written into meta.json (:class:`seg.kinds.ctc.CtcKind`, which calls this)."""
-    from seg.data.download import safe_extract
 
     sequences = list(entry.get("sequences") or ["01", "02"])
     root = find_root(folder, sequences)
@@ -288,8 +290,6 @@ def ingest_ctc(folder: Path, out: Path, *, name: str, entry: dict, source: dict,
 
 def _ingest_root(root: Path, rel_to: Path, out: Path, *, name: str, entry: dict, source: dict, kind,
                  extra_files: dict | None = None, prefix: str | None = None) -> dict:
-    from seg.data.canonical import canonical_writer
-    from seg.progress import progress
 
     where = f"config: datasets.{name}"
     frames = ctc_frames(root, list(entry.get("sequences") or ["01", "02"]))

@@ -21,6 +21,7 @@ from typing import Callable
 
 from seg.errors import SegError
 from seg.io import atomic_path
+from seg.progress import progress
 
 CHUNK = 1 << 20  # bytes read/hashed per step
 
@@ -61,7 +62,6 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None, timeout: 
 
 def _fetch(url: str, dest: Path, expected: str, timeout: float) -> None:
     """Stream ``url`` to a temporary name beside ``dest``, hashing in chunks; rename if it matches."""
-    from seg.progress import progress
 
     h = hashlib.sha256()
     with atomic_path(dest) as tmp:
@@ -128,7 +128,6 @@ def safe_extract(zip_path: str | os.PathLike, target: str | os.PathLike) -> list
         SegError: the archive is unreadable, or a member has an absolute path, a ``..`` part or
             would land outside ``target`` (the message names the member; nothing is extracted).
     """
-    from seg.progress import progress
 
     zp, root = Path(zip_path), Path(target)
     root.mkdir(parents=True, exist_ok=True)

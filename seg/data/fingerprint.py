@@ -3,7 +3,7 @@
 Computed by ``seg ingest`` when the canonical folder is finished (:meth:`seg.data.canonical.CanonicalWriter.finish`,
 so every dataset kind gets it) and stored in ``meta.json`` under ``fingerprint``; datasets ingested
 before it existed get it computed from their canonical folder on first use (:func:`ensure_fingerprint`,
-which says so on stderr and does not rewrite ``meta.json``). :mod:`seg.data.plan` derives every
+which says so on stderr and does not rewrite ``meta.json``). :mod:`seg.settings.plan` derives every
 scale-dependent setting the config leaves unset from it.
 
 Only the **training** split is read (val and test never choose a setting). Objects are the
@@ -33,6 +33,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from seg.io import read_tiff
 
 FINGERPRINT_VERSION = 1
 #: Percentiles of the object sizes, name -> percent.
@@ -97,7 +99,6 @@ def compute_fingerprint(ds_dir: str | os.PathLike, meta: dict) -> dict:
     Raises:
         SegError: a file of the canonical folder is missing or unreadable (names it).
     """
-    from seg.io import read_tiff  # the canonical files, read as seg.data.canonical does (which imports this module)
 
     ds_dir = Path(ds_dir)
     train = [e for e in meta["slices"] if e["split"] == "train"]

@@ -27,7 +27,7 @@ Masks, by the dataset's ``labels``:
 ``annotations: sparse``: not every object is annotated (as DIC-HeLa); ``unannotated_value``: the
 mask value that marks "not annotated" pixels (e.g. 65535). Those pixels become 0 in the canonical
 masks and the dataset is sparse, so the loss counts only the annotated objects and the background
-within ``weights.sparse_band`` px of them (:mod:`seg.targets.weights`), and scoring only annotated
+within ``weights.sparse_band`` px of them (:mod:`seg.transforms.weights`), and scoring only annotated
 objects.
 
 Split (``split:``): seeded random fractions ``{val: 0.2, test: 0.2, seed: 0}`` (the default; with
@@ -49,7 +49,12 @@ from pathlib import Path
 
 import numpy as np
 
+from seg.data.canonical import canonical_writer
+from seg.data.ctc import ctc_semantic
+from seg.data.splits import frame_split_counts
 from seg.errors import SegError
+from seg.io import sha256_file
+from seg.progress import progress
 
 LAYOUTS = ("cellpose", "images-masks", "nnunet")
 EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -285,7 +290,6 @@ def split_pairs(names: list[str], rule: dict | None, *, where: str) -> dict[str,
             a listed name that is no pair, a name in two lists, an unlisted name when ``train`` is
             listed, mixed lists and fractions, or a ctc-only key (``by``, ``val_fraction``, ...).
     """
-    from seg.data.splits import frame_split_counts
 
     rule = {k: v for k, v in (rule or {}).items() if v is not None}
     for key in ("by", "val_fraction", "test_fraction"):
@@ -368,10 +372,6 @@ def ingest_folder(folder: Path, out: Path, *, name: str, entry: dict, source: di
 
     ``kinds``: ``{"instance": kind, "semantic": kind}``, the kind written into meta.json for the
     dataset's ``labels`` (:class:`seg.kinds.folder.FolderKind` and its semantic twin)."""
-    from seg.data.canonical import canonical_writer
-    from seg.data.ctc import ctc_semantic
-    from seg.io import sha256_file
-    from seg.progress import progress
 
     where = f"config: datasets.{name}"
     layout, pairs, unlabelled, o = check_folder(folder, entry, where=where)

@@ -24,8 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from seg.data.canonical import canonical_writer
+from seg.data.splits import isbi_split
 from seg.errors import SegError
 from seg.io import read_tiff, sha256_file
+from seg.progress import progress
 
 ISBI_URL = "https://oc.embl.de/index.php/s/h0TkwqxU0PJDdMd/download"
 ISBI_SHA256 = "0e10fe909a1243084d91773470856993b7d40126a12e85f0f1345a7a9e512f29"
@@ -156,9 +159,6 @@ def pixels_sha256(array: np.ndarray) -> str:
 def ingest_isbi2012(folder: Path, out: Path, *, name: str, entry: dict, source: dict, kind) -> dict:
     """Ingest the raw folder into the canonical form at ``out``; returns meta. ``kind``: the dataset
     kind written into meta.json (:class:`seg.kinds.isbi2012.Isbi2012Kind`, which calls this)."""
-    from seg.data.canonical import canonical_writer
-    from seg.data.splits import isbi_split
-    from seg.progress import progress
 
     data = load_isbi2012(isbi2012_paths(folder))
     n = len(data["train"])

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from seg.data.ctc import ctc_semantic
 from seg.errors import SegError
+from seg.io import atomic_path
 
 MARKER = "synth.json"
 
@@ -60,7 +62,6 @@ def _dic_image(labels: np.ndarray, rng: np.random.Generator, gradient: np.ndarra
     """DIC-like uint8 image of a label image: shear derivative of a smooth height map + gradient + noise."""
     from scipy.ndimage import distance_transform_edt, gaussian_filter
 
-    from seg.data.ctc import ctc_semantic
 
     separated = ctc_semantic(labels.astype(np.int32)).astype(bool)
     height = 1.0 - np.exp(-distance_transform_edt(separated) / 5.0)
@@ -211,7 +212,6 @@ def write_synth(out: str | os.PathLike, *, kind: str = "ctc", seed: int = 0, siz
     Raises:
         SegError: bad kind/parameters, or ``out`` exists, is not empty and is not a synth output.
     """
-    from seg.io import atomic_path
 
     if kind not in LAYOUTS:
         raise SegError(f"--kind: {kind!r} is not one of {list(KINDS)}")

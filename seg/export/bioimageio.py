@@ -27,6 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from seg.errors import SegError
+from seg.export.exporters import GRAPH_FILES, INPUT_NAME, OUTPUT_NAME, build_graph, export_graph, unsupported_reason
+from seg.io import atomic_path, read_json
+from seg.package.readme import CITATIONS, package_readme
 
 LICENSE = "MIT"
 DEFAULT_AUTHOR = "seg pipeline"
@@ -58,7 +61,6 @@ def _name(pkg) -> str:
 
 
 def _documentation(pkg, formats: dict, refused: dict) -> str:
-    from seg.package.readme import package_readme
 
     extra = ["## bioimage.io package", "",
              "Input `raw`: float32 (batch, channel=1, y, x), the image's raw values; no preprocessing is "
@@ -88,7 +90,6 @@ def _export_graphs(pkg, work: Path, tta: bool | None, atol: float,
     Returns (formats {format: exporter}, refused {format: why the network cannot be exported},
     descs {format: :func:`seg.export.exporters.export_graph`'s description}).
     """
-    from seg.export.exporters import export_graph, unsupported_reason
 
     formats, refused, descs = {}, {}, {}
     for fmt in ("torchscript", "onnx"):
@@ -110,8 +111,6 @@ def _export_graphs(pkg, work: Path, tta: bool | None, atol: float,
 def _reused_export(pkg, folder: Path, fmt: str, work: Path, tta: bool | None, atol: float) -> dict:
     """The ``export.json`` of the ``fmt`` export in ``folder`` after checking it belongs to ``pkg``
     (see :func:`_export_graphs`); its graph file is copied into ``work``."""
-    from seg.export.exporters import GRAPH_FILES
-    from seg.io import read_json
 
     doc_path = folder / "export.json"
     if not doc_path.is_file():
@@ -142,7 +141,6 @@ def _write_test_tensors(pkg, work: Path, tta: bool | None) -> None:
     PyTorch graph's float32 (1, classes, H, W) probabilities on it, and ``cover.png``."""
     import torch
 
-    from seg.export.exporters import build_graph
 
     test_in = pkg.test_input.astype(np.float32)[None, None]
     with torch.inference_mode():
@@ -169,7 +167,6 @@ def _space_axes(m: dict) -> tuple[list, list]:
     the output (the input's size); ``m`` = the package's ``model`` section."""
     from bioimageio.spec.model import v0_5 as b
 
-    from seg.export.exporters import INPUT_NAME
 
     step = int(m["size_divisor"])
     lo = max(int(m["min_size"]), step, 16)
@@ -185,7 +182,6 @@ def _weights(work: Path, descs: dict) -> dict:
     import torch
     from bioimageio.spec.model import v0_5 as b
 
-    from seg.export.exporters import GRAPH_FILES
 
     weights = {}
     if "torchscript" in descs:
@@ -209,7 +205,6 @@ def _citations(family: str, kind) -> list:
     """The network's paper (U-Net's DOI, or the smp URL) and the dataset kind's paper, as CiteEntry."""
     from bioimageio.spec.model import v0_5 as b
 
-    from seg.package.readme import CITATIONS
 
     return [b.CiteEntry(text=CITATIONS.get(family, CITATIONS["unet"]),
                         doi=b.Doi(re.search(r"doi:(\S+)", CITATIONS["unet"]).group(1))
@@ -222,7 +217,6 @@ def _input_tensor(work: Path, space_in: list):
     """The input ``raw``: float32 (batch, channel=1, y, x) of the raw image values."""
     from bioimageio.spec.model import v0_5 as b
 
-    from seg.export.exporters import INPUT_NAME
 
     return b.InputTensorDescr(
         id=b.TensorId(INPUT_NAME),
@@ -238,7 +232,6 @@ def _output_tensor(pkg, work: Path, channels: list, space_out: list):
     ``channels`` = the class names as Identifiers."""
     from bioimageio.spec.model import v0_5 as b
 
-    from seg.export.exporters import OUTPUT_NAME
 
     names = pkg.meta['outputs']['classes']
     return b.OutputTensorDescr(
@@ -330,7 +323,6 @@ def write_bioimageio(pkg, out: str | os.PathLike, *, tta: bool | None = None, at
     """
     from bioimageio.spec import save_bioimageio_package, save_bioimageio_package_as_folder
 
-    from seg.io import atomic_path
 
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix=".seg-bioimageio-") as work_dir:

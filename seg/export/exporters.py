@@ -30,6 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from seg.errors import SegError
+from seg.export.graph import SegmentGraph
+from seg.infer.predictor import tile_spec
+from seg.io import atomic_path, write_json
+from seg.package.readme import package_readme
 
 FORMATS = ("torchscript", "onnx")
 GRAPH_FILES = {"torchscript": "model.pt", "onnx": "model.onnx"}
@@ -40,15 +44,11 @@ ATOL = 1e-4
 def build_graph(pkg, *, tta: bool | None = None):
     """The :class:`~seg.export.graph.SegmentGraph` of a package (eval mode, CPU, fp32), tiled as
     ``seg segment`` tiles it. ``tta`` None = the package's inference setting."""
-    from seg.export.graph import SegmentGraph
-    from seg.infer.predict import tile_geometry
-
     m = pkg.meta["model"]
     use_tta = bool(pkg.inference["tta"]) if tta is None else bool(tta)
-    tile, border, align = tile_geometry(pkg.model, int(pkg.inference["tile"]))
-    return SegmentGraph(pkg.model.float().cpu().eval(), tile=tile, shift=pkg.shift, border=border, align=align,
-                        min_size=m["min_size"], tta=use_tta, overlap=float(pkg.inference["overlap"]),
-                        blend=pkg.inference["blend"], activation=pkg.activation).eval()
+    spec = tile_spec(pkg.model, pkg.inference, activation=pkg.target.activation)
+    return SegmentGraph(pkg.model.float().cpu().eval(), spec, shift=pkg.shift, min_size=m["min_size"],
+                        tta=use_tta).eval()
 
 
 def unsupported_reason(model, fmt: str) -> str | None:
@@ -78,7 +78,7 @@ def export_description(pkg, fmt: str, graph) -> dict:
     return {
         "format": fmt, "exported": True, "package": pkg.name, "package_format_version": pkg.meta["format_version"],
         "seg_version": pkg.meta["seg_version"], "kind": pkg.kind, "classes": pkg.meta["outputs"]["classes"],
-        "target": (pkg.meta.get("target") or {}).get("name", "fg_border"),
+        "target": pkg.target.name,
         "input": {"name": INPUT_NAME, "shape": "(N, 1, H, W)", "dtype": "float32",
                   "values": "the image's raw values (e.g. 0..255 for uint8); the graph normalises itself",
                   "min_size": graph.min_size, "whole_image": True},
@@ -272,8 +272,6 @@ def write_export(pkg, fmt: str, out: str | os.PathLike, *, tta: bool | None = No
     (``model.pt`` / ``model.onnx``), ``export.json`` (:func:`export_description` + checks),
     ``test_input.npy`` (float32 (1, 1, H, W)), ``test_output.npy`` (the export's output on it) and
     ``README.md``. Returns the description written to ``export.json``."""
-    from seg.package.readme import package_readme
-    from seg.io import atomic_path, write_json
 
     if fmt not in FORMATS:
         raise SegError(f"export: unknown format {fmt!r} (choices: {', '.join(FORMATS)}, bioimageio)")
@@ -302,7 +300,6 @@ def write_export(pkg, fmt: str, out: str | os.PathLike, *, tta: bool | None = No
 def write_refusal(pkg, fmt: str, out: str | os.PathLike, reason: str) -> None:
     """The folder ``out`` with ``export.json`` = {exported: false, reason} for a model whose family
     cannot be exported to ``fmt`` (``seg export --allow-refusal``), written atomically."""
-    from seg.io import atomic_path, write_json
 
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)

@@ -58,25 +58,19 @@ class SegmentGraph(nn.Module):
 
     Args:
         net: the trained network in eval mode ((N, C, h, w) -> logits (N, classes, h', w')).
-        tile: output tile in pixels (:func:`seg.infer.predict.tile_geometry`: a size the network
-            takes, plus ``2 * border`` at its input).
+        spec: how the image is tiled and activated (:func:`seg.infer.predictor.tile_spec`: the
+            tile from the model's size contract, overlap and blending from the inference settings,
+            the target's activation).
         shift: (dy, dx) px image shift, or None / zeros for none.
-        border: ``valid_border`` of a valid-padding network, 0 for same padding.
-        align: valid padding: tile starts are multiples of it (the network's size divisor).
         min_size: smallest H, W the graph is declared for (e.g. 128 for smp PAN / UPerNet, whose
             pyramids pool the deepest map further); metadata for the exports, default 1.
         tta: average over the 8 dihedral transforms.
-        overlap, blend: the tiling's overlap fraction and blending (:class:`seg.infer.tiling.TileSpec`).
-        activation: ``softmax`` (class probabilities) or ``sigmoid`` (a regression target's maps).
     """
 
-    def __init__(self, net: nn.Module, *, tile: int, shift=None, border: int = 0, align: int = 1,
-                 min_size: int = 1, tta: bool = False, overlap: float = 0.25, blend: str = "gaussian",
-                 activation: str = "softmax"):
+    def __init__(self, net: nn.Module, spec: TileSpec, *, shift=None, min_size: int = 1, tta: bool = False):
         super().__init__()
         self.net = net.eval()
-        self.spec = TileSpec(int(tile), float(overlap), blend, int(border), int(align) if border else 1,
-                             activation=activation)
+        self.spec = spec
         self.tta = bool(tta)
         self.register_buffer("weight", self.spec.weight(), persistent=False)
         self._min_size = max(1, int(min_size))

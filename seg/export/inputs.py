@@ -30,7 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from seg.data.canonical import load_meta
 from seg.errors import SegError
+from seg.io import read_tiff
+from seg.kinds import get_kind
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 CTC_FRAME = re.compile(r"^t(\d{3,4})\.tiff?$")
@@ -134,8 +137,6 @@ def _sequence(folder: Path, files: list[Path]) -> Item | None:
 def _canonical(ds_dir: Path) -> list[Item]:
     """The Items of a canonical dataset folder: what its kind segments
     (:meth:`seg.kinds.base.Kind.segment_groups`; see the module docstring)."""
-    from seg.data.canonical import load_meta
-    from seg.kinds import get_kind
 
     meta = load_meta(ds_dir)
     items = []
@@ -206,14 +207,12 @@ def read_image(path: Path) -> np.ndarray:
         except Exception as e:  # noqa: BLE001
             raise SegError(f"{path}: not a readable PNG ({type(e).__name__}: {e})") from None
         return arr
-    from seg.io import read_tiff
 
     return read_tiff(path, ndim=2)
 
 
 def read_stack(item: Item) -> np.ndarray:
     """The (Z, H, W) stack of a ``stack`` Item (one multi-page file, or one file per page) in its own dtype."""
-    from seg.io import read_tiff
 
     if item.pages:
         return np.stack([read_image(p) for p in item.pages])

@@ -2,7 +2,7 @@
 
 Per image the computation is exactly ``seg predict``'s: the package's preprocessing
 (:meth:`seg.package.format.ModelPackage.preprocess`: the same shift and normalisation functions
-``seg predict`` reads canonical images with), :func:`seg.infer.predict.predict_slice` with the
+``seg predict`` reads canonical images with), :func:`seg.infer.predictor.predict_slice` with the
 package's tile / overlap / blend / TTA / AMP settings, then the package's threshold and
 post-processing (:mod:`seg.infer.postprocess`). So the probabilities equal the workflow's own
 predictions of the same images (to float rounding, fp32).
@@ -35,18 +35,23 @@ from pathlib import Path
 
 import numpy as np
 
+from seg.device import resolve_device
 from seg.errors import SegError
+from seg.export.inputs import discover, read_image, read_stack
+from seg.infer.predictor import predict_slice
+from seg.io import atomic_path, write_json
+from seg.package import ModelPackage, load_package
+from seg.progress import progress
+from seg.version import __version__
 
 
 def _package(model, **kwargs):
-    from seg.package import ModelPackage, load_package
 
     return model if isinstance(model, ModelPackage) else load_package(model, **kwargs)
 
 
 def predict_probabilities(pkg, image: np.ndarray, *, device="cpu", amp: str | None = None) -> np.ndarray:
     """Softmax probabilities float32 (classes, H, W) of one raw 2D image (any numeric dtype)."""
-    from seg.infer.predict import predict_slice
 
     image = np.asarray(image)
     if image.ndim != 2:
@@ -58,9 +63,10 @@ def predict_probabilities(pkg, image: np.ndarray, *, device="cpu", amp: str | No
 
 
 def labels_from(pkg, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(class-1 probability float32 (H, W), segmentation) in the convention of the package's kind
-    (:meth:`seg.kinds.base.Kind.labels`): ISBI uint8 (1 = interior), CTC uint16 instance labels."""
-    return pkg.dataset_kind.labels(probs, threshold=pkg.threshold, postprocess=pkg.postprocess)
+    """(probability float32 (H, W), segmentation) in the convention of the package's kind, decoded by
+    its target (:meth:`seg.package.format.ModelPackage.decode`): ISBI uint8 (1 = interior), CTC
+    uint16 instance labels."""
+    return pkg.decode(probs)
 
 
 def segment(image, model, *, device: str = "cpu", amp: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +85,6 @@ def segment(image, model, *, device: str = "cpu", amp: str | None = None) -> tup
         CTC: cell), (H, W) or (Z, H, W); labels of the same shape, ISBI uint8 1 = interior
         (p >= threshold), CTC uint16 instances 0 = background.
     """
-    from seg.device import resolve_device
 
     pkg = _package(model)
     arr = np.asarray(image)
@@ -113,7 +118,6 @@ def _conventions(pkg) -> dict:
 def _segment_item(pkg, item, tmp: Path, run, bar) -> tuple[list[str], list[float]]:
     """Predict one input item and write it as the package's kind does (:meth:`~seg.kinds.base.Kind.segment_image`,
     ``segment_stack``, ``segment_sequence``); returns (written paths relative to ``tmp``, seconds/image)."""
-    from seg.export.inputs import read_image, read_stack
 
     kind = pkg.dataset_kind
     conv = _conventions(pkg)["probability"]
@@ -151,11 +155,6 @@ def run_segment(model, inputs: list[str | os.PathLike], out: str | os.PathLike, 
     """
     import torch
 
-    from seg.version import __version__
-    from seg.device import resolve_device
-    from seg.export.inputs import discover
-    from seg.io import atomic_path, write_json
-    from seg.progress import progress
 
     if not inputs:
         raise SegError("segment: no INPUT given")

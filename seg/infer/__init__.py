@@ -1,24 +1,16 @@
-"""seg.infer: tiled whole-slice inference, test-time augmentation, post-processing, ``seg predict``.
+"""seg.infer: the inference engine: a network over a whole slice, tile by tile, and the algorithms that
+turn its maps into objects.
 
-Modules: ``tiling`` (the one tiling implementation, in traceable torch: ``predict_batch``,
-``tiled_probabilities``, ``predict_tiled``; ``seg predict``, training validation, ``seg segment``
-and the exported graphs all run it), ``plan`` (where tiles go: MONAI's grid, aligned grids),
-``padding`` (numpy's mirror modes as index arithmetic), ``blend`` (MONAI's importance map, summing
-tiles), ``tta`` (dihedral TTA), ``network`` (the network prepared for inference, tile batches),
-``postprocess`` (ISBI maps, CTC instances), ``predict`` (predict_slice, run_predict), ``calibrate``,
-``cli`` (the ``seg predict`` command). Device, AMP and the batch predictor are :mod:`seg.device`'s
-(shared with training). ``seg segment`` runs model packages and lives in :mod:`seg.export`, which
-builds on this package (never the other way round).
+Modules: ``predictor`` (:func:`~seg.infer.predictor.predict_slice`: one slice through the network,
+tile geometry from the model's size contract, inference precision), ``tiling`` (the one tiling
+implementation, in traceable torch: ``predict_batch``, ``tiled_probabilities``, ``predict_tiled``;
+``seg predict``, training validation, ``seg segment`` and the exported graphs all run it),
+``tiles`` (where tiles go: MONAI's grid, aligned grids), ``padding`` (numpy's mirror modes as index
+arithmetic), ``blend`` (MONAI's importance map, summing tiles), ``tta`` (dihedral TTA), ``network``
+(the network prepared for inference, tile batches), ``postprocess`` (the algorithms from maps to
+objects: thresholds, connected components, seeded watersheds; which one a model's output needs is
+its target's, :mod:`seg.targets`).
+
+This package knows no config file, dataset kind or target: the stages that apply a trained run
+(``seg predict``, ``seg calibrate``) are :mod:`seg.evaluate`'s, ``seg segment`` is :mod:`seg.export`'s.
 """
-
-from __future__ import annotations
-
-
-def predict_slice(model, image, infer_cfg=None, device="cpu", activation="softmax"):
-    """Softmax probabilities (classes, H, W) float32 of one slice; see :func:`seg.infer.predict.predict_slice`."""
-    from seg.infer.predict import predict_slice as _predict_slice
-
-    return _predict_slice(model, image, infer_cfg, device, activation)
-
-
-__all__ = ["predict_slice"]

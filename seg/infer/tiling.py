@@ -3,10 +3,10 @@
 
 :func:`tiled_probabilities` takes a batch of normalised images as a torch tensor and is written in
 traceable tensor operations only: eager callers (:func:`predict_tiled`,
-:func:`seg.infer.predict.predict_slice`) run it directly, :class:`seg.export.graph.SegmentGraph`
+:func:`seg.infer.predictor.predict_slice`) run it directly, :class:`seg.export.graph.SegmentGraph`
 traces and exports it. Per image:
 
-1. Plan the tiles (:func:`seg.infer.plan.axis_plan`): MONAI's grid (``sliding_window_inference``)
+1. Plan the tiles (:func:`seg.infer.tiles.axis_plan`): MONAI's grid (``sliding_window_inference``)
    for same-padding networks, a grid aligned to the network's pooling for valid-padding ones.
 2. Pad (:func:`seg.infer.padding.mirror_pad`). Same padding (``border == 0``, output tile = input
    tile): an image smaller than a tile is mirror-padded to it, centred. Valid padding (the U-Net
@@ -35,7 +35,7 @@ import torch
 from seg.errors import SegError
 from seg.infer.blend import BLENDS, fold_axis, fold_tiles, importance_map
 from seg.infer.padding import PAD_MODES, mirror_pad
-from seg.infer.plan import axis_plan, balanced_batch
+from seg.infer.tiles import axis_plan, balanced_batch
 from seg.infer.tta import predict_tta
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
@@ -83,8 +83,8 @@ class TileSpec:
     """
 
     tile: int
-    overlap: float = 0.25
-    blend: str = "gaussian"
+    overlap: float
+    blend: str
     border: int = 0
     align: int = 1
     pad_mode: str = "reflect"
@@ -194,7 +194,7 @@ def predict_batch(x: torch.Tensor, predictor: Predictor, spec: TileSpec, *, tta:
     """Probabilities of a batch of whole images: :func:`tiled_probabilities`, averaged over the 8
     flips/rotations (:func:`seg.infer.tta.predict_tta`, each view tiled on its own grid) with ``tta``.
 
-    The entry of every caller: :func:`seg.infer.predict.predict_slice` (eager: ``chunk`` tiles per
+    The entry of every caller: :func:`seg.infer.predictor.predict_slice` (eager: ``chunk`` tiles per
     call) and the exported graph (:class:`seg.export.graph.SegmentGraph`: ``chunk=None``,
     ``scatter_free``).
     Arguments and result as :func:`tiled_probabilities`: float32 (N, C_in, H, W) in, float32
@@ -273,8 +273,8 @@ def predict_tiled(
     predictor: Predictor,
     *,
     tile: int,
-    overlap: float = 0.25,
-    blend: str = "gaussian",
+    overlap: float,
+    blend: str,
     batch_size: int = 4,
     border: int = 0,
     align: int = 1,

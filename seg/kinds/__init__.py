@@ -7,14 +7,14 @@ package say. Callers look a kind up by name and ask it::
 
     from seg.kinds import get_kind
     kind = get_kind(meta["kind"])
-    kind.write_prediction(folder, entry, probs, threshold=t, postprocess=pp, meta=meta)
+    kind.write_prediction(folder, entry, probs, prob, labels, meta=meta)
 
 A new kind is one module with a :class:`~seg.kinds.base.Kind` subclass and one
 :func:`register_kind` call (below for the built-in ones; anywhere before use for others).
 
-This package sits low: it imports only the standard library, :mod:`seg.errors` and its own
-modules at import time; the kind modules load data readers, post-processing and measures inside
-their methods.
+Floors: the kinds import the data readers (:mod:`seg.data`), the measures (:mod:`seg.metrics`)
+and :mod:`seg.config`, nothing above them; :mod:`seg.kinds.ingest` and :mod:`seg.kinds.sources`
+ingest a configured dataset by its kind (``seg ingest``, :mod:`seg.commands.ingest`).
 """
 
 from __future__ import annotations

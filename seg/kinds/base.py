@@ -8,9 +8,10 @@ segmentation is that class map (uint8, 1 = foreground), scored by the pixel meas
 (:mod:`seg.kinds.isbi2012`) adds the challenge's Rand measures to it; the Cell Tracking Challenge
 (:mod:`seg.kinds.ctc`) replaces the class map by instance labels scored by SEG.
 
-This module imports only the standard library and :mod:`seg.errors` at import time; numpy,
-tifffile, the data readers, :mod:`seg.infer.postprocess` and :mod:`seg.metrics.measures` load inside
-the methods that need them (none of them imports :mod:`seg.kinds`).
+The network's maps are decoded by the variant's target (:meth:`seg.targets.base.Target.decode`,
+told :attr:`Kind.instances` and :attr:`Kind.foreground`); a kind says where the decoded maps go and
+how they are scored. Floors: this package imports the data readers (:mod:`seg.data`) and the
+measures (:mod:`seg.metrics`), nothing above them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Callable
 
+import tifffile
+
 from seg.errors import SegError
+from seg.metrics.measures import ClassMapMeasures
 
 #: Post-processing settings that make instances of a probability map (``postprocess`` section keys).
 INSTANCE_POSTPROCESS_KEYS = ("method", "threshold", "h", "min_size")
@@ -48,7 +52,7 @@ class Kind(ABC):
     Contract (each kind module sets the attributes and overrides what differs from the binary
     class-map behaviour implemented here):
 
-    Data (``seg ingest``, :mod:`seg.data.sources`, :mod:`seg.data.canonical`):
+    Data (``seg ingest``, :mod:`seg.kinds.sources`, :mod:`seg.data.canonical`):
         name: registry key; the ``kind`` of config entries, ``meta.json`` and ``package.json``.
         classes: class names; index = value in the canonical ``semantic/`` maps and probability channel.
         foreground: index of the class whose probability is written and thresholded (1).
@@ -63,7 +67,7 @@ class Kind(ABC):
         instances: whether the segmentation is instance labels (post-processed objects, scored
             and calibrated by SEG, and the train-time validation score is their SEG) or the class map.
         segmentation_suffix: ``<name>_<suffix>.tif`` of ``seg segment``'s segmentation of one image.
-        :meth:`labels`, :meth:`write_prediction`, :meth:`segment_image`, :meth:`segment_stack`,
+        :meth:`write_prediction`, :meth:`segment_image`, :meth:`segment_stack`,
         :meth:`segment_sequence`, :meth:`segment_groups`.
 
     Measures (``seg score``, the leaderboard and the report):
@@ -169,20 +173,12 @@ class Kind(ABC):
         """The ``postprocess`` keys training reads (part of a run's config hash)."""
         return INSTANCE_POSTPROCESS_KEYS if self.instances else ()
 
-    def labels(self, probs, *, threshold: float, postprocess: dict) -> tuple[Any, Any]:
-        """(foreground probability float32 (H, W), segmentation (H, W)) of softmax probabilities
-        float32 (classes, H, W). Here: the class map, uint8 1 = foreground (p >= threshold)."""
-        from seg.infer.postprocess import foreground_maps
 
-        return foreground_maps(probs, foreground=self.foreground, threshold=threshold)
-
-    def write_prediction(self, folder: Path, entry: dict, probs, *, threshold: float, postprocess: dict,
-                         meta: dict) -> None:
-        """``seg predict``'s files of one slice (``entry`` of ``meta``) into ``folder``. Here:
-        ``<id>_prob.tif`` float32 (H, W) foreground probability and ``<id>_seg.tif`` uint8 class map."""
-        import tifffile
-
-        prob, seg = self.labels(probs, threshold=threshold, postprocess=postprocess)
+    def write_prediction(self, folder: Path, entry: dict, probs, prob, seg, *, meta: dict) -> None:
+        """``seg predict``'s files of one slice (``entry`` of ``meta``) into ``folder``: ``probs`` the
+        network's activated maps float32 (channels, H, W), ``prob`` and ``seg`` their decoding by the
+        target (:meth:`seg.targets.base.Target.decode`). Here: ``<id>_prob.tif`` float32 (H, W)
+        foreground probability and ``<id>_seg.tif`` uint8 class map."""
         tifffile.imwrite(folder / f"{entry['id']}_prob.tif", prob)
         tifffile.imwrite(folder / f"{entry['id']}_seg.tif", seg)
 
@@ -238,7 +234,6 @@ class Kind(ABC):
                  decision: float, sparse: bool):
         """The per-slice scorer of ``seg score`` (:mod:`seg.metrics.measures`): here the pixel
         measures of the class map ``<id>_seg.tif``."""
-        from seg.metrics.measures import ClassMapMeasures
 
         return ClassMapMeasures(classes, seg_path=lambda e: pred_dir / f"{e['id']}_seg.tif")
 

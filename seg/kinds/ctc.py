@@ -2,8 +2,8 @@
 
 Classes [background, cell]. Predictions are instance labels in the challenge's result layout,
 ``<sequence>_RES/maskT.tif`` (:func:`result_mask_path`, the one place it is spelled), made from the
-cell probability by the ``postprocess`` method (connected components or a seeded watershed,
-:mod:`seg.infer.postprocess`). Raw files are read by :mod:`seg.data.ctc`. Measures: the pixel
+cell probability by the ``postprocess`` method (connected components or a seeded watershed, or the
+variant's target's own decoding: :meth:`seg.targets.base.Target.decode`). Raw files are read by :mod:`seg.data.ctc`. Measures: the pixel
 measures plus SEG, object precision / recall at IoU 0.5 and V_rand / V_info of the instance masks
 (:class:`seg.metrics.measures.InstanceMeasures`); sparsely annotated datasets are scored on the
 annotated cells only and rank by SEG. Training keeps the checkpoint with the best val SEG of the
@@ -15,8 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import tifffile
+
+from seg.data.ctc import CTC_SHA256, ingest_ctc
 from seg.errors import SegError
 from seg.kinds.base import Kind, frames_by_sequence, write_labels, write_probability
+from seg.metrics.measures import InstanceMeasures
 
 
 def result_mask_name(frame: int, *, last_frame: int | None = None) -> str:
@@ -81,29 +85,15 @@ class CtcKind(Kind):
 
     # ------------------------------------------------------------------ data
     def ingest(self, folder: Path, out: Path, *, name: str, entry: dict, source: dict) -> dict:
-        from seg.data.ctc import ingest_ctc
 
         return ingest_ctc(folder, out, name=name, entry=entry, source=source, url=source.get("url"), kind=self)
 
     # ------------------------------------------------------------------ outputs
-    def labels(self, probs, *, threshold: float, postprocess: dict):
-        """(cell probability float32 (H, W), uint16 (H, W) instances, 0 = background) of softmax
-        probabilities (classes, H, W): two classes, or a three-class model's [background, interior,
-        boundary] (cell = interior + boundary; :func:`seg.infer.postprocess.instances_from_probs`)."""
-        from seg.infer.postprocess import foreground_probability, instances_from_probs
 
-        return foreground_probability(probs), instances_from_probs(probs, postprocess, threshold=threshold)
-
-    def write_prediction(self, folder: Path, entry: dict, probs, *, threshold: float, postprocess: dict,
-                         meta: dict) -> None:
-        """``<id>_prob.tif`` float32 (classes, H, W) and the instance labels uint16 in the CTC
-        result layout (:func:`slice_mask_path`)."""
-        import tifffile
-
-        from seg.infer.postprocess import instances_from_probs
-
+    def write_prediction(self, folder: Path, entry: dict, probs, prob, labels, *, meta: dict) -> None:
+        """``<id>_prob.tif`` float32 (channels, H, W) (every map: calibration reads them) and the
+        instance labels uint16 in the CTC result layout (:func:`slice_mask_path`)."""
         tifffile.imwrite(folder / f"{entry['id']}_prob.tif", probs, photometric="minisblack")
-        labels = instances_from_probs(probs, postprocess, threshold=threshold)
         path = slice_mask_path(folder, entry, meta)
         path.parent.mkdir(exist_ok=True)
         tifffile.imwrite(path, labels)
@@ -141,13 +131,11 @@ class CtcKind(Kind):
     def measures(self, classes: list[str], *, pred_dir: Path, meta: dict, thresholds: list[float],
                  decision: float, sparse: bool):
         """Pixel measures of the class map ``p[1] >= decision``, object and Rand measures of the masks."""
-        from seg.metrics.measures import InstanceMeasures
 
         return InstanceMeasures(classes, mask_path=lambda e: slice_mask_path(pred_dir, e, meta),
                                 decision=decision, sparse=sparse)
 
     def reference_identity(self, name: str, meta: dict) -> str | None:
         """The official CTC name when the dataset is named exactly as one (e.g. ``DIC-C2DH-HeLa``)."""
-        from seg.data.ctc import CTC_SHA256
 
         return name if name in CTC_SHA256 else None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from seg.data.folder import ingest_folder
 from seg.kinds.base import Kind
 from seg.kinds.ctc import CtcKind
 
@@ -27,7 +28,6 @@ _CITATION = ("Ronneberger O., Fischer P., Brox T. (2015) U-Net: Convolutional Ne
 
 def _ingest(folder: Path, out: Path, *, name: str, entry: dict, source: dict) -> dict:
     """Ingest with ``labels: instance`` recorded as the ``folder`` kind, ``semantic`` as ``folder-semantic``."""
-    from seg.data.folder import ingest_folder
 
     return ingest_folder(folder, out, name=name, entry=entry, source=source,
                          kinds={"instance": FolderKind(), "semantic": FolderSemanticKind()})

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from seg.data.isbi2012 import ingest_isbi2012
+from seg.errors import SegError
 from seg.kinds.base import Kind, write_labels, write_probability
+from seg.metrics.measures import ThresholdMapMeasures
 
 #: Identity of the ISBI 2012 training stack in :mod:`seg.report.references`.
 IDENTITY = "isbi2012"
@@ -56,16 +59,10 @@ class Isbi2012Kind(Kind):
 
     # ------------------------------------------------------------------ data
     def ingest(self, folder: Path, out: Path, *, name: str, entry: dict, source: dict) -> dict:
-        from seg.data.isbi2012 import ingest_isbi2012
 
         return ingest_isbi2012(folder, out, name=name, entry=entry, source=source, kind=self)
 
     # ------------------------------------------------------------------ outputs
-    def labels(self, probs, *, threshold: float, postprocess: dict):
-        """(interior probability float32 (H, W), uint8 (H, W) 1 = interior) of (2, H, W) probabilities."""
-        from seg.infer.postprocess import isbi_maps
-
-        return isbi_maps(probs, threshold=threshold)
 
     def segment_stack(self, out: Path, name: str, results: list, convention: str, info: dict) -> list[str]:
         """The challenge's submission stack ``<name>_prob.tif`` (32-bit float (Z, H, W), 1 = interior),
@@ -89,7 +86,6 @@ class Isbi2012Kind(Kind):
 
     def segment_groups(self, meta: dict, ds_dir: Path) -> list[tuple[str, str, list[dict]]]:
         """The unannotated test volume as one stack ``test-volume`` (SegError if there is none)."""
-        from seg.errors import SegError
 
         pages = sorted((e for e in meta["slices"] if e["split"] == "unlabeled"), key=lambda e: e["frame"])
         if not pages:
@@ -101,7 +97,6 @@ class Isbi2012Kind(Kind):
     def measures(self, classes: list[str], *, pred_dir: Path, meta: dict, thresholds: list[float],
                  decision: float, sparse: bool):
         """Pixel measures of ``<id>_seg.tif`` and the Rand / information measures of ``<id>_prob.tif``."""
-        from seg.metrics.measures import ThresholdMapMeasures
 
         return ThresholdMapMeasures(classes, seg_path=lambda e: pred_dir / f"{e['id']}_seg.tif",
                                     thresholds=thresholds)

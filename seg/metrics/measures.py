@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from seg.errors import SegError
+from seg.io import read_tiff
 from seg.metrics.ctc import ObjectCounts, object_counts
 from seg.metrics.overlap import confusion_matrix, overlap_scores
 from seg.metrics.rand import PairStats, best_over_thresholds, pair_stats, probability_stats, thin_boundaries
@@ -37,7 +38,6 @@ from seg.metrics.rand import PairStats, best_over_thresholds, pair_stats, probab
 
 def read_prediction(path: Path, shape: tuple[int, int], what: str) -> np.ndarray:
     """Read a prediction TIFF and check its (H, W) or (C, H, W) shape (SegError naming the file)."""
-    from seg.io import read_tiff
 
     if not path.is_file():
         raise SegError(f"{path}: {what} not found (run seg predict for this split)")

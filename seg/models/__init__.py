@@ -10,7 +10,7 @@
 
 The catalogue of classic architectures (``seg zoo``) lives in :mod:`seg.models.zoo`.
 
-Names are imported lazily (PEP 562), so ``import seg.models.cli`` (``seg --help``) stays torch-free.
+Names are imported lazily (PEP 562), so ``import seg.commands.models`` (``seg --help``) stays torch-free.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from seg.errors import SegError
+from seg.models.fcn import vgg_layers
 
 TORCHVISION_ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                         "densenet121", "densenet161", "densenet169", "densenet201")
@@ -50,7 +51,6 @@ class VGGClassifier(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 2, width: float = 1.0):
         super().__init__()
-        from seg.models.fcn import vgg_layers
 
         self.features = vgg_layers(in_channels, width)
         c5 = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels

@@ -19,6 +19,7 @@ from torch import nn
 
 from seg.errors import SegError
 from seg.io import load_torch_file
+from seg.models.classification import load_encoder_weights
 
 
 def load_model_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
@@ -65,7 +66,6 @@ def load_pretrained_encoder(model: nn.Module, path: str | os.PathLike) -> list[s
     Raises:
         SegError: the file is missing or unreadable, or its tensors do not match the encoder.
     """
-    from seg.models.classification import load_encoder_weights
 
     path = Path(path)
     obj = load_torch_file(path, "pretrained weights file")

@@ -30,6 +30,8 @@ from seg.errors import SegError
 from seg.io import atomic_path, write_json
 from seg.models.classification import build_classifier, classifier_to_encoder_state
 from seg.models.pretrain_tasks import ImageFolderTask, PatchTask
+from seg.progress import progress
+from seg.version import __version__
 
 
 # ----------------------------------------------------------------------------- training
@@ -73,7 +75,6 @@ def pretrain(task, encoder: str, out: Path, *, iterations: int, batch_size: int,
     eval_at = sorted({int(round(v)) for v in np.linspace(0, iterations, eval_points + 1)})
     losses: list[float] = []
     evals: list[dict] = []
-    from seg.progress import progress
 
     t0 = time.perf_counter()
     for it in progress(range(iterations + 1), desc=f"pretrain {encoder}"):
@@ -121,7 +122,6 @@ def pretrain(task, encoder: str, out: Path, *, iterations: int, batch_size: int,
 def _versions() -> dict:
     import torchvision
 
-    from seg.version import __version__
 
     return {"torch": torch.__version__, "torchvision": torchvision.__version__, "seg": __version__}
 

@@ -28,7 +28,9 @@ from typing import Callable
 from torch import nn
 
 from seg.errors import SegError
-from seg.models.smp_models import DECODERS, DILATED_DECODERS, REGISTERED_ENCODERS
+from seg.models.fcn import FCN
+from seg.models.smp_models import DECODERS, DILATED_DECODERS, REGISTERED_ENCODERS, build_smp
+from seg.models.unet import UNet
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,6 @@ class ModelEntry:
 
 
 def _unet(in_channels: int, classes: int, **params) -> nn.Module:
-    from seg.models.unet import UNet
 
     _check_keys("unet", params, ("padding", "base_channels", "depth", "batch_norm"))
     return UNet(in_channels, classes, **params)
@@ -59,7 +60,6 @@ def _unet(in_channels: int, classes: int, **params) -> nn.Module:
 
 def _fcn(variant: str) -> Callable[..., nn.Module]:
     def build(in_channels: int, classes: int, **params) -> nn.Module:
-        from seg.models.fcn import FCN
 
         _check_keys(variant, params, ("backbone", "width"))
         return FCN(variant, in_channels, classes, **params)
@@ -69,7 +69,6 @@ def _fcn(variant: str) -> Callable[..., nn.Module]:
 
 def _smp_builder(decoder: str, encoder: str) -> Callable[..., nn.Module]:
     def build(in_channels: int, classes: int, **params) -> nn.Module:
-        from seg.models.smp_models import build_smp
 
         return build_smp(decoder, encoder, in_channels=in_channels, classes=classes, **params)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 
+import segmentation_models_pytorch as smp
 from torch import nn
 
 from seg.errors import SegError
@@ -44,7 +45,6 @@ REGISTERED_ENCODERS = ("resnet18", "resnet34", "resnet50", "densenet121", "dense
 
 def _smp():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import segmentation_models_pytorch as smp
 
     return smp
 

@@ -7,7 +7,7 @@
 
 It sits below :mod:`seg.export` (exports, ``seg segment``) and beside :mod:`seg.infer`:
 ``format`` and ``readme`` never import ``seg.infer``; ``build`` does (the package's test image is
-predicted with :func:`seg.infer.predict.predict_slice`), and ``seg.infer`` never imports this package.
+predicted with :func:`seg.infer.predictor.predict_slice`), and ``seg.infer`` never imports this package.
 """
 
 from __future__ import annotations

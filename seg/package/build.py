@@ -15,11 +15,18 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from seg.data import canonical
 from seg.errors import SegError
+from seg.infer.predictor import predict_slice
+from seg.io import read_json, sha256_file
 from seg.kinds import get_kind
-from seg.package.format import (FORMAT, FORMAT_VERSION, INFERENCE_KEYS, POSTPROCESS_KEYS, ModelPackage,
-                                size_contract)
+from seg.models import build_model, count_parameters, load_model_weights
+from seg.models.registry import get_entry
+from seg.package.format import FORMAT, FORMAT_VERSION, INFERENCE_KEYS, ModelPackage, size_contract
+from seg.settings import RunSettings, run_config_hash
+from seg.version import __version__
 
 
 def _shift_of(meta: dict) -> list[float] | None:
@@ -48,8 +55,6 @@ def _preprocessing(shift: list[float] | None) -> dict:
 
 
 def _read_run_json(run_dir: Path, name: str, required: bool) -> dict | None:
-    from seg.io import read_json
-
     p = run_dir / name
     if not p.is_file():
         if required:
@@ -64,8 +69,6 @@ def _run_identity(cfg: dict, run: Path, allow_config_mismatch: bool) -> tuple[di
 
     Returns (summary, this config's hash of the run's dataset/variant, whether the hashes differ).
     """
-    from seg.config import run_config_hash
-
     summary = _read_run_json(run, "train_summary.json", required=True)
     dataset, variant = summary.get("dataset"), summary.get("variant")
     if dataset not in cfg["datasets"]:
@@ -86,8 +89,6 @@ def _run_identity(cfg: dict, run: Path, allow_config_mismatch: bool) -> tuple[di
 
 def _dataset_meta(ds_dir: Path, kind: str) -> dict:
     """The canonical dataset's ``meta.json``, checked to be of the config's ``kind`` and its classes."""
-    from seg.data import canonical
-
     meta = canonical.load_meta(ds_dir)
     classes = get_kind(kind).outputs()["classes"]
     if meta["kind"] != kind or list(meta["classes"]) != classes:
@@ -96,55 +97,29 @@ def _dataset_meta(ds_dir: Path, kind: str) -> dict:
     return meta
 
 
-def _threshold(cfg: dict, dataset: str, variant: str, run: Path, threshold_file: str | os.PathLike | None,
-               ds_dir: Path) -> tuple[dict, dict]:
-    """The decision threshold {value, source} and the post-processing settings it goes with.
-
-    ``threshold_file`` if given, else the run's ``calibration.json`` when ``postprocess.calibrate``
-    is on (SegError if missing), else the config's ``postprocess.threshold``. A calibration file's
-    other choices (CTC: h, min_size; three_class: seed_threshold) replace the config's.
-    """
-    from seg.data.plan import data_plan
-    from seg.infer.calibrate import read_calibration
-    from seg.targets.target import variant_target
-
-    pp = data_plan(cfg, dataset, ds_dir=ds_dir).postprocess()  # min_size, h: the config's, else the plan's
-    pp = variant_target(cfg, variant).postprocess(pp)  # method (and seed threshold) of the variant's target
+def _threshold(settings: RunSettings, run: Path, threshold_file: str | os.PathLike | None) -> tuple[dict, dict]:
+    """The decision threshold {value, source} and the post-processing settings it goes with
+    (:meth:`seg.settings.RunSettings.postprocess`): ``threshold_file`` if given, else the run's
+    ``calibration.json`` when ``postprocess.calibrate`` is on (SegError if missing), else the
+    configured threshold."""
     cal = Path(threshold_file) if threshold_file is not None else run / "calibration.json"
-    if not (threshold_file is not None or pp.get("calibrate")):
-        return {"value": float(pp["threshold"]), "source": "config postprocess.threshold"}, pp
+    if threshold_file is None and not settings.calibrate:
+        post = settings.postprocess()
+        return {"value": post.threshold, "source": "config postprocess.threshold"}, post.recorded()
     if threshold_file is None and not cal.is_file():
-        raise SegError(f"{cal}: missing, but postprocess.calibrate is on for {dataset} (run seg calibrate "
+        raise SegError(f"{cal}: missing, but postprocess.calibrate is on for {settings.dataset} (run seg calibrate "
                        "first, or pass --threshold-file)")
-    chosen = read_calibration(cal)  # as seg predict --threshold-file: threshold; CTC also h, min_size
-    threshold = {"value": chosen.pop("threshold"),
+    post = settings.postprocess(cal)
+    threshold = {"value": post.threshold,
                  "source": (f"{cal} (given)" if threshold_file is not None else
                             "calibrated on the validation split (seg calibrate, calibration.json); the test "
-                            "split never chose it") + (f"; also chose {', '.join(sorted(chosen))}" if chosen else "")}
-    return threshold, {**pp, **chosen}
-
-
-def _outputs(outputs: dict, target, channels: list[str]) -> dict:
-    """The kind's ``outputs`` section for a model of ``target``: its probability channels are
-    ``channels``; a three-class model's probability is that of interior + boundary."""
-    if target.classes is None:
-        return outputs
-    if target.regression:
-        return {**outputs, "classes": list(channels),
-                "probability": "float32, the cell distance (channel 1 of the sigmoid maps; 1 at a cell's centre, "
-                               "~0 at its outline) in [0, 1]",
-                "segmentation": outputs["segmentation"] + "; instances grown from seeds cell - neighbour distance "
-                                ">= seed_threshold over cell distance >= threshold (postprocess distance)"}
-    return {**outputs, "classes": list(channels),
-            "probability": "float32, probability of a cell (interior + boundary of the three-class output) in [0, 1]",
-            "segmentation": outputs["segmentation"] + "; instances grown from interior seeds (postprocess three_class)"}
+                            "split never chose it")
+                 + (f"; also chose {', '.join(sorted(post.chosen))}" if post.chosen else "")}
+    return threshold, post.recorded()
 
 
 def _model_section(var: dict, variant: str, params: dict, classes: int, model) -> dict:
     """The package's ``model`` section: registry name, params, family, size, size contract."""
-    from seg.models import count_parameters
-    from seg.models.registry import get_entry
-
     return {"name": var["model"], "params": params, "in_channels": 1, "classes": classes,
             "family": get_entry(var["model"]).family, "parameters": int(count_parameters(model)),
             "label": var.get("label") or variant, **size_contract(model)}
@@ -153,8 +128,6 @@ def _model_section(var: dict, variant: str, params: dict, classes: int, model) -
 def _training_section(summary: dict, chash: str, mismatch: bool, checkpoint: Path) -> dict:
     """The package's ``training`` section: what the run's ``train_summary.json`` says, the config
     hashes and the checkpoint's sha256."""
-    from seg.io import sha256_file
-
     return {
         "dataset": summary.get("dataset"), "variant": summary.get("variant"),
         "config_hash": summary.get("config_hash"),
@@ -183,11 +156,6 @@ def _add_test_image(pkg: ModelPackage, meta: dict, ds_dir: Path, infer: dict) ->
     """Give ``pkg`` its test image (the first test slice, else val, else any; centre-cropped to
     ``TEST_IMAGE_MAX`` px per side) and the model's fp32 probabilities on it, float32
     (classes, H, W) predicted on the CPU."""
-    import torch
-
-    from seg.data import canonical
-    from seg.infer.predict import predict_slice
-
     entries = (canonical.slices(meta, "test") or canonical.slices(meta, "val") or canonical.slices(meta))
     image = canonical.load_raw_image(ds_dir, entries[0])
     y0, x0, h, w = _centre_crop(image.shape, TEST_IMAGE_MAX)
@@ -214,31 +182,26 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
         SegError: a missing file (named), a config whose hash differs from the one the run was
             trained with (unless ``allow_config_mismatch``), a checkpoint that does not fit.
     """
-    from seg.version import __version__
-    from seg.config import dataset_dir, variant_section
-    from seg.models import build_model, load_model_weights
-    from seg.data.plan import data_plan
-
     run = Path(run_dir)
     if not run.is_dir():
         raise SegError(f"{run}: run folder not found")
     summary, chash, mismatch = _run_identity(cfg, run, allow_config_mismatch)
     dataset, variant = summary.get("dataset"), summary.get("variant")
     checkpoint = run / "checkpoints" / "best.pt"
-    kind = cfg["datasets"][dataset]["kind"]
-    ds_dir = dataset_dir(cfg, dataset, data_dir)
+    settings = RunSettings(cfg, dataset, variant, data_dir=data_dir)
+    kind, ds_dir = cfg["datasets"][dataset]["kind"], settings.ds_dir
     meta = _dataset_meta(ds_dir, kind)
 
     var = cfg["variants"][variant]
     params = dict(var.get("params") or {})
-    target = data_plan(cfg, dataset, ds_dir=ds_dir, meta=meta).target(variant)  # three_class: width and weight it trained with
-    channels = target.channels(meta["classes"])
+    target = settings.target  # three_class: the width and weight it trained with
+    channels = settings.channels
     model = build_model(var["model"], **params, classes=len(channels))
     load_model_weights(model, checkpoint)
     model.eval()
 
-    threshold, pp = _threshold(cfg, dataset, variant, run, threshold_file, ds_dir)
-    infer = variant_section(cfg, variant, "inference", dataset)
+    threshold, pp = _threshold(settings, run, threshold_file)
+    infer = settings.inference
     metrics_doc = _read_run_json(run, "metrics.json", required=False)
     pkg_meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "seg_version": __version__,
@@ -246,13 +209,13 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "dataset": {"name": dataset, "kind": kind, "classes": list(meta["classes"]),
                     "source": meta.get("source", {})},
-        "outputs": _outputs(get_kind(kind).outputs(), target, channels),
+        "outputs": target.outputs(settings.kind.outputs(), channels),
         "target": target.record(meta["classes"]),
         "model": _model_section(var, variant, params, len(channels), model),
         "preprocessing": _preprocessing(_shift_of(meta)),
         "inference": {k: infer[k] for k in INFERENCE_KEYS},
         "threshold": threshold,
-        "postprocess": {k: pp[k] for k in POSTPROCESS_KEYS if k in pp},
+        "postprocess": pp,
         "training": _training_section(summary, chash, mismatch, checkpoint),
         "metrics": ({"split": metrics_doc.get("split"), "primary": metrics_doc.get("primary"),
                      "aggregate": metrics_doc.get("aggregate"), "threshold": threshold["value"]}
@@ -268,8 +231,6 @@ def best_run(results: str | os.PathLike, dataset: str) -> Path:
     """The run folder ``<results>/<dataset>/<variant>/`` whose ``metrics.json`` has the best primary
     metric (``iou_mean``, higher is better; ties: the first variant in name order) among the trained
     runs of ``dataset`` - the top row of the dataset's leaderboard."""
-    from seg.io import read_json
-
     root = Path(results) / dataset
     best: tuple[float, Path] | None = None
     for mpath in sorted(root.glob("*/metrics.json")):

@@ -37,7 +37,15 @@ from typing import Any
 
 import numpy as np
 
+from seg.data.align import shift_image
+from seg.data.canonical import normalise
 from seg.errors import SegError
+from seg.io import atomic_path
+from seg.kinds import get_kind
+from seg.models import build_model, input_size_for, output_size, size_divisor
+from seg.package.readme import package_readme
+from seg.targets import target_from_record
+from seg.version import __version__
 
 FORMAT = "seg-model-package"
 FORMAT_VERSION = 1
@@ -47,7 +55,6 @@ TEST_INPUT_FILE = "test_input.tif"
 TEST_OUTPUT_FILE = "test_probabilities.tif"
 README_FILE = "README.md"
 INFERENCE_KEYS = ("tile", "overlap", "blend", "tta", "batch_size", "amp")
-POSTPROCESS_KEYS = ("method", "min_size", "h", "seed_threshold")  # seed_threshold: three_class only
 
 @dataclass
 class ModelPackage:
@@ -78,17 +85,31 @@ class ModelPackage:
         return self.meta["dataset"]["kind"]
 
     @property
+    def target(self):
+        """The model's target (:func:`seg.targets.target_from_record` of ``target``; packages
+        without one: the default), which owns the activation and the decoding."""
+        try:
+            return target_from_record(self.meta.get("target"))
+        except SegError as e:
+            raise SegError(f"{self.source or self.name}: {e}") from None
+
+    @property
     def activation(self) -> str:
-        """What turns the network's outputs into its maps: ``softmax`` (class probabilities; packages
-        without a ``target`` section) or ``sigmoid`` (a regression target's maps)."""
-        return str((self.meta.get("target") or {}).get("activation", "softmax"))
+        """What turns the network's outputs into its maps (the target's): ``softmax`` or ``sigmoid``."""
+        return self.target.activation
+
+    def decode(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probability float32 (H, W), segmentation) of the network's activated maps ``out``
+        (channels, H, W), with the package's threshold and post-processing: the target's decoding
+        for the package's kind (instances, or a class map)."""
+        kind = self.dataset_kind
+        return self.target.decode(out, self.postprocess, threshold=self.threshold, instances=kind.instances,
+                                  foreground=kind.foreground)
 
     @property
     def dataset_kind(self):
         """The registered dataset kind (:class:`seg.kinds.base.Kind`) of :attr:`kind` (SegError
         naming the package if this seg does not know it)."""
-        from seg.kinds import get_kind
-
         try:
             return get_kind(self.kind)
         except SegError as e:
@@ -119,8 +140,6 @@ class ModelPackage:
         shifted by :attr:`shift` if any (:func:`seg.data.align.shift_image`), then normalised per
         image (:func:`seg.data.canonical.normalise`) - the same functions ``seg predict`` reads
         its canonical images with."""
-        from seg.data.align import shift_image
-        from seg.data.canonical import normalise
 
         x = shift_image(image, self.shift) if self.shift else image
         return normalise(x)
@@ -131,7 +150,6 @@ def size_contract(model) -> dict:
     """The network's size facts for the package and the export graphs: ``valid_border`` (0 for
     same padding), ``size_divisor``, ``min_size`` (smallest H, W the whole-image graph takes: the
     smallest legal output of a valid-padding U-Net, 128 for smp PAN / UPerNet, else 1)."""
-    from seg.models import input_size_for, output_size, size_divisor
 
     border = int(getattr(model, "valid_border", 0) or 0)
     divisor = int(size_divisor(model))
@@ -157,7 +175,6 @@ def package_files(pkg: ModelPackage) -> dict[str, bytes]:
 
     import torch
 
-    from seg.package.readme import package_readme
 
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in pkg.model.state_dict().items()}, buf)
@@ -173,7 +190,6 @@ def package_files(pkg: ModelPackage) -> dict[str, bytes]:
 
 def write_package(pkg: ModelPackage, out: str | os.PathLike) -> Path:
     """Write ``pkg`` to ``out`` atomically: a folder, or a zip archive if ``out`` ends in ``.zip``."""
-    from seg.io import atomic_path
 
     out = Path(out)
     files = package_files(pkg)
@@ -202,7 +218,6 @@ def _read_files(path: Path) -> dict[str, bytes]:
 
 def check_meta(meta: Any, where: str) -> dict:
     """Validate a ``package.json`` document's format and version (SegError naming ``where``)."""
-    from seg.version import __version__
 
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise SegError(f"{where}: not a seg model package (package.json has no format {FORMAT!r})")
@@ -223,7 +238,6 @@ def package_from_files(files: dict[str, bytes], where: str) -> ModelPackage:
     import tifffile
     import torch
 
-    from seg.models import build_model
 
     if PACKAGE_FILE not in files:
         raise SegError(f"{where}: not a seg model package (no {PACKAGE_FILE})")

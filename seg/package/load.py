@@ -30,8 +30,8 @@ def load_package(path: str | os.PathLike, *, config: str | os.PathLike | None = 
         raise SegError(f"{p}: no such model package or run folder")
     if p.is_dir() and not (p / PACKAGE_FILE).is_file():
         if (p / "train_summary.json").is_file() and (p / "checkpoints" / "best.pt").is_file():
-            from seg.config import load_config
             from seg.package.build import build_package
+            from seg.settings import load_config
 
             cfg_path = Path(config) if config is not None else p.parent.parent / "config.resolved.yaml"
             if not cfg_path.is_file():

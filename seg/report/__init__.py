@@ -9,7 +9,7 @@ Modules, in data-flow order:
 - :mod:`seg.report.examples` loads test slices with predictions and draws error overlays;
 - :mod:`seg.report.figures` draws the matplotlib figures; :mod:`seg.report.build` writes them all;
 - :mod:`seg.report.html` renders the self-contained ``report.html``;
-- :mod:`seg.report.outputs` does everything in one call; :mod:`seg.report.cli` is the command.
+- :mod:`seg.report.outputs` does everything in one call; :mod:`seg.commands.report` is the command.
 
 Captions for Snakemake's ``report()`` markers are in ``seg/report/captions/*.rst``.
 """

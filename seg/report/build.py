@@ -25,9 +25,11 @@ from pathlib import Path
 from seg.errors import SegError
 from seg.io import atomic_path, read_json
 from seg.kinds import find_kind
+from seg.report import figures as F
+from seg.report.examples import load_examples, load_target_panels
+from seg.report.figures import DPI, read_train_log
 from seg.report.leaderboard import SPARSE_NOTE, Leaderboard, Row
 from seg.report.references import references_for
-
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,6 @@ def _class_names(data_dir: Path, dataset: str, kind: str) -> tuple[str, str]:
 
 
 def _curves(rows: list[Row], notes: list[str]):
-    from seg.report.figures import read_train_log
 
     curves = []
     for row in rows:
@@ -93,7 +94,6 @@ class _FigureWriter:
 
     def add(self, fig_or_src, dataset: str, kind: str, title: str, caption: str) -> None:
         """Save a matplotlib figure (or copy a PNG file) as ``<kind>_<safe dataset name>.png``."""
-        from seg.report.figures import DPI
 
         name = f"{kind}_{safe_name(dataset)}.png"
         if isinstance(fig_or_src, Path):
@@ -122,7 +122,6 @@ def _reference_text(kind: str, refs: list) -> str:
 def _score_figures(writer: _FigureWriter, board: Leaderboard, ds: str, colors: dict, notes: list[str]) -> None:
     """The dataset's score figures: IoU per variant (SEG for sparse annotations) and, for kinds with
     an error figure (ISBI 2012), the errors beside the published ones."""
-    from seg.report import figures as F
 
     rows, kind = board.datasets[ds], board.kinds.get(ds, "")
     refs = references_for(board.identities.get(ds))
@@ -151,7 +150,6 @@ def _score_figures(writer: _FigureWriter, board: Leaderboard, ds: str, colors: d
 
 def _curves_figure(writer: _FigureWriter, ds: str, rows: list[Row], colors: dict, notes: list[str]) -> None:
     """Training loss and validation IoU of every run of the dataset (a note where logs are missing)."""
-    from seg.report import figures as F
 
     curves = _curves(rows, notes)
     if curves:
@@ -166,8 +164,6 @@ def _example_figure(writer: _FigureWriter, ds: str, kind: str, rows: list[Row], 
                     threshold: float, notes: list[str]) -> None:
     """``n_examples`` test slices with the prediction of the best variant that has predictions (its
     newest run that has them); notes say why where none could be shown."""
-    from seg.report import figures as F
-    from seg.report.examples import load_examples
 
     ds_dir = data_dir / ds
     examples, ex_notes, shown = [], [], None
@@ -191,8 +187,6 @@ def _targets_figure(writer: _FigureWriter, ds: str, kind: str, rows: list[Row], 
                     notes: list[str]) -> None:
     """Instance datasets whose leaderboard holds rows of more than one target: one test slice with
     the instances of the best row of each target beside the ground truth."""
-    from seg.report import figures as F
-    from seg.report.examples import load_target_panels
 
     k = find_kind(kind)
     if k is None or not k.instances or len({r.target for r in rows}) < 2:
@@ -226,7 +220,6 @@ def _weights_figure(writer: _FigureWriter, ds: str, data_dir: Path, notes: list[
 
 def build_figures(board: Leaderboard, cfg: dict, data_dir: Path, folder: Path) -> Figures:
     """Write all figures for ``board`` into ``folder`` (replaced atomically) and list them."""
-    from seg.report import figures as F
 
     variants = list((cfg.get("variants") or {}))
     variants += sorted({r.variant for r in board.rows} - set(variants))

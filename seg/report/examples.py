@@ -23,6 +23,7 @@ import numpy as np
 from seg.errors import SegError
 from seg.io import read_json, read_tiff
 from seg.kinds.ctc import slice_mask_path
+from seg.metrics.ctc import overlap_table
 
 # RGB uint8 colours of the overlay (Okabe-Ito-like, distinguishable with colour-blindness).
 FP_COLOR = (255, 160, 0)   # orange: predicted foreground, truly background
@@ -207,7 +208,6 @@ def load_target_panels(ds_dir: Path, runs: list[tuple[str, Path]], *, split: str
         ({"id", "image" (H, W), "truth" int (H, W) instances} or None, [(title, instances uint
         (H, W), SEG of the slice's annotated cells)], notes). Never raises for missing files.
     """
-    from seg.metrics.ctc import overlap_table
 
     notes: list[str] = []
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seg.errors import SegError
 from seg.report.examples import FN_COLOR, FP_COLOR, UNSCORED_COLOR, Example, error_overlay, stretch
 from seg.report.leaderboard import Row
 from seg.report.references import Reference
@@ -147,7 +148,6 @@ def read_train_log(path: Path) -> dict[str, np.ndarray]:
     Raises:
         SegError: the file is missing or lacks the ``iteration`` and ``loss`` columns.
     """
-    from seg.errors import SegError
 
     if not path.is_file():
         raise SegError(f"{path}: file not found")

@@ -18,6 +18,7 @@ from seg.report import tables
 from seg.report.build import Figures, safe_name
 from seg.report.leaderboard import Leaderboard
 from seg.report.references import SOURCE, references_for
+from seg.settings.plan import fingerprint_summary
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
@@ -70,8 +71,7 @@ def _notes(notes: list[str]) -> str:
 
 
 def _plan_section(dataset: str, doc: dict | None) -> str:
-    """The dataset's fingerprint and plan (:meth:`seg.data.plan.DataPlan.to_dict`), or a note."""
-    from seg.data.plan import fingerprint_summary
+    """The dataset's fingerprint and plan (:meth:`seg.settings.plan.DataPlan.to_dict`), or a note."""
 
     esc = html.escape
     if doc is None:
@@ -86,7 +86,7 @@ def _plan_section(dataset: str, doc: dict | None) -> str:
 def render(board: Leaderboard, figures: Figures, *, config_yaml: str, config_path: str,
            result_dirs: list[str], plans: dict[str, dict | None] | None = None) -> str:
     """The report as one HTML string (see module docstring). ``plans``: per dataset the plan
-    document (:meth:`seg.data.plan.DataPlan.to_dict`, None = not ingested), shown after its figures."""
+    document (:meth:`seg.settings.plan.DataPlan.to_dict`, None = not ingested), shown after its figures."""
     esc = html.escape
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [

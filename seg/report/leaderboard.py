@@ -101,7 +101,7 @@ class Row:
         dropped: same-seed duplicates that were left out (older copies).
         mean, std: per metric/fact; ``std`` is NaN when only one run was merged.
         kind: the dataset kind's name (:mod:`seg.kinds`), or ``""`` when it cannot be told.
-        target: what the network predicts (the variant's ``target``, :mod:`seg.targets.target`).
+        target: what the network predicts (the variant's ``target``, :mod:`seg.targets`).
         rank: 1 = best within its dataset (set by :func:`build_leaderboard`).
     """
 

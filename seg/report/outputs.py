@@ -3,7 +3,7 @@
 Outputs under ``out_dir`` (``results/`` by default):
 ``leaderboard.csv`` (columns: :data:`seg.report.tables.CSV_COLUMNS`), ``leaderboard.md``,
 ``figures/*.png`` (see :mod:`seg.report.build`) and ``report.html`` (self-contained). The Markdown
-and the HTML also show each dataset's plan (:mod:`seg.data.plan`): its fingerprint and every
+and the HTML also show each dataset's plan (:mod:`seg.settings.plan`): its fingerprint and every
 scale-dependent setting with its value and source (config / data / default).
 """
 
@@ -13,8 +13,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from seg.errors import SegError
+from seg.io import atomic_path
+from seg.report import html, tables
 from seg.report.build import Figures, build_figures
 from seg.report.leaderboard import Leaderboard, build_leaderboard
+from seg.settings.plan import data_plan
 
 
 @dataclass
@@ -33,7 +37,7 @@ def write_outputs(result_dirs: list[str | os.PathLike], cfg: dict, *, config_pat
 
     Args:
         result_dirs: folders searched (recursively) for metrics.json.
-        cfg: the loaded config (:func:`seg.config.load_config`); gives variant labels and order,
+        cfg: the loaded config (:func:`seg.settings.load_config`); gives variant labels and order,
             dataset kinds, ``report.examples`` and ``postprocess.threshold``.
         data_dir: canonical datasets (``<data_dir>/<dataset>/``) for example slices and the
             weight-map preview; a missing dataset only leaves those figures out.
@@ -44,13 +48,11 @@ def write_outputs(result_dirs: list[str | os.PathLike], cfg: dict, *, config_pat
     """
     import yaml
 
-    from seg.report import html, tables
 
     out = Path(out_dir)
     board = build_leaderboard(result_dirs, cfg, data_dir)
     csv_path, md_path, html_path = out / "leaderboard.csv", out / "leaderboard.md", out / "report.html"
     tables.write_csv(csv_path, board)
-    from seg.io import atomic_path
 
     plans = dataset_plans(cfg, board.datasets, data_dir)
     with atomic_path(md_path) as tmp:
@@ -65,8 +67,6 @@ def write_outputs(result_dirs: list[str | os.PathLike], cfg: dict, *, config_pat
 def dataset_plans(cfg: dict, datasets: list[str], data_dir: str | os.PathLike) -> dict[str, dict | None]:
     """``{dataset: DataPlan.to_dict()}`` of the configured ones of ``datasets``; None for a dataset
     whose canonical folder is not in ``data_dir`` (the report then says so)."""
-    from seg.data.plan import data_plan
-    from seg.errors import SegError
 
     out: dict[str, dict | None] = {}
     for ds in datasets:

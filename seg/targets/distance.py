@@ -18,7 +18,7 @@ Channels in the order the network predicts them: 0 = neighbour distance, 1 = cel
 1 is thus the "cell" channel every consumer that reads class 1 of a two-channel output takes (the
 probability file, the threshold calibration, the report's masks), and ``c >= threshold`` is the
 cell mask. Instances: seeds where ``c - n >= seed_threshold``, grown over the mask
-(:func:`seg.infer.postprocess.instances_from_distance`).
+(:func:`seg.infer.postprocess.distance_objects`; the target is :class:`Distance`).
 
 The maps are computed once per training slice and deformed with it (linear interpolation, as the
 weight maps): both are normalised per object by its radius, so a zoom leaves them as they are, and
@@ -28,10 +28,14 @@ the mild elastic deformation changes them little. The image edge counts as outsi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from seg.errors import SegError
+from seg.infer.postprocess import distance_objects
+from seg.targets.base import SeededTarget
 
 CLASSES = ("neighbour distance", "cell distance")
 NEIGHBOUR, CELL = 0, 1
@@ -84,3 +88,47 @@ def distance_maps(instances: np.ndarray) -> np.ndarray:
         nb = out[NEIGHBOUR][wide]
         nb[here] = near.astype(np.float32)
     return out
+
+
+#: The cell-distance threshold of the cell mask (KIT-Sch-GE: 0.09) unless calibrated: the cell
+#: distance falls to FLOOR at an object's outline, so a class threshold of 0.5 would halve it.
+THRESHOLD = 0.1
+
+
+@dataclass(frozen=True)
+class Distance(SeededTarget):
+    """Neighbour and cell distance maps, sigmoid outputs, a border-weighted MSE (module docstring)."""
+
+    name: ClassVar[str] = "distance"
+    description: ClassVar[str] = ("cell and neighbour distance maps (sigmoid, border-weighted MSE); instances grown "
+                                  "from seeds cell - neighbour >= seed_threshold over cell >= threshold")
+    channel_names: ClassVar[tuple[str, ...]] = CLASSES
+    activation: ClassVar[str] = "sigmoid"
+    regression: ClassVar[bool] = True
+
+    def train_map(self, semantic, instances):
+        """float32 (2, H, W) maps of ``instances`` (:func:`distance_maps`), deformed with the slice."""
+        return distance_maps(instances)
+
+    def postprocess(self, pp):
+        """Seeded settings with the cell-mask threshold :data:`THRESHOLD` (a cell distance, not a probability)."""
+        return {**super().postprocess(pp), "threshold": THRESHOLD}
+
+    def probability(self, out, *, foreground):
+        """The cell distance (channel 1), float32 (H, W) in [0, 1]."""
+        out = np.asarray(out)
+        if out.ndim != 3 or out.shape[0] != 2:
+            raise SegError(f"postprocess {self.name}: expected maps (2, H, W) [neighbour, cell], got shape {out.shape}")
+        return np.ascontiguousarray(np.clip(out[CELL], 0.0, 1.0), dtype=np.float32)
+
+    def objects(self, x, *, pp, threshold, second):
+        """Seeds ``cell - neighbour >= second`` grown over ``cell >= threshold``
+        (:func:`seg.infer.postprocess.distance_objects`)."""
+        return distance_objects(self._checked(x, threshold, second), threshold=threshold, seed_threshold=second)
+
+    def outputs(self, outputs, channels):
+        return {**outputs, "classes": list(channels),
+                "probability": "float32, the cell distance (channel 1 of the sigmoid maps; 1 at a cell's centre, "
+                               "~0 at its outline) in [0, 1]",
+                "segmentation": outputs["segmentation"] + "; instances grown from seeds cell - neighbour distance "
+                                ">= seed_threshold over cell distance >= threshold (postprocess distance)"}

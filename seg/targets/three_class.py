@@ -5,7 +5,12 @@ Tracking Challenge entry converts instances to it): every annotated object is sp
 boundary, the object pixels within ``width`` pixels (chessboard distance) of a pixel that is not of
 the same object, and its interior, the rest. Touching objects therefore meet along two boundary
 bands, and the interiors of different objects never touch, so connected components of the
-interior are the objects' seeds (:func:`seg.infer.postprocess.instances_from_three_class`).
+interior are the objects' seeds (:func:`seg.infer.postprocess.three_class_objects`).
+
+The target (:class:`ThreeClass`) trains on that map with the border weights (the gaps between cells,
+and the 0 weights of sparse annotations), multiplies the weight of boundary pixels by
+``boundary_weight``, and grows instances from interior seeds over interior + boundary. Its
+boundary width comes from the variant's ``boundary_width``, else the plan (D / 15 px).
 
 Class values (uint8): 0 = background (or, with sparse annotations, not annotated: the weight map
 gives those pixels 0 and every loss ignores them), 1 = interior, 2 = boundary.
@@ -13,19 +18,29 @@ gives those pixels 0 and every loss ignores them), 1 = interior, 2 = boundary.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
 import numpy as np
+from scipy import ndimage
 
 from seg.errors import SegError
+from seg.infer.postprocess import three_class_objects
+from seg.targets.base import SeededTarget, configured
 
 BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
 CLASSES = ("background", "interior", "boundary")
-#: Boundary width in pixels: wide enough that the interiors of touching objects are >= 3 px apart
-#: (a seed survives a one-pixel prediction error on either side), narrow enough that an object of
-#: 50 px area keeps an interior.
-DEFAULT_WIDTH = 2
+#: The factor on the loss weight of boundary pixels when the variant leaves ``boundary_weight``
+#: unset (measured: README, "Targets beyond the paper").
+BOUNDARY_WEIGHT = 2.0
+#: The planned boundary width: median diameter / BOUNDARY_DIAMETERS px, rounded, in BOUNDARY_BOUNDS.
+#: 2 px (the Data Science Bowl's small nuclei) was too thin for both CTC datasets: D / 15 gives
+#: GOWT1's nuclei (D = 61 px) 4 px and DIC-HeLa's cells (D = 120 px) 8 px, each in the range where
+#: the test SEG over three seeds was best (README, "Targets beyond the paper").
+BOUNDARY_DIAMETERS, BOUNDARY_BOUNDS = 15, (2, 8)
 
 
-def three_class_map(instances: np.ndarray, *, width: int = DEFAULT_WIDTH) -> np.ndarray:
+def three_class_map(instances: np.ndarray, *, width: int) -> np.ndarray:
     """The three-class map of an instance image.
 
     Args:
@@ -42,8 +57,6 @@ def three_class_map(instances: np.ndarray, *, width: int = DEFAULT_WIDTH) -> np.
     Raises:
         SegError: not a 2D integer array, or width < 1.
     """
-    from scipy import ndimage
-
     inst = np.asarray(instances)
     if inst.ndim != 2 or not np.issubdtype(inst.dtype, np.integer):
         raise SegError(f"three_class_map: expected 2D integer instance labels, got {inst.dtype} {inst.shape}")
@@ -72,3 +85,69 @@ def three_class_map(instances: np.ndarray, *, width: int = DEFAULT_WIDTH) -> np.
         interior &= largest[comp]
     out[interior] = INTERIOR
     return out
+
+
+@dataclass(frozen=True)
+class ThreeClass(SeededTarget):
+    """Background / interior / boundary (module docstring).
+
+    Attributes:
+        boundary_width: the boundary's width in px (:meth:`configure`: the variant's, else the
+            plan's ``target.boundary_width``); None until configured.
+        boundary_weight: the factor on the loss weight of boundary pixels.
+    """
+
+    name: ClassVar[str] = "three_class"
+    description: ClassVar[str] = ("background / interior / boundary (the objects' outer pixels); instances grown "
+                                  "from interior seeds over interior + boundary")
+    channel_names: ClassVar[tuple[str, ...]] = CLASSES
+    variant_keys: ClassVar[tuple[str, ...]] = ("boundary_width", "boundary_weight")
+    planned: ClassVar[dict[str, str]] = {"boundary_width": "target.boundary_width"}
+
+    boundary_width: int | None = None
+    boundary_weight: float = BOUNDARY_WEIGHT
+
+    def configure(self, variant: dict, planned: Callable[[str], Any]) -> "ThreeClass":
+        width, weight = variant.get("boundary_width"), variant.get("boundary_weight")
+        return configured(self, boundary_width=int(planned("target.boundary_width") if width is None else width),
+                          boundary_weight=BOUNDARY_WEIGHT if weight is None else float(weight))
+
+    plan_fallback: ClassVar[dict[str, Any]] = {"target.boundary_width": 2}
+
+    def plan_rules(self, diameter):
+        width = int(min(max(round(diameter / BOUNDARY_DIAMETERS), BOUNDARY_BOUNDS[0]), BOUNDARY_BOUNDS[1]))
+        return {"target.boundary_width": (width, f"median diameter ({diameter:g} px) / {BOUNDARY_DIAMETERS}, "
+                                                 f"rounded, in [{BOUNDARY_BOUNDS[0]}, {BOUNDARY_BOUNDS[1]}] px")}
+
+    def settings(self) -> dict:
+        return {} if self.boundary_width is None else {"boundary_width": self.boundary_width,
+                                                       "boundary_weight": self.boundary_weight}
+
+    def train_map(self, semantic, instances):
+        """uint8 (H, W) three-class map of ``instances`` (:func:`three_class_map`)."""
+        if self.boundary_width is None:
+            raise SegError("target three_class: no boundary width (configure the target with its variant and plan)")
+        return three_class_map(instances, width=self.boundary_width)
+
+    def weigh(self, train_map, weights):
+        """Boundary pixels' weights times ``boundary_weight`` (weight-0 pixels stay 0)."""
+        if weights is None or self.boundary_weight == 1.0:
+            return weights
+        return np.where(train_map == BOUNDARY, weights * np.float32(self.boundary_weight), weights).astype(np.float32)
+
+    def probability(self, out, *, foreground):
+        """The cell probability interior + boundary, float32 (H, W) in [0, 1]."""
+        out = np.asarray(out)
+        if out.ndim != 3 or out.shape[0] != 3:
+            raise SegError(f"postprocess {self.name}: expected probabilities (3, H, W), got shape {out.shape}")
+        return np.ascontiguousarray(np.clip(out[INTERIOR] + out[BOUNDARY], 0.0, 1.0), dtype=np.float32)
+
+    def objects(self, x, *, pp, threshold, second):
+        """Seeds ``interior >= second`` grown over ``interior + boundary >= threshold``
+        (:func:`seg.infer.postprocess.three_class_objects`)."""
+        return three_class_objects(self._checked(x, threshold, second), threshold=threshold, seed_threshold=second)
+
+    def outputs(self, outputs, channels):
+        return {**outputs, "classes": list(channels),
+                "probability": "float32, probability of a cell (interior + boundary of the three-class output) in [0, 1]",
+                "segmentation": outputs["segmentation"] + "; instances grown from interior seeds (postprocess three_class)"}

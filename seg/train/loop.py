@@ -34,20 +34,23 @@ from typing import Callable
 import numpy as np
 import torch
 
-from seg.config import dataset_dir, variant_section
-from seg.data.plan import data_plan
-from seg.device import (Precision, configure_determinism, peak_memory_mb, precision_for, resolve_device,
-                        seed_everything, set_threads)
+from seg.config import dataset_dir
+from seg.device import (
+    Precision, configure_determinism, peak_memory_mb, precision_for, resolve_device, seed_everything, set_threads
+)
 from seg.errors import SegError
 from seg.io import write_json
-from seg.kinds import get_kind
-from seg.train import checkpoint as ckpt
-from seg.train import distributed as ddp
+from seg.models import build_model, load_pretrained_encoder
+from seg.progress import progress
+from seg.settings import POSTPROCESS_KEYS, RunSettings
+from seg.targets.base import Target
+from seg.train import checkpoint as ckpt, distributed as ddp
 from seg.train.losses import build_loss, needs_weights, weighted_mse
 from seg.train.optim import build_optimizer, build_scheduler
 from seg.train.records import TrainLog, device_name, param_digest, versions
-from seg.train.sampling import (PatchDataset, PatchGeometry, load_pseudo_slices, load_training_slices, make_loader,
-                                patch_geometry)
+from seg.train.sampling import (
+    PatchDataset, PatchGeometry, load_pseudo_slices, load_training_slices, make_loader, patch_geometry
+)
 from seg.train.state import completed_summary, effective_config, run_identity
 from seg.train.validate import load_val_slices, validate
 
@@ -66,8 +69,6 @@ def build_training_model(cfg: dict, dataset: str, variant: str, classes: int, *,
     ``<results_dir>/<dataset>/pretrain/<encoder>/encoder.pt``, a path reads that file, ``none`` nothing.
     Loaded by ``seg.models.load_pretrained_encoder`` (weights_only).
     """
-    from seg.models import build_model, load_pretrained_encoder
-
     var = cfg["variants"][variant]
     model = build_model(var["model"], in_channels=1, classes=classes, **(var.get("params") or {}))
     pre = str(pretrained) if pretrained else (var.get("pretrained") or "none")
@@ -106,7 +107,7 @@ def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_di
     """Train ``variant`` on ``dataset``; returns the summary (also written to ``train_summary.json``).
 
     Args:
-        cfg: the validated config (``seg.config.load_config``).
+        cfg: the validated config (``seg.settings.load_config``).
         dataset, variant: names in the config.
         out_dir: ``results/<dataset>/<variant>/``.
         data_dir: folder of canonical datasets (default ``cfg["data_dir"]``).
@@ -122,13 +123,14 @@ def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_di
         peak_memory_mb, device, amp, params, versions, seed, config_hash, model, variant, dataset,
         effective_batch_size, world_size, stopped ("budget" | "max_minutes"), data_wait, patch sizes,
         val_postprocess (CTC: the method, threshold, h and min_size whose val SEG chose ``best.pt``:
-        the config's, else the dataset's plan, :mod:`seg.data.plan`)
+        the config's, else the dataset's plan, :mod:`seg.settings.plan`)
         (an empty dict on the other ranks of a DDP run).
     """
     cfg = effective_config(cfg, variant, iterations=iterations)
     chash, seed = run_identity(cfg, dataset, variant)
     ds_dir = dataset_dir(cfg, dataset, data_dir)
-    tcfg = data_plan(cfg, dataset, ds_dir=ds_dir).train(variant)  # patch_size: the config's, else the plan's
+    settings = RunSettings(cfg, dataset, variant, ds_dir=ds_dir)
+    tcfg = settings.train  # patch_size: the config's, else the plan's
     out = Path(out_dir)
     done = completed_summary(cfg, dataset, variant, out)
     if done is not None:
@@ -140,7 +142,7 @@ def train(cfg: dict, dataset: str, variant: str, out_dir: str | Path, *, data_di
     dev = resolve_device(device or tcfg["device"], local_rank=env.local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    spec = RunSpec(cfg=cfg, tcfg=tcfg, dataset=dataset, variant=variant, out=out,
+    spec = RunSpec(cfg=cfg, settings=settings, tcfg=tcfg, dataset=dataset, variant=variant, out=out,
                    ds_dir=ds_dir, seed=seed, config_hash=chash, env=env,
                    device=dev, pretrained=pretrained, pseudo=Path(pseudo) if pseudo else None)
     ddp.init_process_group(env, dev.type)
@@ -157,7 +159,9 @@ class RunSpec:
 
     Attributes:
         cfg: the effective config (``seg.train.state.effective_config``: budget override folded in).
-        tcfg: the variant's ``train`` section for the dataset.
+        settings: the run's settings (:class:`seg.settings.RunSettings`): target, sections,
+            post-processing.
+        tcfg: the variant's ``train`` section for the dataset (``settings.train``).
         dataset, variant: names in the config.
         out: the run folder (``results/<dataset>/<variant>/``).
         ds_dir: the canonical dataset folder (``seg.config.dataset_dir``).
@@ -169,6 +173,7 @@ class RunSpec:
     """
 
     cfg: dict
+    settings: RunSettings
     tcfg: dict
     dataset: str
     variant: str
@@ -204,7 +209,8 @@ class Plan:
         val_postprocess: CTC data with two classes: the post-processing whose val SEG chooses the
             best checkpoint (min_size and h the config's, else the plan's; the method and seed
             threshold the target's); None: val mean IoU chooses it.
-        target: the variant's target (:meth:`seg.targets.target.Target.record`).
+        target: the variant's configured target (:attr:`seg.settings.RunSettings.target`);
+            target_record: its :meth:`~seg.targets.base.Target.record`.
         self_training: with ``--pseudo``: the folder and how many of its slices trained beside the
             training split's; None otherwise.
         calibrate: ``postprocess.calibrate``: val scores at the val-chosen threshold.
@@ -219,7 +225,8 @@ class Plan:
 
     classes: int
     val_postprocess: dict | None
-    target: dict
+    target_record: dict
+    target: Target
     self_training: dict | None
     calibrate: bool
     n_params: int
@@ -333,19 +340,15 @@ def _train(spec: RunSpec) -> dict:
 def _setup(spec: RunSpec) -> tuple[Plan, Trainee]:
     """Determinism, seeding, then the model (its initial weights drawn from the seeded global
     generator), the patch data and the budget; then the optimiser, scheduler and scaler."""
-    from seg.data.canonical import load_meta
-
     tcfg = spec.tcfg
     configure_determinism(bool(tcfg["deterministic"]), spec.device, compiling=bool(tcfg.get("compile")))
     seed_everything(spec.seed)
-    meta = load_meta(spec.ds_dir)
+    settings = spec.settings
+    meta = settings.meta
     # the variant's target on this dataset (three_class: its boundary width and weight)
-    target = data_plan(spec.cfg, spec.dataset, ds_dir=spec.ds_dir, meta=meta).target(spec.variant)
-    classes = len(target.channels(meta["classes"]))  # the network's output channels
+    target = settings.target
+    classes = len(settings.channels)  # the network's output channels
     sparse = meta.get("annotations", "full") == "sparse"  # weight 0 marks the ignored pixels
-    # min_size and h: the config's, else the plan's (never a constant that deletes the objects)
-    pp = data_plan(spec.cfg, spec.dataset, ds_dir=spec.ds_dir, meta=meta).postprocess()
-    val_pp = get_kind(meta["kind"]).validation_postprocess(pp, len(meta["classes"]))
     model = build_training_model(spec.cfg, spec.dataset, spec.variant, classes, pretrained=spec.pretrained)
     geometry = patch_geometry(model, int(tcfg["patch_size"]))
     if bool(spec.cfg["variants"][spec.variant].get("self_training")) != (spec.pseudo is not None):
@@ -359,7 +362,7 @@ def _setup(spec: RunSpec) -> tuple[Plan, Trainee]:
     data = PatchDataset(
         slices + pseudo,
         geometry,
-        augment_cfg=variant_section(spec.cfg, spec.variant, "augment", spec.dataset),
+        augment_cfg=settings.augment,
         seed=spec.seed,
         border_sampling=float(tcfg["border_sampling"]),
     )
@@ -369,15 +372,17 @@ def _setup(spec: RunSpec) -> tuple[Plan, Trainee]:
         classes=classes,
         # Instance kinds (CTC): the best checkpoint is the one with the best val SEG (annotated cells
         # only), the measure seg calibrate chooses the post-processing by; ISBI: val mean IoU.
-        val_postprocess=None if val_pp is None else target.postprocess(val_pp),
-        target=target.record(meta["classes"]),
+        # min_size and h: the config's, else the plan's (never a constant that deletes the objects)
+        val_postprocess=settings.val_postprocess,
+        target=target,
+        target_record=target.record(meta["classes"]),
         self_training=(None if spec.pseudo is None else
                        {"pseudo": str(spec.pseudo), "slices": len(pseudo), "train_slices": len(slices)}),
-        calibrate=bool(pp["calibrate"]),
+        calibrate=settings.calibrate,
         n_params=sum(p.numel() for p in model.parameters()),
         geometry=geometry, data=data, batch_size=B, world_size=W, iters_per_epoch=iters_per_epoch,
         total=int(tcfg["epochs"]) * iters_per_epoch if tcfg.get("epochs") else int(tcfg["iterations"]),
-        infer_cfg={**variant_section(spec.cfg, spec.variant, "inference", spec.dataset), "tta": False},
+        infer_cfg={**settings.inference, "tta": False},
     )
     prec = _agreed_precision(spec, precision_for(
         tcfg, spec.device, model=model, mode="train",
@@ -437,8 +442,6 @@ def _run_steps(spec: RunSpec, plan: Plan, trainee: Trainee, tally: Tally, val_sl
         (why it stopped, ``budget`` | ``max_minutes``; the step ``last.pt`` was last saved at in
         this session, -1 if never).
     """
-    from seg.progress import progress
-
     loader = make_loader(plan.data, start=tally.iteration, stop=plan.total, batch_size=plan.batch_size,
                          rank=spec.env.rank, world_size=plan.world_size, num_workers=int(spec.tcfg["num_workers"]),
                          seed=spec.seed, pin_memory=spec.device.type == "cuda")
@@ -535,7 +538,7 @@ def _validate(spec: RunSpec, plan: Plan, trainee: Trainee, tally: Tally, val_sli
         it = tally.iteration
         iou, _ = validate(ckpt.unwrap(trainee.model), val_slices, plan.infer_cfg, spec.device, plan.classes,
                           calibrate=plan.calibrate, postprocess=plan.val_postprocess,
-                          activation=plan.target["activation"])
+                          target=plan.target)
         log.write(iteration=it, epoch=(it - 1) // plan.iters_per_epoch, val_iou=f"{iou:.6f}", lr=f"{lr:.6g}",
                   wall_s=f"{tally.wall():.2f}")
         if tally.best_val_iou is None or iou > tally.best_val_iou:
@@ -587,10 +590,10 @@ def _summary(spec: RunSpec, plan: Plan, trainee: Trainee, tally: Tally, *, stopp
         "iterations": it, "budget_iterations": plan.total, "stopped": stopped,
         "wall_time_s": round(wall, 3), "best_val_iou": tally.best_val_iou, "best_iteration": tally.best_iteration,
         "val_criterion": "seg" if plan.val_postprocess is not None else "iou_mean",
-        "val_postprocess": ({k: plan.val_postprocess[k] for k in ("method", "threshold", "h", "min_size",
-                                                                  "seed_threshold") if k in plan.val_postprocess}
+        "val_postprocess": ({k: plan.val_postprocess[k] for k in ("threshold", *POSTPROCESS_KEYS)
+                             if k in plan.val_postprocess}
                             if plan.val_postprocess is not None else None),
-        "target": plan.target,
+        "target": plan.target_record,
         "self_training": plan.self_training,
         "samples_per_s": round(it * B * W / step_s, 4) if step_s > 0 else None,
         "data_wait": round(wait_s / step_s, 5) if step_s > 0 else None,

@@ -14,7 +14,7 @@ Losses are computed in float32 whatever the autocast dtype.
   instead of class indices, the border weights as per-pixel weights; ``train.loss`` does not apply.
 
 Ignored pixels: a pixel whose weight is exactly 0 (sparse annotations: farther than the band from
-every annotated object, see :func:`seg.targets.weights.annotated_region`) is ignored by every loss:
+every annotated object, see :func:`seg.transforms.weights.annotated_region`) is ignored by every loss:
 ``wce`` gives it no weight, ``ce`` averages over the other pixels only, and the soft Dice terms are
 summed over the other pixels only. When the weights hold no zero (full annotations) every loss is
 computed exactly as without a mask.

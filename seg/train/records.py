@@ -18,6 +18,7 @@ import torch
 
 from seg.io import atomic_path
 from seg.train import checkpoint as ckpt
+from seg.version import __version__
 
 LOG_COLUMNS = ("iteration", "epoch", "loss", "lr", "val_iou", "samples_per_s", "data_wait", "wall_s")
 
@@ -26,7 +27,6 @@ def versions() -> dict[str, str]:
     """Versions of torch, monai, smp and seg (from package metadata: importing monai costs seconds)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from seg.version import __version__
 
     def v(dist: str) -> str:
         try:

@@ -31,7 +31,11 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from seg.data.canonical import load_image, load_meta, load_semantic, slices
 from seg.errors import SegError
+from seg.io import read_json, read_tiff
+from seg.models import input_size_for, output_size
+from seg.transforms.augment import Augmenter
 
 BORDER_QUANTILE = 0.9  # "high border weight" = the top 10 % of a slice's weight values
 
@@ -54,7 +58,6 @@ def patch_geometry(model: torch.nn.Module, patch_size: int) -> PatchGeometry:
     Valid-padding models get the smallest legal input whose output is >= ``patch_size``;
     same-padding models get ``patch_size`` rounded up to their size divisor.
     """
-    from seg.models import input_size_for, output_size
 
     inp = int(input_size_for(model, int(patch_size)))
     out = int(output_size(model, inp))
@@ -79,15 +82,13 @@ def load_training_slices(
     """Read a split's annotated slices: ``[{"id", "image" float32 (H,W) normalised, "target" uint8
     (H,W), "weights" float32 (H,W) or None}]`` (weights from ``<ds_dir>/weights/<id>.tif``).
 
-    ``target`` (:class:`seg.targets.target.Target`, None = the default): what the slice trains on,
+    ``target`` (:class:`seg.targets.Target`, None = the default): what the slice trains on,
     the canonical semantic map, or the target's map of the slice's instances (three_class: uint8
-    (H, W) classes; distance: float32 (2, H, W) maps, :meth:`~seg.targets.target.Target.train_map`).
+    (H, W) classes; distance: float32 (2, H, W) maps, :meth:`~seg.targets.Target.train_map`).
 
     Raises:
         SegError: no annotated slice in the split, or a weight map is missing.
     """
-    from seg.data.canonical import load_image, load_meta, load_semantic, slices
-    from seg.io import read_tiff
 
     ds_dir = Path(ds_dir)
     entries = [e for e in slices(load_meta(ds_dir), split) if e.get("semantic")]
@@ -123,8 +124,6 @@ def load_pseudo_slices(pseudo_dir: str | os.PathLike, ds_dir: str | os.PathLike,
     Raises:
         SegError: the folder's meta.json or one of its files is missing.
     """
-    from seg.data.canonical import load_image, load_meta
-    from seg.io import read_json, read_tiff
 
     pseudo_dir, ds_dir = Path(pseudo_dir), Path(ds_dir)
     doc = read_json(pseudo_dir / "meta.json")
@@ -153,14 +152,13 @@ class PatchDataset(torch.utils.data.Dataset):
     Args:
         slices: from :func:`load_training_slices`.
         geometry: input/output window sizes.
-        augment_cfg: the ``augment`` config section for ``seg.targets.augment.Augmenter`` (None = off).
+        augment_cfg: the ``augment`` config section for ``seg.transforms.augment.Augmenter`` (None = off).
         seed: the run's seed.
         border_sampling: fraction of patches centred on high border-weight pixels (needs weights).
     """
 
     def __init__(self, slices: list[dict], geometry: PatchGeometry, *, augment_cfg: dict | None, seed: int,
                  border_sampling: float = 0.0):
-        from seg.targets.augment import Augmenter
 
         self.geometry, self.seed, self.border_sampling = geometry, int(seed), float(border_sampling)
         self.augmenter = Augmenter(augment_cfg) if augment_cfg is not None else None

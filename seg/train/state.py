@@ -1,7 +1,7 @@
 """A training run's identity and completion state (light: no torch import, so a finished run's
 ``seg train`` returns at once).
 
-The identity of a run is ``seg.config.run_config_hash`` of the config with the command-line budget
+The identity of a run is ``seg.settings.run_config_hash`` of the config with the command-line budget
 override folded in, plus the seed. A run is complete when ``train_summary.json`` exists with the
 same identity beside ``checkpoints/last.pt``; then ``seg train`` is a no-op.
 """
@@ -11,9 +11,10 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from seg.config import dataset_entry, run_config_hash
+from seg.config import dataset_entry
 from seg.errors import SegError
 from seg.io import read_json
+from seg.settings import run_config_hash
 
 
 def effective_config(cfg: dict, variant: str, *, iterations: int | None = None) -> dict:

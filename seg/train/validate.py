@@ -22,6 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seg.data.canonical import load_image, load_instances, load_meta, load_semantic, slices
+from seg.evaluate.calibrate import GRID, ThresholdCounts, choose_threshold, seg_table
+from seg.infer.predictor import predict_slice
+from seg.targets.base import Target
+
 
 def confusion_counts(pred: np.ndarray, target: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-class intersection and union pixel counts, int64 (classes,), of two (H, W) class maps."""
@@ -42,8 +47,6 @@ def iou_from_counts(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
 def load_val_slices(ds_dir: str | os.PathLike, split: str = "val") -> list[dict]:
     """``[{"id", "image" float32 (H,W) normalised, "target" uint8 (H,W), "instances" int32 (H,W) or
     None}]`` for the annotated slices of ``split`` (empty list when the split has none)."""
-    from seg.data.canonical import load_image, load_instances, load_meta, load_semantic, slices
-
     ds_dir = Path(ds_dir)
     return [
         {"id": e["id"], "image": load_image(ds_dir, e), "target": load_semantic(ds_dir, e),
@@ -53,18 +56,15 @@ def load_val_slices(ds_dir: str | os.PathLike, split: str = "val") -> list[dict]
     ]
 
 
-def seg_score(fgs: list[np.ndarray], refs: list[np.ndarray], postprocess: dict, *,
+def seg_score(fgs: list[np.ndarray], refs: list[np.ndarray], postprocess: dict, *, target: Target,
               calibrate: bool = False) -> tuple[float, float]:
-    """(SEG, threshold): SEG pooled over the frames of the instances made from the cell
-    probabilities ``fgs`` (method three_class: the (3, H, W) probabilities) with the
+    """(SEG, threshold): SEG pooled over the frames of the instances made by ``target`` from
+    ``fgs`` (its :meth:`~seg.targets.base.Target.calibration_input` of each frame) with the
     post-processing ``postprocess`` (method, threshold, h or seed_threshold, min_size), at the
     configured threshold or, with ``calibrate``, at the best threshold of the grid."""
-    from seg.infer.calibrate import GRID, second_key, seg_table
-
     thresholds = GRID if calibrate else [float(postprocess["threshold"])]
-    rows = seg_table(fgs, refs, method=postprocess["method"], thresholds=thresholds,
-                     hs=[float(postprocess[second_key(postprocess["method"])])],
-                     min_sizes=[int(postprocess["min_size"])])
+    rows = seg_table(fgs, refs, target=target, pp=postprocess, thresholds=thresholds,
+                     hs=[float(postprocess[target.second_key])], min_sizes=[int(postprocess["min_size"])])
     configured = float(postprocess["threshold"])
     best = max(rows, key=lambda r: (r["seg"] if r["seg"] == r["seg"] else -1.0, -abs(r["threshold"] - configured)))
     return float(best["seg"]), float(best["threshold"])
@@ -72,8 +72,8 @@ def seg_score(fgs: list[np.ndarray], refs: list[np.ndarray], postprocess: dict, 
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, device: torch.device,
-             classes: int, *, calibrate: bool = False, postprocess: dict | None = None,
-             activation: str = "softmax") -> tuple[float, list[float]]:
+             classes: int, *, target: Target, calibrate: bool = False,
+             postprocess: dict | None = None) -> tuple[float, list[float]]:
     """The val score of ``model`` on ``val_slices`` (model is put in eval mode and back).
 
     Args:
@@ -82,15 +82,11 @@ def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, de
         postprocess: CTC data: the dataset's ``postprocess`` settings as the variant's target
             applies them; the score is then SEG of the post-processed instances (needs
             ``instances`` in every val slice).
-        activation: the target's (``sigmoid`` for the distance maps), see :func:`seg.infer.predict_slice`.
+        target: the run's target: its activation, and (with ``postprocess``) its objects.
 
     Returns:
         (mean IoU, per-class IoU list), or with ``postprocess``: (SEG, [threshold used]).
     """
-    from seg.infer import predict_slice
-    from seg.infer.postprocess import SEEDED
-    from seg.infer.calibrate import ThresholdCounts, choose_threshold
-
     calibrate = calibrate and (classes == 2 or postprocess is not None)
     was_training = model.training
     model.eval()
@@ -100,9 +96,9 @@ def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, de
     fgs = []
     try:
         for s in val_slices:
-            probs = np.asarray(predict_slice(model, s["image"], infer_cfg, device, activation))
+            probs = np.asarray(predict_slice(model, s["image"], infer_cfg, device, target.activation))
             if postprocess is not None:
-                fgs.append(probs if postprocess["method"] in SEEDED else probs[1])
+                fgs.append(target.calibration_input(probs))
                 continue
             if calibrate:
                 counts.add(probs[1], s["target"] == 1)
@@ -113,7 +109,7 @@ def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, de
     finally:
         model.train(was_training)
     if postprocess is not None:
-        seg, t = seg_score(fgs, [s["instances"] for s in val_slices], postprocess, calibrate=calibrate)
+        seg, t = seg_score(fgs, [s["instances"] for s in val_slices], postprocess, target=target, calibrate=calibrate)
         return seg, [t]
     if calibrate:
         t, _ = choose_threshold(counts)

@@ -32,6 +32,7 @@ from torch import nn
 
 from seg.errors import SegError
 from seg.models.zoo.catalogue import ARCHS, Arch
+from seg.models.zoo.counting import count_params, profile, replace_first_conv
 
 __all__ = ["ARCHS", "Arch", "names", "get", "build", "measure", "catalogue", "trunk"]
 
@@ -94,7 +95,6 @@ def measure(name: str, *, shapes: bool = True, device="meta") -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _measure(name: str, device: str) -> dict:
-    from seg.models.zoo.counting import count_params, profile
 
     arch = get(name)
     model = build(arch.name, device=device)
@@ -146,7 +146,6 @@ def trunk(name: str, *, in_channels: int | None = None, device=None) -> tuple[nn
         (module, out_channels, stride): ``module`` maps (N, in_channels, H, W) float32 to
         (N, out_channels, h, w); ``stride`` is its total down-sampling (see the package docstring).
     """
-    from seg.models.zoo.counting import replace_first_conv
 
     arch = get(name)
     model = build(arch.name, device=device)

@@ -18,6 +18,8 @@ from typing import Callable
 
 from torch import nn
 
+from seg.models.zoo import classic
+
 TV_DOCS = "torchvision model docs (Params, GFLOPS = mult-adds at 224)"
 
 
@@ -81,7 +83,6 @@ def _timm(name: str) -> Callable[[], nn.Module]:
 
 def _classic(fn: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
-        from seg.models.zoo import classic
 
         return getattr(classic, fn)()
 

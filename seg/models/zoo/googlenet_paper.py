@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from seg.models.zoo.counting import count_mult_adds
+
 
 @dataclass(frozen=True)
 class Table1Row:
@@ -94,7 +96,6 @@ def paper_block_counts(row: Table1Row) -> dict:
     measured by ``torch.utils.flop_counter`` at the row's output size, FLOPs / 2); ops_m
     (mult_adds / 1e6); out_channels; published params_k / ops_m; relative errors; reproducible.
     """
-    from seg.models.zoo.counting import count_mult_adds
 
     with torch.device("meta"):
         block = InceptionV1(row)

@@ -52,11 +52,17 @@ from typing import Any
 
 import numpy as np
 
+from seg.config import dataset_dir, variant_section
+from seg.data import canonical
 from seg.errors import SegError
+from seg.io import read_json, write_json
+from seg.kinds import get_kind
 from seg.metrics.edges import BINS, edge_error_counts, edge_error_summary
 from seg.metrics.measures import read_prediction
 from seg.metrics.overlap import overlap_scores
 from seg.metrics.rand import challenge_thresholds
+from seg.progress import progress
+from seg.settings import run_config_hash
 
 SPARSE_NOTE = {
     "precision_iou50": "over the predicted objects that overlap the annotated cells (more than half of "
@@ -99,7 +105,6 @@ class _SplitScorer:
 
     def score(self, e: dict) -> dict:
         """The per-slice scores {"id", ...} of slice entry ``e`` (NaN as None), pooled as well."""
-        from seg.data import canonical
 
         shape = tuple(e["shape"])
         gt_sem = canonical.load_semantic(self.ds_dir, e)
@@ -143,9 +148,6 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
     Raises:
         SegError: no annotated slice in the split, a prediction file missing or of the wrong shape.
     """
-    from seg.data import canonical
-    from seg.kinds import get_kind
-    from seg.progress import progress
 
     ds_dir, pred_dir = Path(ds_dir), Path(pred_dir)
     meta = canonical.load_meta(ds_dir)
@@ -175,7 +177,6 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
 
 
 def _find_predict_summary(pred_dir: Path) -> dict:
-    from seg.io import read_json
 
     for p in (pred_dir / "predict_summary.json", pred_dir.parent / "predict_summary.json"):
         if p.is_file():
@@ -186,8 +187,6 @@ def _find_predict_summary(pred_dir: Path) -> dict:
 def metrics_report(cfg: dict, dataset: str, variant: str, scores: dict, *, pred_dir: Path,
                    train_summary: dict | None = None, predict_summary: dict | None = None) -> dict:
     """The metrics.json document (format of the design contract) from :func:`score_split` output."""
-    from seg.config import run_config_hash, variant_section
-    from seg.kinds import get_kind
 
     train = dict(train_summary or {})
     pred_sum = dict(predict_summary or {})
@@ -222,8 +221,6 @@ def run_score(cfg: dict, *, dataset: str, variant: str, pred: str | os.PathLike,
               data_dir: str | os.PathLike | None = None, train_summary: str | os.PathLike | None = None,
               split: str = "test") -> dict[str, Any]:
     """Score one prediction set and write ``out`` (metrics.json) atomically; returns the document."""
-    from seg.config import dataset_dir
-    from seg.io import read_json, write_json
 
     ds_dir = dataset_dir(cfg, dataset, data_dir)  # SegError if the dataset is not configured
     if variant not in cfg["variants"]:

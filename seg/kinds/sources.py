@@ -17,6 +17,7 @@ import os
 import stat
 from pathlib import Path
 
+from seg.data.download import download, probe_url
 from seg.errors import SegError
 from seg.kinds import get_kind
 
@@ -98,7 +99,6 @@ def availability(cfg: dict, name: str) -> tuple[str, str]:
         not, but the URL answers within 3 s and a checksum is configured; else ``("missing", msg)``
         with one line saying what is missing, where to put it and where it would come from.
     """
-    from seg.data.download import probe_url
 
     folder = find_local(cfg, name)
     if folder is not None:
@@ -124,7 +124,6 @@ def obtain(cfg: dict, name: str) -> tuple[Path, dict]:
         SegError: the files are absent and cannot be downloaded (the missing message), or the
             download failed / did not match its checksum.
     """
-    from seg.data.download import download
 
     url, sha = source_of(cfg, name)
     folder = find_local(cfg, name)

@@ -69,8 +69,8 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
 
 
 def _pretrain_run(args: argparse.Namespace) -> int:
-    from seg.config import load_config
     from seg.models.pretrain import run_pretrain
+    from seg.settings import load_config
 
     cfg = load_config(args.config)
     from seg.device import set_threads

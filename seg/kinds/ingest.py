@@ -1,6 +1,6 @@
 """``seg ingest``: raw files of one configured dataset -> the canonical form in ``data/<dataset>/``.
 
-Finds the raw files (local first, else a verified download; see :mod:`seg.data.sources`), then hands
+Finds the raw files (local first, else a verified download; see :mod:`seg.kinds.sources`), then hands
 them to the dataset kind's ingest (:meth:`seg.kinds.base.Kind.ingest`, which calls its reader,
 :mod:`seg.data.isbi2012` or :mod:`seg.data.ctc`), which validates everything and writes the dataset
 folder atomically (no partial output on any error).
@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 
 from seg.errors import SegError
+from seg.kinds import get_kind
+from seg.kinds.sources import dataset_entry, obtain
 
 
 def default_out(cfg: dict, name: str) -> Path:
@@ -36,8 +38,6 @@ def ingest_dataset(cfg: dict, name: str, out: str | os.PathLike | None = None) -
         SegError: raw files missing and not downloadable, failed/mismatched download, or any bad
             input (the message names the file or config key).
     """
-    from seg.data.sources import dataset_entry, obtain
-    from seg.kinds import get_kind
 
     entry = dataset_entry(cfg, name)
     out = Path(out) if out is not None else default_out(cfg, name)

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pathlib import Path
 
-    from seg.config import load_config
+    from seg.settings import load_config
     from seg.train.state import completed_summary, effective_config
 
     cfg = load_config(args.config)

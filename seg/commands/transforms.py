@@ -37,19 +37,19 @@ def run_weights(args: argparse.Namespace) -> int:
     """Write weights/<id>.tif (float32) for every annotated slice, class_weights.json, preview.png."""
     from pathlib import Path
 
-    from seg.config import dataset_dir, load_config
+    from seg.config import dataset_dir
     from seg.data import canonical
     from seg.errors import SegError
     from seg.io import atomic_path, write_json, write_tiff
     from seg.progress import progress
-    from seg.data.plan import data_plan
-    from seg.targets.weights import border_weight_map
+    from seg.settings import RunSettings, load_config
+    from seg.transforms.weights import border_weight_map
 
     cfg = load_config(args.config)
     ds = dataset_dir(cfg, args.dataset, args.data_dir)
     out = ds / "weights" if args.out is None else Path(args.out)
     meta = canonical.load_meta(ds)
-    plan = data_plan(cfg, args.dataset, ds_dir=ds, meta=meta)
+    plan = RunSettings(cfg, args.dataset, ds_dir=ds, meta=meta).plan
     wcfg = plan.weights()  # sigma, sparse_band: the config's, else the plan's
     n_classes = len(meta["classes"])
     train = [e for e in canonical.slices(meta, "train") if e.get("semantic")]
@@ -91,25 +91,24 @@ def run_augment(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from seg.config import dataset_dir, load_config, variant_section
+    from seg.config import dataset_dir
     from seg.data import canonical
-    from seg.data.plan import data_plan
     from seg.errors import SegError
     from seg.io import atomic_path, read_json, write_json, write_tiff
     from seg.progress import progress
-    from seg.targets.augment import Augmenter
-    from seg.targets.target import get_target
-    from seg.targets.weights import border_weight_map
+    from seg.settings import RunSettings, load_config
+    from seg.targets import get_target
+    from seg.transforms.augment import Augmenter
+    from seg.transforms.weights import border_weight_map
 
     cfg = load_config(args.config)
     ds = dataset_dir(cfg, args.dataset, args.data_dir)
+    settings = RunSettings(cfg, args.dataset, args.variant, ds_dir=ds)
     # the variant's target as it trains on the dataset: its map is deformed with the slice and written beside it
-    target = (get_target(None) if args.variant is None
-              else data_plan(cfg, args.dataset, ds_dir=ds).target(args.variant))
-    own_map = target.classes is not None
+    target = get_target(None) if args.variant is None else settings.target
+    own_map = target.channel_names is not None
     # a variant's settings as training uses them: its overrides, then its per_dataset ones
-    aug_cfg = (cfg["augment"] if args.variant is None
-               else variant_section(cfg, args.variant, "augment", args.dataset))
+    aug_cfg = cfg["augment"] if args.variant is None else settings.augment
     copies = aug_cfg["copies"] if args.copies is None else args.copies
     if copies < 0:
         raise SegError(f"--copies: must be >= 0, got {copies}")
@@ -120,7 +119,7 @@ def run_augment(args: argparse.Namespace) -> int:
     if not train:
         raise SegError(f"{ds / 'meta.json'}: no annotated training slice to augment")
     wdir = ds / "weights"
-    wcfg = data_plan(cfg, args.dataset, ds_dir=ds, meta=meta).weights()  # sigma, sparse_band: config or plan
+    wcfg = settings.weights  # sigma, sparse_band: the config's, else the plan's
     if (wdir / "class_weights.json").is_file():  # written by `seg weights`
         wc = read_json(wdir / "class_weights.json")["w_c"]
     else:  # not written yet: compute them the same way
@@ -193,7 +192,7 @@ def _class_weights(ds, train: list[dict], n_classes: int, wcfg: dict, band: floa
     """w_c from the training slices' class maps, over the pixels the loss counts (all of them, or with
     ``band`` only the annotated region); None without ``class_balance``."""
     from seg.data import canonical
-    from seg.targets.weights import annotated_region, class_weights
+    from seg.transforms.weights import annotated_region, class_weights
 
     if not wcfg["class_balance"]:
         return None

@@ -32,10 +32,10 @@ def _package_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _package_run(args: argparse.Namespace) -> int:
-    from seg.config import load_config
     from seg.device import set_threads
     from seg.package.build import best_run, build_package
     from seg.package.format import write_package
+    from seg.settings import load_config
 
     set_threads(args.threads)
     cfg = load_config(args.config)

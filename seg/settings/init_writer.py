@@ -17,7 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from seg.config import validate_config
+from seg.data.folder import check_folder, load_image, read_pair, split_pairs
 from seg.errors import SegError
+from seg.io import atomic_path
 
 #: Training budgets written by ``seg init --budget``: ``cpu`` (minutes per dataset on a laptop CPU,
 #: the default config's U-Net) and ``tiny`` (seconds; a smoke test, accuracy means nothing).
@@ -84,7 +87,6 @@ def inspect_folder(folder: str | os.PathLike, *, layout: str = "auto", mask_suff
         SegError: any bad input (naming the file), as ``seg ingest``; semantic masks of more than
             2 classes.
     """
-    from seg.data.folder import check_folder, load_image, read_pair, split_pairs
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -141,7 +143,7 @@ def init_config(info: dict, *, name: str, budget: str = "cpu") -> dict:
     one U-Net variant and the training sections at ``budget`` (:data:`BUDGETS`). The scale-dependent
     settings (``weights.sigma`` and ``sparse_band``, ``postprocess.min_size``, ``h`` and their
     search grids, and at the ``cpu`` budget ``train.patch_size``) are left out: the plan derives
-    them from the ingested data (:mod:`seg.data.plan`; ``seg plan`` shows them), and a value written
+    them from the ingested data (:mod:`seg.settings.plan`; ``seg plan`` shows them), and a value written
     into the config wins over it. The ``tiny`` budget pins a small patch (a smoke test)."""
     if budget not in BUDGETS:
         raise SegError(f"--budget: {budget!r} is not one of {list(BUDGETS)}")
@@ -180,8 +182,6 @@ def write_config(cfg: dict, out: str | os.PathLike, *, header: list[str]) -> Pat
 
     import yaml
 
-    from seg.config import validate_config
-    from seg.io import atomic_path
 
     validate_config(copy.deepcopy(cfg), where=str(out))
     text = "".join(f"# {h}\n" for h in header) + yaml.safe_dump(cfg, sort_keys=False)

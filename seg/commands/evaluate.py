@@ -1,5 +1,6 @@
-"""``seg predict``: whole-slice predictions of a trained checkpoint for one dataset split;
-``seg calibrate``: the decision threshold chosen on the val split's predictions."""
+"""Applying a trained run to its dataset: ``seg predict`` (whole-slice predictions of a split),
+``seg calibrate`` (post-processing chosen on the val split), ``seg score`` (metrics.json) and
+``seg pseudolabel`` (self-training labels). Imports only the standard library at module level."""
 
 from __future__ import annotations
 
@@ -34,10 +35,9 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from seg.config import load_config
-    from seg.infer.predict import run_predict
-
     from seg.device import set_threads
+    from seg.evaluate.predict import run_predict
+    from seg.settings import load_config
 
     cfg = load_config(args.config)
     set_threads(args.threads)
@@ -58,8 +58,8 @@ def _add_calibrate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_calibrate(args: argparse.Namespace) -> int:
-    from seg.config import load_config
-    from seg.infer.calibrate import run_calibrate
+    from seg.evaluate.calibrate import run_calibrate
+    from seg.settings import load_config
 
     doc = run_calibrate(load_config(args.config), dataset=args.dataset, variant=args.variant,
                         pred=args.pred, out=args.out, data_dir=args.data_dir)
@@ -91,9 +91,9 @@ def _add_pseudolabel_arguments(p: argparse.ArgumentParser) -> None:
 def _run_pseudolabel(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from seg.config import load_config
     from seg.errors import SegError
-    from seg.infer.pseudolabel import run_pseudolabel
+    from seg.evaluate.pseudolabel import run_pseudolabel
+    from seg.settings import load_config
 
     cfg = load_config(args.config)
     st = (cfg["variants"].get(args.variant) or {}).get("self_training")
@@ -107,6 +107,42 @@ def _run_pseudolabel(args: argparse.Namespace) -> int:
           f"{'none reaches the precision' if c is None else f'{c:g}'} (val precision >= {doc['precision_target']:g}, "
           f"{doc['val_objects']} val objects); {len(doc['slices'])} of {doc['candidates']} candidate frames, "
           f"{sum(s['kept'] for s in doc['slices'])} objects -> {args.out}")
+    return 0
+
+
+
+def _add_score_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default="configs/config.yaml", help="workflow config (YAML)")
+    p.add_argument("--dataset", required=True, help="dataset name (a key of config datasets)")
+    p.add_argument("--variant", required=True, help="model variant (a key of config variants)")
+    p.add_argument("--pred", required=True,
+                   help="prediction folder written by seg predict (e.g. results/<dataset>/<variant>/pred/test/)")
+    p.add_argument("--out", required=True,
+                   help="metrics file to write (e.g. results/<dataset>/<variant>/metrics.json); atomic")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="which annotated slices the predictions are for")
+    p.add_argument("--data-dir", default=None, help="canonical data folder; unset = the config's data_dir")
+    p.add_argument("--train-summary", default=None,
+                   help="train_summary.json to copy into metrics.json under 'train'; unset = none")
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from seg.evaluate.score import run_score
+    from seg.kinds import get_kind
+    from seg.settings import load_config
+
+    cfg = load_config(args.config)
+    doc = run_score(cfg, dataset=args.dataset, variant=args.variant, pred=args.pred, out=args.out,
+                    data_dir=args.data_dir, train_summary=args.train_summary, split=args.split)
+    agg = doc["aggregate"]
+    keys = list(get_kind(doc["kind"]).summary_measures)
+    if doc.get("annotations") == "sparse":  # precision over predicted objects lying mainly on annotated cells
+        keys = ["seg", "recall_iou50", "precision_iou50"]
+    shown = ", ".join(f"{k} {agg[k]:.4f}" if isinstance(agg.get(k), float) else f"{k} n/a" for k in keys)
+    if doc.get("annotations") == "sparse":
+        shown += f", foreground IoU {agg['iou']['cell']:.4f} (sparse annotations: precision and IoU over " \
+                 "the predicted objects lying mainly on annotated cells)"
+    print(f"seg score: {args.dataset}/{args.variant}/{args.split}: {shown} -> {args.out}")
     return 0
 
 
@@ -137,5 +173,14 @@ COMMANDS = {
         "0.05) with the best mean IoU of the two classes pooled over the val slices. CTC: the threshold, "
         "watershed seed depth h and minimum object size (postprocess.search) with the best SEG over the "
         "val frames' annotated cells (ties: the configured values). The test split is never used.",
+    ),
+    "score": Command(
+        help="score predictions: IoU/Dice/pixel error, ISBI V_rand/V_info/Rand error, CTC SEG -> metrics.json",
+        add_arguments=_add_score_arguments,
+        run=_run_score,
+        description="Compare seg predict outputs with the canonical ground truth. IoU, Dice and pixel "
+        "error for every dataset; for ISBI 2012 the challenge's foreground-restricted V_rand and V_info "
+        "after border thinning (best threshold 0.0-1.0 in steps of scoring.vrand_thresholds.step) and "
+        "the older Rand error; for CTC data the SEG measure and object precision/recall at IoU 0.5.",
     ),
 }

@@ -22,8 +22,8 @@ weights.sigma                  0.04 D clipped to [2, 10] px                     
 weights.sparse_band            0.1 D clipped to [2, 50] px                                    10.0
 train.patch_size               4 D rounded up to a multiple of 32, in [64, 512], at most the  256
                                smallest image side (rounded down to 16, >= 16)
-target.boundary_width          round(D / 15) px, in [2, 8] (three_class variants; a variant's  2
-                               ``boundary_width`` overrides it)
+target.<key>                   a target's own planned settings (its ``plan_rules``), e.g.       (target's)
+                               three_class's boundary_width: round(D / 15) px in [2, 8]
 =============================  =============================================================  ========
 
 For nuclei of radius 25 px (D = 50) the h grid is the former fixed one [1, 2, 3, 5, 8] and h = 2.
@@ -47,17 +47,21 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from seg.config import dataset_dir, postprocess_section, variant_datasets, variant_section
+from seg.data.canonical import load_meta
+from seg.data.fingerprint import ensure_fingerprint
 from seg.errors import SegError
+from seg.targets import get_target
 
 #: The settings the plan can fill, "<section>.<key>[.<subkey>]".
 PLANNED_KEYS = ("postprocess.min_size", "postprocess.search.min_size", "postprocess.h", "postprocess.search.h",
-                "weights.sigma", "weights.sparse_band", "train.patch_size", "target.boundary_width")
+                "weights.sigma", "weights.sparse_band", "train.patch_size")
 
 #: Values when the training split has no annotated object (the schema's former fixed defaults).
 FALLBACK = {
     "postprocess.min_size": 50, "postprocess.search.min_size": [0, 50, 100, 200, 500, 1000, 2000],
     "postprocess.h": 2.0, "postprocess.search.h": [1.0, 2.0, 3.0, 5.0, 8.0],
-    "weights.sigma": 5.0, "weights.sparse_band": 10.0, "train.patch_size": 256, "target.boundary_width": 2,
+    "weights.sigma": 5.0, "weights.sparse_band": 10.0, "train.patch_size": 256,
 }
 MIN_SIZE_FRACTIONS = (0.05, 0.1, 0.25, 0.5)  # of the p5 object area
 MIN_SIZE_FRACTION = 0.1
@@ -66,7 +70,6 @@ H_FRACTION = 0.08
 SIGMA_FRACTION, SIGMA_BOUNDS = 0.04, (2.0, 10.0)  # of the median diameter, px
 BAND_FRACTION, BAND_BOUNDS = 0.1, (2.0, 50.0)  # of the median diameter, px
 PATCH_DIAMETERS, PATCH_MULTIPLE, PATCH_BOUNDS = 4, 32, (64, 512)
-BOUNDARY_DIAMETERS, BOUNDARY_BOUNDS = 15, (2, 8)  # three_class boundary width: D / 15 px, in [2, 8]
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,6 @@ def planned_values(fp: dict) -> dict[str, tuple[Any, str]] | None:
     sigma = round(_clip(SIGMA_FRACTION * d, *SIGMA_BOUNDS), 1)
     band = round(_clip(BAND_FRACTION * d, *BAND_BOUNDS), 1)
     patch, patch_rule = planned_patch_size(d, fp)
-    width = int(_clip(round(d / BOUNDARY_DIAMETERS), *BOUNDARY_BOUNDS))
     return {
         "postprocess.min_size": (min_size, f"{MIN_SIZE_FRACTION:g} x p5 object area ({a5:g} px)"),
         "postprocess.search.min_size": (sizes, f"0 and {', '.join(f'{f:g}' for f in MIN_SIZE_FRACTIONS)} x p5 "
@@ -116,8 +118,6 @@ def planned_values(fp: dict) -> dict[str, tuple[Any, str]] | None:
         "weights.sparse_band": (band, f"{BAND_FRACTION:g} x median diameter ({d:g} px) in "
                                       f"[{BAND_BOUNDS[0]:g}, {BAND_BOUNDS[1]:g}]"),
         "train.patch_size": (patch, patch_rule),
-        "target.boundary_width": (width, f"median diameter ({d:g} px) / {BOUNDARY_DIAMETERS}, rounded, in "
-                                         f"[{BOUNDARY_BOUNDS[0]}, {BOUNDARY_BOUNDS[1]}] px"),
     }
 
 
@@ -159,16 +159,12 @@ class DataPlan:
 
     def __init__(self, cfg: dict, dataset: str, *, ds_dir: str | os.PathLike | None = None,
                  meta: dict | None = None, data_dir: str | os.PathLike | None = None):
-        from seg.config import dataset_dir
-
         self.cfg, self.dataset = cfg, dataset
         self.ds_dir = Path(ds_dir) if ds_dir is not None else dataset_dir(cfg, dataset, data_dir)
         self._meta = meta
 
     @cached_property
     def meta(self) -> dict:
-        from seg.data.canonical import load_meta
-
         if self._meta is None and not (self.ds_dir / "meta.json").is_file():
             raise SegError(f"{self.ds_dir / 'meta.json'}: not found; the plan of {self.dataset} needs the "
                            "ingested dataset (run seg ingest)")
@@ -177,8 +173,6 @@ class DataPlan:
     @cached_property
     def fingerprint(self) -> dict:
         """The dataset's fingerprint (from ``meta.json``, computed lazily for an old dataset)."""
-        from seg.data.fingerprint import ensure_fingerprint
-
         return ensure_fingerprint(self.ds_dir, self.meta)
 
     @cached_property
@@ -186,21 +180,17 @@ class DataPlan:
         return planned_values(self.fingerprint)
 
     def _configured(self, key: str, variant: str | None) -> Any:
-        from seg.config import postprocess_section, variant_section
-
         section, rest = key.split(".", 1)
         if section == "postprocess":
             return _get(postprocess_section(self.cfg, self.dataset), rest)
         if section == "train" and variant is not None:
             return _get(variant_section(self.cfg, variant, "train", self.dataset), rest)
-        if section == "target":  # a variant-level key (variants.<v>.boundary_width)
-            return None if variant is None else (self.cfg["variants"].get(variant) or {}).get(rest)
         return _get(self.cfg.get(section) or {}, rest)
 
     def setting(self, key: str, variant: str | None = None) -> Setting:
         """The resolved :class:`Setting` of ``key`` (one of :data:`PLANNED_KEYS`); ``variant``:
-        whose ``train`` overrides (``train.patch_size``) or own key (``target.boundary_width``)
-        count (None = the top-level section)."""
+        whose ``train`` overrides (``train.patch_size``) count (None = the top-level section);
+        a target's planned settings are :meth:`target_setting`'s."""
         if key not in PLANNED_KEYS:
             raise SegError(f"plan: {key!r} is not a planned setting (planned: {', '.join(PLANNED_KEYS)})")
         value = self._configured(key, variant)
@@ -235,8 +225,6 @@ class DataPlan:
     def postprocess(self) -> dict:
         """The dataset's ``postprocess`` settings (:func:`seg.config.postprocess_section`) with
         ``min_size``, ``h`` and ``search`` resolved."""
-        from seg.config import postprocess_section
-
         return self._section("postprocess", postprocess_section(self.cfg, self.dataset))
 
     def weights(self) -> dict:
@@ -246,49 +234,48 @@ class DataPlan:
     def train(self, variant: str) -> dict:
         """The variant's ``train`` section for the dataset (:func:`seg.config.variant_section`)
         with ``patch_size`` resolved."""
-        from seg.config import variant_section
-
         return self._section("train", variant_section(self.cfg, variant, "train", self.dataset), variant)
 
-    def boundary_width(self, variant: str | None = None) -> int:
-        """The three-class boundary width in px: the variant's ``boundary_width``, else the plan's."""
-        return int(self.value("target.boundary_width", variant))
+    def targets(self) -> list:
+        """The targets of the variants that run on the dataset (each once, in config order)."""
+        names = [var.get("target") for v, var in self.cfg["variants"].items()
+                 if self.dataset in variant_datasets(self.cfg, v)]
+        out = []
+        for target in map(get_target, names):
+            if target not in out:
+                out.append(target)
+        return out
 
-    def uses_three_class(self) -> bool:
-        """Whether a variant with ``target: three_class`` runs on the dataset (its boundary width
-        is then one of the dataset's planned settings)."""
-        from seg.config import variant_datasets
-
-        return any(var.get("target") == "three_class" and self.dataset in variant_datasets(self.cfg, v)
-                   for v, var in self.cfg["variants"].items())
-
-    def target(self, variant: str):
-        """The variant's :class:`~seg.targets.target.Target` as it trains on the dataset:
-        three_class with its boundary width (:meth:`boundary_width`) and boundary weight (the
-        variant's ``boundary_weight``, else :data:`seg.targets.target.BOUNDARY_WEIGHT`); other
-        targets as the registry has them."""
-        from dataclasses import replace
-
-        from seg.targets.target import BOUNDARY_WEIGHT, variant_target
-
-        target = variant_target(self.cfg, variant)
-        if target.name != "three_class":
-            return target
-        weight = self.cfg["variants"][variant].get("boundary_weight")
-        return replace(target, boundary_width=self.boundary_width(variant),
-                       boundary_weight=BOUNDARY_WEIGHT if weight is None else float(weight))
+    def target_setting(self, target, key: str, variant: str | None = None) -> Setting:
+        """The resolved :class:`Setting` of a target's planned ``key`` (``target.<name>``, one of
+        its :attr:`~seg.targets.base.Target.planned`): the variant's own value, else the target's
+        rule on the fingerprint, else its fallback."""
+        if key not in target.planned.values():
+            raise SegError(f"plan: {key!r} is not a planned setting of target {target.name} "
+                           f"(planned: {', '.join(target.planned.values()) or 'none'})")
+        own = next(k for k, v in target.planned.items() if v == key)
+        value = None if variant is None else (self.cfg["variants"].get(variant) or {}).get(own)
+        if value is not None:
+            return Setting(key, value, "config", "set in the config")
+        d = ((self.fingerprint.get("objects") or {}).get("diameter") or {}).get("median")
+        if self._planned is None or not d:
+            return Setting(key, target.plan_fallback[key], "default",
+                           "no annotated object in the training split: fixed default")
+        value, rule = target.plan_rules(float(d))[key]
+        return Setting(key, value, "data", rule)
 
     def settings(self) -> list[Setting]:
-        """Every planned setting (top-level ``train``; the plan's boundary width only when a
-        three_class variant runs on the dataset), in :data:`PLANNED_KEYS` order."""
-        return [self.setting(k) for k in PLANNED_KEYS if k != "target.boundary_width" or self.uses_three_class()]
+        """Every planned setting (top-level ``train``), in :data:`PLANNED_KEYS` order, then the
+        planned settings of the targets that run on the dataset."""
+        return ([self.setting(k) for k in PLANNED_KEYS]
+                + [self.target_setting(t, k) for t in self.targets() for k in t.planned.values()])
 
     def to_dict(self) -> dict:
         """JSON document: dataset, fingerprint and settings (``results/<dataset>/plan.json``, ``seg plan``)."""
         return {"dataset": self.dataset, "fingerprint": self.fingerprint,
                 "settings": [s.as_dict() for s in self.settings()],
                 "sources": "config = set in the config (always wins); data = derived from the training split's "
-                           "fingerprint (seg.data.plan); default = fixed value (no annotated object to derive from)"}
+                           "fingerprint (seg.settings.plan); default = fixed value (no annotated object to derive from)"}
 
 
 def data_plan(cfg: dict, dataset: str, *, ds_dir: str | os.PathLike | None = None, meta: dict | None = None,

@@ -25,8 +25,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from seg.config import load_config
     from seg.report.outputs import write_outputs
+    from seg.settings import load_config
 
     cfg = load_config(args.config)
     out = args.out or cfg.get("results_dir", "results")

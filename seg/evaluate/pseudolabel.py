@@ -33,7 +33,19 @@ from pathlib import Path
 
 import numpy as np
 
+from seg.config import dataset_dir
+from seg.data import canonical
+from seg.data.ctc import ctc_semantic
+from seg.device import resolve_device
 from seg.errors import SegError
+from seg.evaluate.predict import load_run_model, predict_settings
+from seg.infer.predictor import predict_slice
+from seg.io import atomic_path, read_json, sha256_file, write_json, write_tiff
+from seg.kinds import get_kind
+from seg.metrics.ctc import overlap_table
+from seg.progress import progress
+from seg.settings import RunSettings
+from seg.transforms.weights import border_weight_map
 
 CONFIDENCE_GRID = tuple(round(c, 2) for c in np.arange(0.5, 0.991, 0.01))
 
@@ -72,7 +84,6 @@ def val_objects(labels: np.ndarray, foreground: np.ndarray, reference: np.ndarra
     that counts: all of them, or with sparse annotations those with more than half of their pixels
     on annotated cells. ``labels``: int (H, W) objects 1..N (sequential), ``reference`` the
     frame's annotated instances."""
-    from seg.metrics.ctc import overlap_table
 
     ids = np.unique(labels[labels > 0])
     conf = object_confidence(labels, foreground)
@@ -106,20 +117,6 @@ def run_pseudolabel(cfg: dict, *, dataset: str, variant: str, teacher_run: str |
         SegError: the variant has no ``self_training``, the teacher run lacks its checkpoint (or
             its calibration where calibration is on), or the dataset is not an instance dataset.
     """
-    from seg.config import dataset_dir
-    from seg.data import canonical
-    from seg.data.ctc import ctc_semantic
-    from seg.data.plan import data_plan
-    from seg.device import resolve_device
-    from seg.infer.postprocess import foreground_probability, instances_from_probs
-    from seg.infer.predict import predict_settings, predict_slice
-    from seg.io import atomic_path, read_json, sha256_file, write_json, write_tiff
-    from seg.kinds import get_kind
-    from seg.models import build_model, load_model_weights
-    from seg.progress import progress
-    from seg.targets.target import variant_target
-    from seg.targets.weights import border_weight_map
-
     st = (cfg["variants"].get(variant) or {}).get("self_training")
     if not st:
         raise SegError(f"config: variants.{variant} has no self_training section")
@@ -133,23 +130,19 @@ def run_pseudolabel(cfg: dict, *, dataset: str, variant: str, teacher_run: str |
     if not ckpt.is_file():
         raise SegError(f"{ckpt}: the teacher's checkpoint is missing (train variant {teacher!r} first)")
     cal = run / "calibration.json"
-    plan = data_plan(cfg, dataset, ds_dir=ds_dir, meta=meta)
-    calibrate = bool(plan.postprocess()["calibrate"])
+    calibrate = RunSettings(cfg, dataset, teacher, ds_dir=ds_dir, meta=meta).calibrate
     if calibrate and not cal.is_file():
         raise SegError(f"{cal}: missing, but postprocess.calibrate is on (run seg calibrate for {teacher!r})")
-    settings = predict_settings(cfg, dataset=dataset, variant=teacher, split="val", device=device,
-                                threshold_file=cal if calibrate else None, data_dir=data_dir)
-    target = variant_target(cfg, teacher)
-    var = cfg["variants"][teacher]
-    model = load_model_weights(build_model(var["model"], **var.get("params", {}),
-                                           classes=len(target.channels(meta["classes"]))), ckpt)
-    dev = resolve_device(settings.inference["device"], section="inference")
+    settings, infer_cfg, post = predict_settings(cfg, dataset=dataset, variant=teacher, split="val", device=device,
+                                                 threshold_file=cal if calibrate else None, data_dir=data_dir)
+    model = load_run_model(settings, ckpt)
+    dev = resolve_device(infer_cfg["device"], section="inference")
 
     def predict(e):
-        probs = predict_slice(model, canonical.load_image(ds_dir, e), settings.inference, dev,
-                              activation=target.activation)
-        labels = instances_from_probs(probs, settings.postprocess, threshold=settings.threshold)
-        return labels, foreground_probability(probs)
+        probs = predict_slice(model, canonical.load_image(ds_dir, e), infer_cfg, dev,
+                              activation=settings.target.activation)
+        prob, labels = settings.decode(probs, post)
+        return labels, prob
 
     sparse = meta.get("annotations", "full") == "sparse"
     objects = []
@@ -159,11 +152,11 @@ def run_pseudolabel(cfg: dict, *, dataset: str, variant: str, teacher_run: str |
         objects += val_objects(labels, fg, canonical.load_instances(ds_dir, e), sparse=sparse)
     precision = float(st.get("precision", 0.9))
     confidence, table = choose_confidence(objects, precision=precision)
-    wcfg = plan.weights()
+    wcfg = settings.weights
     wc_path = ds_dir / "weights" / "class_weights.json"
     wc = read_json(wc_path)["w_c"] if wc_path.is_file() else None
     doc = {"dataset": dataset, "variant": variant, "teacher": {"variant": teacher, "run": str(run),
-           "checkpoint_sha256": sha256_file(ckpt), "postprocess": settings.postprocess, "threshold": settings.threshold},
+           "checkpoint_sha256": sha256_file(ckpt), "postprocess": post.settings, "threshold": post.threshold},
            "precision_target": precision, "confidence": confidence, "val_objects": len(objects), "val_table": table,
            "band": float(wcfg["sparse_band"]), "slices": []}
     candidates = candidate_frames(meta)

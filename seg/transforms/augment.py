@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from seg.config import complete_section
 from seg.errors import SegError
 
 ELASTIC_MODE = "mirror"
@@ -90,7 +91,6 @@ class Augmenter:
     """
 
     def __init__(self, augment_cfg: dict | None = None):
-        from seg.config import complete_section
 
         self.cfg = complete_section("augment", augment_cfg)
         z = self.cfg.get("zoom")

@@ -19,7 +19,7 @@ to the test split:
   would) deletes the smaller cells of other frames (GOWT1: min_size 2000 on its one val frame, test
   SEG 0.809 instead of 0.890 at the configured 200); a smaller one wins when the configured size
   deletes annotated cells. "Configured" means resolved: the config's value, else the plan's from the
-  dataset's fingerprint (:mod:`seg.data.plan`; the grids too).
+  dataset's fingerprint (:mod:`seg.settings.plan`; the grids too).
 
 Conventions: two classes, class 1 = interior (ISBI) or cell (CTC); the probability is that of
 class 1, the prediction is ``p >= threshold``. The calibration file carries every chosen setting
@@ -33,7 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
+from seg.data import canonical
 from seg.errors import SegError
+from seg.io import read_json, read_tiff, write_json
+from seg.metrics.ctc import ObjectCounts, overlap_table
+from seg.metrics.overlap import overlap_scores
+from seg.settings import RunSettings
+from seg.settings.calibration import read_calibration, read_threshold
+
+__all__ = ["GRID", "ThresholdCounts", "choose_postprocess", "choose_threshold", "read_calibration", "read_threshold",
+           "run_calibrate", "seg_table"]
 
 GRID = tuple(round(t, 2) for t in np.arange(0.05, 0.951, 0.05))
 _BINS = 1000  # probability histogram resolution (the grid's thresholds fall on bin edges)
@@ -58,7 +67,6 @@ class ThresholdCounts:
     def scores(self, threshold: float) -> dict:
         """Pooled IoU of class 0, class 1 and their mean for the prediction ``p >= threshold``
         (``seg.metrics.overlap.overlap_scores`` of the pooled 2x2 confusion matrix)."""
-        from seg.metrics.overlap import overlap_scores
 
         k = int(round(threshold * _BINS))
         cm = np.array([[self.neg[:k].sum(), self.neg[k:].sum()], [self.pos[:k].sum(), self.pos[k:].sum()]])
@@ -75,41 +83,32 @@ def choose_threshold(counts: ThresholdCounts, grid: tuple[float, ...] = GRID) ->
     return best["threshold"], table
 
 
-def second_key(method: str) -> str:
-    """The post-processing setting of the grid's second axis: ``seed_threshold`` for the seeded
-    methods (three_class, distance), else the watershed's ``h``."""
-    from seg.infer.postprocess import SEEDED
-
-    return "seed_threshold" if method in SEEDED else "h"
-
-
-def seg_table(fgs: list[np.ndarray], refs: list[np.ndarray], *, method: str, thresholds, hs, min_sizes,
+def seg_table(fgs: list[np.ndarray], refs: list[np.ndarray], *, target, pp: dict, thresholds, hs, min_sizes,
               sparse: bool = False) -> list[dict]:
     """SEG, recall and precision (IoU 0.5) pooled over frames for every post-processing setting.
 
     Args:
-        fgs: per frame, float (H, W) cell probability; method three_class: the (3, H, W)
-            probabilities [background, interior, boundary]; method distance: the (2, H, W) maps.
+        fgs: per frame, what the target's objects are made of
+            (:meth:`seg.targets.base.Target.calibration_input`: the cell probability (H, W), or a
+            seeded target's whole output (channels, H, W)).
         refs: per frame, int (H, W) reference instances (annotated cells; 0 = not annotated).
-        method: ``watershed``, ``connected_components`` (then ``hs`` does not matter: give one),
-            ``three_class`` or ``distance`` (then ``hs`` are seed thresholds).
-        thresholds, hs, min_sizes: the grid.
+        target: the run's target (:class:`seg.targets.base.Target`); pp: its post-processing
+            settings (their ``method``).
+        thresholds, hs, min_sizes: the grid; ``hs`` are values of the target's
+            :attr:`~seg.targets.base.Target.second_key` (``h``, ``seed_threshold``).
         sparse: report precision over the predicted objects that overlap the annotated cells (more
             than half of the object on them), and the foreground IoU of those objects with them.
 
     Returns:
-        One row per (threshold, h, min_size): {"threshold", "h" (three_class: "seed_threshold"),
+        One row per (threshold, h, min_size): {"threshold", the second key ("h", "seed_threshold"),
         "min_size", "seg", "recall_iou50", "precision_iou50", "n_pred"} (+ "iou_cell_annotated"
         when sparse).
     """
-    from seg.infer.postprocess import method_objects
-    from seg.metrics.ctc import ObjectCounts, overlap_table
-
-    second = second_key(method)
+    second = target.second_key
     rows = []
     for t in thresholds:
         for h in hs:
-            tables = [overlap_table(r, method_objects(p, method=method, threshold=t, second=h))
+            tables = [overlap_table(r, target.objects(p, pp=pp, threshold=t, second=h))
                       for p, r in zip(fgs, refs, strict=True)]
             for m in min_sizes:
                 c = sum((tb.counts(tb.pred_size >= m) for tb in tables), ObjectCounts())
@@ -138,41 +137,28 @@ def choose_postprocess(rows: list[dict], *, threshold: float, h: float, min_size
     return max(rows, key=key)
 
 
-def _calibrate_ctc(cfg: dict, dataset: str, variant: str, pred: Path, ds_dir: Path, meta: dict,
-                   entries: list[dict]) -> dict:
-    """The CTC document of :func:`run_calibrate`: settings chosen by SEG on the val frames (the
-    variant's target decides the method; three_class searches seed thresholds instead of h)."""
-    from seg.data import canonical
-    from seg.data.plan import data_plan
-    from seg.infer.postprocess import SEEDED, foreground_probability
-    from seg.targets.target import variant_target
-
-    plan = data_plan(cfg, dataset, ds_dir=ds_dir, meta=meta)
-    target = variant_target(cfg, variant)
-    pp = target.postprocess(plan.postprocess())  # min_size, h, grids: config, else plan; method: target's
-    seeded = pp["method"] in SEEDED
-    second = second_key(pp["method"])
+def _calibrate_ctc(settings, pred: Path, entries: list[dict]) -> dict:
+    """The instance document of :func:`run_calibrate`: settings chosen by SEG on the val frames (the
+    run's target decides the objects and the grid's second axis: h or the seed threshold)."""
+    target, plan, ds_dir, meta = settings.target, settings.plan, settings.ds_dir, settings.meta
+    pp = settings.configured_postprocess  # min_size, h, grids: config, else plan; method: target's
+    seeded = target.second_key != "h"  # the maps' every channel is read (not the cell probability alone)
+    second = target.second_key
     sparse = meta.get("annotations", "full") == "sparse"
     fgs, refs, counts = [], [], ThresholdCounts()
     for e in entries:
-        p = _read_probability(pred, e, channels=len(target.channels(meta["classes"])) if seeded else 2,
-                              full=seeded)
+        p = _read_probability(pred, e, channels=len(settings.channels) if seeded else 2, full=seeded)
         fgs.append(p)
         refs.append(canonical.load_instances(ds_dir, e))
-        counts.add(foreground_probability(p) if seeded else p, canonical.load_semantic(ds_dir, e) == 1)
+        counts.add(target.probability(p, foreground=1) if seeded else p, canonical.load_semantic(ds_dir, e) == 1)
     search = pp.get("search") or {}
-    if seeded:
-        hs = target.seed_grid(pp)
-    elif pp["method"] == "watershed":
-        hs = [float(x) for x in search.get("h", [pp["h"]])]
-    else:
-        hs = [float(pp["h"])]
+    hs = target.second_grid(pp)
     configured = float(pp[second])
     sizes = [int(x) for x in search.get("min_size", [pp["min_size"]])]
-    table = seg_table(fgs, refs, method=pp["method"], thresholds=GRID, hs=hs, min_sizes=sizes, sparse=sparse)
+    table = seg_table(fgs, refs, target=target, pp=pp, thresholds=GRID, hs=hs, min_sizes=sizes, sparse=sparse)
     best = dict(choose_postprocess(table, threshold=float(pp["threshold"]), h=configured,
                                    min_size=int(pp["min_size"])))
-    fixed = seg_table(fgs, refs, method=pp["method"], thresholds=[float(pp["threshold"])], hs=[configured],
+    fixed = seg_table(fgs, refs, target=target, pp=pp, thresholds=[float(pp["threshold"])], hs=[configured],
                       min_sizes=[int(pp["min_size"])], sparse=sparse)[0]
     if not sparse:  # pixel IoU is meaningful only when every cell is annotated
         best.update(counts.scores(best["threshold"]))
@@ -193,8 +179,6 @@ def _calibrate_ctc(cfg: dict, dataset: str, variant: str, pred: Path, ds_dir: Pa
 def _read_probability(pred: Path, e: dict, *, channels: int = 2, full: bool = False) -> np.ndarray:
     """From ``<pred>/<id>_prob.tif``: the class-1 probability (H, W) of slice ``e``; with ``full``
     the whole (channels, H, W) stack (a three-class model's probabilities, a distance model's maps)."""
-    from seg.io import read_tiff
-
     path = pred / f"{e['id']}_prob.tif"
     if not path.is_file():
         raise SegError(f"{path}: probability map not found (run seg predict --split val)")
@@ -227,12 +211,8 @@ def run_calibrate(cfg: dict, *, dataset: str, variant: str, pred: str | os.PathL
         SegError: the predictions are not of the val split, a file is missing or of the wrong shape,
             or the split has no annotated slice.
     """
-    from seg.config import dataset_dir, postprocess_section
-    from seg.data import canonical
-    from seg.io import read_json, write_json
-    from seg.kinds import get_kind
-
-    ds_dir = dataset_dir(cfg, dataset, data_dir)  # SegError for an unknown dataset
+    settings = RunSettings(cfg, dataset, variant, data_dir=data_dir)  # SegError for an unknown dataset
+    ds_dir = settings.ds_dir
     pred = Path(pred)
     summary_path = pred / "predict_summary.json"
     if not summary_path.is_file():
@@ -247,52 +227,15 @@ def run_calibrate(cfg: dict, *, dataset: str, variant: str, pred: str | os.PathL
     if not entries:
         raise SegError(f"{ds_dir / 'meta.json'}: split 'val' has no annotated slices to calibrate on")
     head = {"dataset": dataset, "variant": variant, "split": "val", "n_slices": len(entries)}
-    if get_kind(meta["kind"]).instances:  # instances: threshold, h and min_size chosen by val SEG
-        doc = {**head, **_calibrate_ctc(cfg, dataset, variant, pred, ds_dir, meta, entries)}
+    if settings.kind.instances:  # instances: threshold, h and min_size chosen by val SEG
+        doc = {**head, **_calibrate_ctc(settings, pred, entries)}
     else:
         counts = ThresholdCounts()
         for e in entries:
             counts.add(_read_probability(pred, e), canonical.load_semantic(ds_dir, e) == 1)
         threshold, table = choose_threshold(counts)
-        fixed = float(postprocess_section(cfg, dataset)["threshold"])
+        fixed = float(settings.configured_postprocess["threshold"])
         doc = {**head, "criterion": "iou_mean", "threshold": threshold, "at_chosen": counts.scores(threshold),
                "at_fixed": counts.scores(fixed), "table": table}
     write_json(out, doc)
     return doc
-
-
-def read_calibration(path: str | os.PathLike) -> dict:
-    """The settings of a ``seg calibrate`` file: ``{"threshold"}`` plus ``"h"``, ``"min_size"`` and
-    (three_class) ``"seed_threshold"`` when it has them (CTC data). SegError naming the file if
-    absent or invalid."""
-    from seg.io import read_json
-
-    out = {"threshold": read_threshold(path)}
-    doc = read_json(path)
-    if "h" in doc:
-        if not isinstance(doc["h"], (int, float)) or not doc["h"] > 0:
-            raise SegError(f"{path}: 'h' must be a number > 0, got {doc['h']!r}")
-        out["h"] = float(doc["h"])
-    if "min_size" in doc:
-        if not isinstance(doc["min_size"], int) or doc["min_size"] < 0:
-            raise SegError(f"{path}: 'min_size' must be an integer >= 0, got {doc['min_size']!r}")
-        out["min_size"] = int(doc["min_size"])
-    if "seed_threshold" in doc:
-        if not isinstance(doc["seed_threshold"], (int, float)) or not 0 <= doc["seed_threshold"] <= 1:
-            raise SegError(f"{path}: 'seed_threshold' must be a number in [0, 1], got {doc['seed_threshold']!r}")
-        out["seed_threshold"] = float(doc["seed_threshold"])
-    return out
-
-
-def read_threshold(path: str | os.PathLike) -> float:
-    """The threshold of a ``seg calibrate`` file (SegError naming the file if absent or invalid)."""
-    from seg.io import read_json
-
-    p = Path(path)
-    if not p.is_file():
-        raise SegError(f"{p}: threshold file not found (run seg calibrate)")
-    doc = read_json(p)
-    t = doc.get("threshold") if isinstance(doc, dict) else None
-    if not isinstance(t, (int, float)) or not 0 <= t <= 1:
-        raise SegError(f"{p}: 'threshold' must be a number in [0, 1], got {t!r}")
-    return float(t)
