@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from seg.errors import SegError
+from seg.version import __version__
 
 # Stage CLI modules, in pipeline order. Each exports COMMANDS: dict[str, Command].
 STAGE_MODULES = (
@@ -82,8 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from seg.version import __version__
-
     return f"seg {__version__}"
 
 

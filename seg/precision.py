@@ -151,7 +151,6 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, entries: dict) -> None:
-
     write_json(path, {"format": FORMAT, "cpu": cpu_model(), "torch": torch.__version__, "entries": entries})
 
 

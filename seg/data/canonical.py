@@ -36,7 +36,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from seg.data.align import estimate_image_shift
+from seg.data.align import estimate_image_shift, shift_image
 from seg.data.fingerprint import compute_fingerprint
 from seg.errors import SegError
 from seg.io import atomic_path, read_json, read_tiff, write_json, write_tiff
@@ -75,8 +75,6 @@ def load_image(ds_dir: str | os.PathLike, entry: dict) -> np.ndarray:
     """
     image = read_tiff(Path(ds_dir) / entry["image"], ndim=2)
     if entry.get("image_shift"):
-        from seg.data.align import shift_image
-
         image = shift_image(image, entry["image_shift"])
     return normalise(image)
 

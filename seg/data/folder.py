@@ -53,7 +53,7 @@ from seg.data.canonical import canonical_writer
 from seg.data.ctc import ctc_semantic
 from seg.data.splits import frame_split_counts
 from seg.errors import SegError
-from seg.io import sha256_file
+from seg.io import read_tiff, sha256_file
 from seg.progress import progress
 
 LAYOUTS = ("cellpose", "images-masks", "nnunet")
@@ -193,8 +193,6 @@ def _nnunet_case(p: Path) -> str:
 def read_image_file(path: Path) -> np.ndarray:
     """Any supported file as a numpy array in its own dtype (SegError naming the file if unreadable)."""
     if path.suffix.lower() in (".tif", ".tiff"):
-        from seg.io import read_tiff
-
         return read_tiff(path)
     from PIL import Image
 

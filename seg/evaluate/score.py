@@ -177,7 +177,6 @@ def score_split(ds_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, split
 
 
 def _find_predict_summary(pred_dir: Path) -> dict:
-
     for p in (pred_dir / "predict_summary.json", pred_dir.parent / "predict_summary.json"):
         if p.is_file():
             return read_json(p)

@@ -61,7 +61,6 @@ def _name(pkg) -> str:
 
 
 def _documentation(pkg, formats: dict, refused: dict) -> str:
-
     extra = ["## bioimage.io package", "",
              "Input `raw`: float32 (batch, channel=1, y, x), the image's raw values; no preprocessing is "
              "declared because the graph applies it itself (see Preprocessing). Give whole images: the "

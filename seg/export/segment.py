@@ -46,7 +46,6 @@ from seg.version import __version__
 
 
 def _package(model, **kwargs):
-
     return model if isinstance(model, ModelPackage) else load_package(model, **kwargs)
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from seg.errors import SegError
+
 BLENDS = ("gaussian", "constant")
 SIGMA_SCALE = 0.125  # Gaussian sigma as a fraction of the tile (MONAI's default)
 MIN_WEIGHT = 1e-3  # MONAI clamps the map at max(its minimum, 1e-3)
@@ -32,8 +34,6 @@ def importance_map(tile: int, blend: str = "gaussian", device: torch.device | st
     imported).
     """
     if blend not in BLENDS:
-        from seg.errors import SegError
-
         raise SegError(f"inference.blend: unknown option {blend!r} (choices: {', '.join(BLENDS)})")
     if blend == "constant":
         weights = torch.ones((tile, tile), device=device, dtype=torch.float)

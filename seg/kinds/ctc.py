@@ -85,7 +85,6 @@ class CtcKind(Kind):
 
     # ------------------------------------------------------------------ data
     def ingest(self, folder: Path, out: Path, *, name: str, entry: dict, source: dict) -> dict:
-
         return ingest_ctc(folder, out, name=name, entry=entry, source=source, url=source.get("url"), kind=self)
 
     # ------------------------------------------------------------------ outputs

@@ -59,7 +59,6 @@ class Isbi2012Kind(Kind):
 
     # ------------------------------------------------------------------ data
     def ingest(self, folder: Path, out: Path, *, name: str, entry: dict, source: dict) -> dict:
-
         return ingest_isbi2012(folder, out, name=name, entry=entry, source=source, kind=self)
 
     # ------------------------------------------------------------------ outputs

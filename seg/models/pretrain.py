@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from seg.config import dataset_dir
 from seg.device import precision_for, resolve_device
 from seg.errors import SegError
 from seg.io import atomic_path, write_json
@@ -175,8 +176,6 @@ def run_pretrain(cfg: dict, dataset: str, encoder: str, out: os.PathLike, *, dat
             raise SegError("config: pretrain.imagefolder: required for task imagefolder")
         task = ImageFolderTask(Path(root), pc["patch_size"], pc["held_out_fraction"], rng)
     else:
-        from seg.config import dataset_dir
-
         task = PatchTask(dataset_dir(cfg, dataset, data_dir), pc["patch_size"], pc["held_out_fraction"], rng)
     return pretrain(task, encoder, Path(out), iterations=iterations or pc["iterations"],
                     batch_size=pc["batch_size"], lr=pc["lr"], seed=seed, encoder_params=encoder_params,

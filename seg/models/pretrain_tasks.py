@@ -95,7 +95,6 @@ class PatchTask:
     """Centre-pixel classification on the training split of a canonical dataset."""
 
     def __init__(self, ds_dir: Path, patch_size: int, held_out_fraction: float, rng: np.random.Generator):
-
         meta = canonical.load_meta(ds_dir)
         train = [s for s in canonical.slices(meta, "train") if s.get("semantic")]
         if len(train) < 2:
@@ -149,7 +148,6 @@ class ImageFolderTask:
         self.held_out_ids = [str(Path(self.ds.samples[i][0]).relative_to(root)) for i in sorted(self.held_idx)]
 
     def batch(self, n: int, rng: np.random.Generator, *, held_out: bool = False, augment: bool = True):
-
         pool = self.held_idx if held_out else self.train_idx
         idx = pool[rng.integers(0, len(pool), size=n)] if not held_out else pool[:n]
         xs, ys = [], []

@@ -53,14 +53,12 @@ class ModelEntry:
 
 
 def _unet(in_channels: int, classes: int, **params) -> nn.Module:
-
     _check_keys("unet", params, ("padding", "base_channels", "depth", "batch_norm"))
     return UNet(in_channels, classes, **params)
 
 
 def _fcn(variant: str) -> Callable[..., nn.Module]:
     def build(in_channels: int, classes: int, **params) -> nn.Module:
-
         _check_keys(variant, params, ("backbone", "width"))
         return FCN(variant, in_channels, classes, **params)
 
@@ -69,7 +67,6 @@ def _fcn(variant: str) -> Callable[..., nn.Module]:
 
 def _smp_builder(decoder: str, encoder: str) -> Callable[..., nn.Module]:
     def build(in_channels: int, classes: int, **params) -> nn.Module:
-
         return build_smp(decoder, encoder, in_channels=in_channels, classes=classes, **params)
 
     return build

@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 
 from seg.errors import SegError
+from seg.package.build import build_package
 from seg.package.format import PACKAGE_FILE, ModelPackage, read_package
+from seg.settings import load_config
 
 
 def load_package(path: str | os.PathLike, *, config: str | os.PathLike | None = None,
@@ -30,9 +32,6 @@ def load_package(path: str | os.PathLike, *, config: str | os.PathLike | None = 
         raise SegError(f"{p}: no such model package or run folder")
     if p.is_dir() and not (p / PACKAGE_FILE).is_file():
         if (p / "train_summary.json").is_file() and (p / "checkpoints" / "best.pt").is_file():
-            from seg.package.build import build_package
-            from seg.settings import load_config
-
             cfg_path = Path(config) if config is not None else p.parent.parent / "config.resolved.yaml"
             if not cfg_path.is_file():
                 raise SegError(f"{p}: a run folder needs its config (--config; {cfg_path} not found)")

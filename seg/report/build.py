@@ -72,7 +72,6 @@ def _class_names(data_dir: Path, dataset: str, kind: str) -> tuple[str, str]:
 
 
 def _curves(rows: list[Row], notes: list[str]):
-
     curves = []
     for row in rows:
         for run in row.runs:

@@ -30,6 +30,7 @@ from typing import Iterable
 import numpy as np
 
 from seg.errors import SegError
+from seg.targets import DEFAULT as DEFAULT_TARGET
 from seg.io import read_json
 from seg.kinds import find_kind, kinds as registered_kinds
 from seg.report.references import dataset_identity
@@ -81,7 +82,7 @@ class Run:
     class_iou: dict[str, float]
     kind: str = ""
     annotations: str = "full"
-    target: str = "fg_border"
+    target: str = DEFAULT_TARGET
 
     @property
     def run_dir(self) -> Path:
@@ -113,7 +114,7 @@ class Row:
     model: str
     primary: str
     runs: list[Run]
-    target: str = "fg_border"
+    target: str = DEFAULT_TARGET
     dropped: list[Run] = field(default_factory=list)
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
@@ -221,7 +222,7 @@ def load_run(path: Path, cfg: dict | None = None) -> Run:
         class_iou={str(k): _num(v) for k, v in (agg.get("iou") or {}).items()},
         kind=str(m.get("kind") or ""),
         annotations=str(m.get("annotations") or "full"),
-        target=str(var_cfg.get("target") or (train.get("target") or {}).get("name") or "fg_border"),
+        target=str(var_cfg.get("target") or (train.get("target") or {}).get("name") or DEFAULT_TARGET),
     )
 
 

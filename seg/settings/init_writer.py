@@ -30,7 +30,7 @@ BUDGETS = {
                     "params": {"padding": "same", "base_channels": 16, "depth": 4, "batch_norm": True}},
         "augment": {"copies": 2},
         "train": {"iterations": 250, "batch_size": 4, "val_every": 50, "num_workers": 1},
-        "inference": {"tile": 256, "overlap": 0.25},
+        "inference": {"tile": 256},
     },
     "tiny": {
         "variant": {"model": "unet", "label": "U-Net (tiny)",
@@ -38,7 +38,7 @@ BUDGETS = {
         "augment": {"copies": 1},
         "train": {"iterations": 12, "batch_size": 2, "patch_size": 64, "val_every": 6, "checkpoint_every": 6,
                   "log_every": 2, "num_workers": 0},
-        "inference": {"tile": 128, "overlap": 0.25, "batch_size": 4},
+        "inference": {"tile": 128, "batch_size": 4},
     },
 }
 

@@ -160,8 +160,8 @@ class Target(ABC):
 
     def outputs(self, outputs: dict, channels: list[str]) -> dict:
         """The package's ``outputs`` section (the dataset kind's) for a model of this target whose
-        channels are ``channels``. Here: the kind's."""
-        return outputs
+        channels are ``channels``. Here: the kind's, with the target's own channel names if it has them."""
+        return outputs if self.channel_names is None else {**outputs, "classes": list(channels)}
 
 
 @dataclass(frozen=True)

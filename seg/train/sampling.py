@@ -31,7 +31,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from seg.data.canonical import load_image, load_meta, load_semantic, slices
+from seg.data.canonical import load_image, load_instances, load_meta, load_semantic, slices
 from seg.errors import SegError
 from seg.io import read_json, read_tiff
 from seg.models import input_size_for, output_size
@@ -103,8 +103,6 @@ def load_training_slices(
                 raise SegError(f"{wp}: weight map missing (run `seg weights` first, or use train.loss.name ce)")
             w = read_tiff(wp, ndim=2).astype(np.float32, copy=False)
         if target is not None and target.needs_instances:
-            from seg.data.canonical import load_instances
-
             cls = target.train_map(None, load_instances(ds_dir, e))
         else:
             cls = load_semantic(ds_dir, e)

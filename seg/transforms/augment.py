@@ -91,7 +91,6 @@ class Augmenter:
     """
 
     def __init__(self, augment_cfg: dict | None = None):
-
         self.cfg = complete_section("augment", augment_cfg)
         z = self.cfg.get("zoom")
         if z is not None and not float(z["range"][0]) <= float(z["range"][1]):

@@ -95,7 +95,6 @@ def measure(name: str, *, shapes: bool = True, device="meta") -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _measure(name: str, device: str) -> dict:
-
     arch = get(name)
     model = build(arch.name, device=device)
     out = {

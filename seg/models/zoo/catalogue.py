@@ -83,7 +83,6 @@ def _timm(name: str) -> Callable[[], nn.Module]:
 
 def _classic(fn: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
-
         return getattr(classic, fn)()
 
     return build
