@@ -1,7 +1,7 @@
 """Augmentation throughput on one 512x512 sample (image float32 + labels uint8 + weights float32).
 
 Compared in one run, each producing the same three outputs with one random deformation:
-  * ours:   seg.targets.augment.Augmenter (one elasticdeform call for all arrays, 3x3 grid, sigma 10 px,
+  * ours:   seg.transforms.augment.Augmenter (one elasticdeform call for all arrays, 3x3 grid, sigma 10 px,
             cubic/nearest/linear, plus flips/rot90/intensity), full 512x512 output;
   * ours, 256 crop: the training path (crop= evaluates only a 256x256 output patch of the slice);
   * naive:  elasticdeform.deform_grid called once per array (three calls, same grid and orders);
@@ -22,8 +22,8 @@ import numpy as np
 import tifffile
 
 from seg.io import write_json
-from seg.targets.augment import Augmenter
-from seg.targets.weights import border_weight_map
+from seg.transforms.augment import Augmenter
+from seg.transforms.weights import border_weight_map
 
 ROOT = Path(__file__).resolve().parents[1]
 ISBI = ROOT.parent / "shared" / "data" / "isbi2012"

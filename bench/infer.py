@@ -3,7 +3,7 @@
 For each model (a small same-padding U-Net, smp U-Net ResNet-34, the valid-padding U-Net) and each
 slice, interleaved so that load changes on a shared machine hit all methods alike:
 
-- ``ours``: ``seg.infer.predict.predict_slice``, exactly what ``seg predict`` runs per slice (the
+- ``ours``: ``seg.infer.predictor.predict_slice``, exactly what ``seg predict`` runs per slice (the
   tiler of ``seg.infer.tiling``: tiles cut by two gathers, balanced batches of at most ``--batch``,
   inference mode; the network as ``seg.infer.network`` prepares it: batch norms folded, channels_last),
   fp32;
@@ -15,7 +15,7 @@ slice, interleaved so that load changes on a shared machine hit all methods alik
 - ``forward``: the pure forward passes of the same tiles (pre-cut, batched as ours), no stitching;
 - ``ours_auto``: ours as ``seg predict`` runs it by default, ``inference.amp: auto``: the precision
   the pipeline's timed probe picks for this model and tile batch on this machine
-  (:func:`seg.infer.predict.inference_precision`, :mod:`seg.precision`; a fresh cache in a temporary
+  (:func:`seg.infer.predictor.inference_precision`, :mod:`seg.precision`; a fresh cache in a temporary
   folder unless ``SEG_CACHE_DIR`` is set), bf16 autocast where it measured faster, else fp32 (then
   ``ours_auto`` is ``ours``);
 - ``ours_bf16``: ours under bf16 autocast whatever the probe says (bf16 speed-up = best fp32 slice /
@@ -66,8 +66,8 @@ sys.path.insert(0, str(ROOT))
 
 from seg.device import Precision  # noqa: E402
 from seg.infer.network import inference_predictor  # noqa: E402
-from seg.infer.plan import balanced_batch, plan_tiles  # noqa: E402
-from seg.infer.predict import inference_precision, predict_slice, tile_geometry  # noqa: E402
+from seg.infer.tiles import balanced_batch, plan_tiles  # noqa: E402
+from seg.infer.predictor import inference_precision, predict_slice, tile_geometry  # noqa: E402
 from seg.infer.tiling import predict_tiled  # noqa: E402
 from seg.io import write_json  # noqa: E402
 

@@ -12,7 +12,7 @@ CPU kinds and the outputs must agree exactly); TTA off unless ``--tta``.
 Paired measurements, interleaved (the order alternates per repeat, so load changes on a shared
 machine hit both alike):
 
-- ``predict``: ``seg.infer.predict.run_predict`` with ``--split test`` on one test slice (what the
+- ``predict``: ``seg.evaluate.predict.run_predict`` with ``--split test`` on one test slice (what the
   workflow's rule runs: model build, checkpoint load, canonical image, tiled inference, outputs
   written atomically);
 - ``segment``: ``seg.export.segment.run_segment`` with the package on the same slice as a raw TIFF file
@@ -73,7 +73,7 @@ def build_run(base: Path, tta: bool) -> dict:
     import yaml
     from skimage.measure import label
 
-    from seg.config import load_config, run_config_hash
+    from seg.settings import load_config, run_config_hash
     from seg.data.canonical import canonical_writer
     from seg.kinds import get_kind
     from seg.package.build import build_package
@@ -144,9 +144,10 @@ def timed(fn):
 def bench_segment_vs_predict(r: dict, repeats: int) -> dict:
     import tifffile
 
-    import seg.infer.predict as predict_module
+    import seg.evaluate.predict as predict_module
+    import seg.export.segment as segment_module
     from seg.export.segment import run_segment
-    from seg.infer.predict import run_predict
+    from seg.evaluate.predict import run_predict
 
     # time spent inside predict_slice (the network work both share), to separate each command's own
     # overhead (loading, reading, checks, post-processing, writing) from the load-sensitive compute
@@ -159,7 +160,7 @@ def bench_segment_vs_predict(r: dict, repeats: int) -> dict:
         inside.append(time.perf_counter() - t0)
         return out
 
-    predict_module.predict_slice = counted
+    predict_module.predict_slice = segment_module.predict_slice = counted  # both commands' network work
     rows = {"predict": [], "segment": []}
     overhead = {"predict": [], "segment": []}
     max_diff = 0.0
@@ -188,7 +189,7 @@ def bench_segment_vs_predict(r: dict, repeats: int) -> dict:
             n = len(TEST)
             print(f"  repeat {k}: predict {n / sum(rows['predict'][-n:]):.2f} images/s, segment "
                   f"{n / sum(rows['segment'][-n:]):.2f} images/s", flush=True)
-    predict_module.predict_slice = original
+    predict_module.predict_slice = segment_module.predict_slice = original
     ratio = [p / s for p, s in zip(rows["predict"], rows["segment"])]  # per slice: segment images/s / predict's
     return {"calls": len(ratio), "seconds_per_call": rows,
             "images_per_s": {k: len(v) / float(np.sum(v)) for k, v in rows.items()},

@@ -92,7 +92,7 @@ class Runner:
         from seg.train.optim import build_optimizer
         from seg.train.sampling import PatchDataset, load_training_slices, patch_geometry
 
-        from seg.data.plan import data_plan
+        from seg.settings.plan import data_plan
 
         tcfg = data_plan(cfg, "isbi2012", ds_dir=ds_dir).train(variant)  # patch_size: the config's or the plan's
         if amp is not None:
@@ -166,7 +166,7 @@ def main() -> None:
 
     import tifffile
 
-    from seg.config import load_config
+    from seg.settings import load_config
     from seg.device import configure_determinism, cpu_has_native_bf16
     from seg.precision import MARGIN, cpu_model
     from toydata import write_isbi_subset

@@ -1,4 +1,4 @@
-"""Border-weight maps: brute-force reference (one full-image EDT per instance) vs seg.targets.weights.
+"""Border-weight maps: brute-force reference (one full-image EDT per instance) vs seg.transforms.weights.
 
 Runs both on the 30 ISBI 2012 training slices (instances = 4-connected components of the interior),
 in one process, and reports the times, the speed-up and the max abs difference of the maps.
@@ -19,9 +19,9 @@ from scipy import ndimage
 from skimage.measure import label
 
 from seg.config import section_defaults
-from seg.data.plan import FALLBACK
+from seg.settings.plan import FALLBACK
 from seg.io import write_json
-from seg.targets.weights import border_weight_map, class_weights
+from seg.transforms.weights import border_weight_map, class_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ROOT.parent / "shared" / "data" / "isbi2012" / "train-labels.tif"
@@ -62,7 +62,7 @@ def main() -> int:
         err = max(err, float(np.abs(fast.astype(np.float64) - ref).max()))
 
     speedup = t_ref / t_fast
-    rows = [("reference (full EDT per instance)", t_ref, c_ref), ("seg.targets.weights (cropped EDTs)", t_fast, c_fast)]
+    rows = [("reference (full EDT per instance)", t_ref, c_ref), ("seg.transforms.weights (cropped EDTs)", t_fast, c_fast)]
     print(f"ISBI 2012 training labels: {len(labels)} slices {labels.shape[1]}x{labels.shape[2]}, "
           f"{min(n_inst)}-{max(n_inst)} instances per slice; w0={W0}, sigma={SIGMA} px, w_c={wc.round(4).tolist()}")
     print(f"{'method':<38}{'total s':>10}{'ms/slice':>10}{'CPU s':>10}")

@@ -13,7 +13,8 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
-from seg.config import step_hash, validate_config, variant_datasets, write_resolved_config
+from seg.config import variant_datasets, write_resolved_config
+from seg.settings import step_hash, validate_config
 from seg.errors import SegError
 
 # 1. Validate: seg's own checks first (they name the key and list what is allowed), then Snakemake's
@@ -42,7 +43,7 @@ ENV = "envs/seg.yaml"
 # 2. The resolved config (defaults filled) that every rule passes to `seg --config`. Written when
 #    the workflow starts executing jobs (not in dry runs, lint or report), and only if its content
 #    changed; it is not an input of any rule. What makes a job rerun is its params.hash: the hash of
-#    the config settings that step reads (seg.config.step_settings), see step_hash_of below.
+#    the config settings that step reads (seg.settings.step_settings), see step_hash_of below.
 RESOLVED = os.path.join(RESULTS, "config.resolved.yaml")
 
 
@@ -53,7 +54,7 @@ onstart:
 # 3. Datasets: those whose raw files are here (or downloadable) run; a missing one is skipped with
 #    one message that says what is missing, where to put it and where it would come from.
 def _available_datasets():
-    from seg.data import availability
+    from seg.kinds.sources import availability
 
     out = []
     for name, entry in config["datasets"].items():
@@ -132,7 +133,7 @@ def data_dir(wildcards, input):
 
 def step_hash_of(step):
     """A rule's params.hash: the hash of the config settings `step` reads besides its input files
-    (seg.config.step_settings), so a job reruns exactly when one of them changes."""
+    (seg.settings.step_settings), so a job reruns exactly when one of them changes."""
 
     def _hash(wildcards):
         return step_hash(

@@ -237,7 +237,7 @@ def precision_for(section_cfg: dict, device: torch.device, *, section: str = "tr
     :func:`resolve_amp`). An emulated-bf16 warning names the caller's line.
     """
     channels_last = bool(section_cfg.get("channels_last", True))
-    dtype, source, ratio = resolve_amp(device, section_cfg.get("amp", "auto"), section=section, model=model,
+    dtype, source, ratio = resolve_amp(device, section_cfg["amp"], section=section, model=model,
                                        shape=shape, mode=mode, channels_last=channels_last, stacklevel=3)
     return Precision(device, dtype, channels_last, source, ratio)
 

@@ -237,7 +237,7 @@ def _fake_packaged_run(base, *, kind, model, params, inference, postprocess, siz
     from skimage.measure import label
 
     from seg.cli import main
-    from seg.config import load_config, run_config_hash
+    from seg.settings import load_config, run_config_hash
     from seg.data.canonical import canonical_writer
     from seg.kinds import get_kind
     from seg.models import build_model

@@ -9,7 +9,7 @@ import pytest
 from skimage.measure import label
 
 from seg.errors import SegError
-from seg.targets.augment import AugmentParams, Augmenter, dense_displacement
+from seg.transforms.augment import AugmentParams, Augmenter, dense_displacement
 
 GEOMETRY_ONLY = {"intensity": {"prob": 0.0}}
 

@@ -11,8 +11,8 @@ import tifffile
 
 from seg.cli import main
 from seg.errors import SegError
-from seg.infer.calibrate import GRID, ThresholdCounts, choose_threshold, read_threshold
-from seg.metrics.score import score_split
+from seg.evaluate.calibrate import GRID, ThresholdCounts, choose_threshold, read_threshold
+from seg.evaluate.score import score_split
 
 
 def _biased_probability(truth: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -178,7 +178,8 @@ def test_calibrated_validation_scores_the_best_threshold(isbi_stacks):
     """validate(calibrate=True) is the mean IoU at the best grid threshold of p[1], computed directly."""
     import torch
 
-    from seg.infer import predict_slice
+    from seg.infer.predictor import predict_slice
+    from seg.targets import get_target
     from seg.train.validate import validate
 
     class Blur(torch.nn.Module):  # logits of interior from a smoothed, shifted image: a weak, biased model
@@ -189,8 +190,9 @@ def test_calibrated_validation_scores_the_best_threshold(isbi_stacks):
     sl = [{"image": (isbi_stacks["train"][i, :128, :128].astype(np.float32) - 128) / 50,
            "target": (isbi_stacks["labels"][i, :128, :128] == 255).astype(np.uint8)} for i in (20, 21)]
     cfg = {"tile": 128, "tta": False}
-    plain, _ = validate(Blur(), sl, cfg, torch.device("cpu"), 2)
-    tuned, per_class = validate(Blur(), sl, cfg, torch.device("cpu"), 2, calibrate=True)
+    fg_border = get_target(None)
+    plain, _ = validate(Blur(), sl, cfg, torch.device("cpu"), 2, target=fg_border)
+    tuned, per_class = validate(Blur(), sl, cfg, torch.device("cpu"), 2, target=fg_border, calibrate=True)
     probs = [predict_slice(Blur(), s["image"], cfg, "cpu")[1] for s in sl]
     truths = [s["target"] == 1 for s in sl]
     direct = max(_direct_mean_iou(probs, truths, t) for t in GRID)

@@ -12,10 +12,10 @@ import tifffile
 from scipy import ndimage as ndi
 
 from seg.cli import main
-from seg.config import load_config, step_hash
+from seg.settings import load_config, step_hash
 from seg.data.ctc import ctc_semantic
 from seg.data.synth import synth_ctc
-from seg.infer.calibrate import GRID, ThresholdCounts, choose_threshold
+from seg.evaluate.calibrate import GRID, ThresholdCounts, choose_threshold
 from seg.infer.postprocess import instances_from_probability
 from seg.metrics.ctc import seg_measure
 
@@ -190,7 +190,7 @@ def test_seg_ties_keep_the_configured_settings():
     """A larger minimum size never raises SEG; taking the largest that costs no val cell (what
     precision would pick) deletes smaller cells elsewhere. Ties keep the configured values; a
     smaller size wins when the configured one deletes annotated cells."""
-    from seg.infer.calibrate import choose_postprocess
+    from seg.evaluate.calibrate import choose_postprocess
 
     def row(t, h, m, seg, prec):
         return {"threshold": t, "h": h, "min_size": m, "seg": seg, "precision_iou50": prec}

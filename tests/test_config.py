@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from seg.cli import main
-from seg.config import config_hash, load_config, run_config_hash, variant_section, validate_config
+from seg.config import config_hash, variant_section
+from seg.settings import load_config, run_config_hash, validate_config
 from seg.errors import SegError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def test_shipped_configs_validate(name):
 
 def test_defaults_are_filled_from_schema():
     cfg = validate_config(_minimal())
-    # sigma and sparse_band: null = from the plan of each dataset (seg.data.plan)
+    # sigma and sparse_band: null = from the plan of each dataset (seg.settings.plan)
     assert cfg["weights"] == {"w0": 10.0, "sigma": None, "class_balance": True, "sparse_band": None}
     assert cfg["augment"]["elastic"] == {"enabled": True, "grid": 3, "sigma": 10.0, "prob": 1.0}
     assert cfg["train"]["optimizer"]["momentum"] == 0.99

@@ -79,11 +79,12 @@ def test_graph_preprocessing_is_segs(isbi_stacks):
     from seg.data.align import shift_image
     from seg.data.canonical import normalise
     from seg.export.graph import SegmentGraph
+    from seg.infer.tiling import TileSpec
 
     image = isbi_stacks["test"][0]
     for shift, crop in (((-0.5625, -0.125), (512, 512)), ((1.9, 0.0), (97, 131)), ((0.0, 0.3), (20, 40))):
         x = image[: crop[0], : crop[1]]
-        graph = SegmentGraph(torch.nn.Identity(), tile=16, shift=shift)
+        graph = SegmentGraph(torch.nn.Identity(), TileSpec(16, 0.25, "gaussian"), shift=shift)
         out = graph.preprocess(torch.from_numpy(x.astype(np.float32))[None, None])[0, 0].numpy()
         np.testing.assert_allclose(out, normalise(shift_image(x, shift)), atol=1e-5, rtol=0)
 

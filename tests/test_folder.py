@@ -1,4 +1,4 @@
-"""Dataset kind ``folder`` (seg.data.folder, seg.kinds.folder) and ``seg init`` (seg.data.init).
+"""Dataset kind ``folder`` (seg.data.folder, seg.kinds.folder) and ``seg init`` (seg.settings.init_writer).
 
 Folder-layout copies of the real GOWT1 and DIC-HeLa frames (written into tmp_path from
 ../shared/data) ingest to the same canonical images and labels as the CTC kind ingests from the
@@ -21,7 +21,7 @@ from PIL import Image
 from conftest import error_lines, snakemake
 
 from seg.cli import main
-from seg.config import load_config
+from seg.settings import load_config
 from seg.data import canonical
 
 LAYOUTS = ("cellpose", "images-masks", "nnunet")
@@ -268,10 +268,64 @@ def test_init_then_workflow_end_to_end(tmp_path, capsys):
     import csv
 
     rows = list(csv.DictReader((results / "leaderboard.csv").open()))
-    assert [(r["dataset"], r["kind"], r["variant"]) for r in rows] == [("blobs", "folder", "unet")]
-    assert 0 <= float(rows[0]["seg"]) <= 1
+    # both targets proposed for instance masks: the paper's and three classes, side by side
+    assert sorted((r["dataset"], r["kind"], r["variant"], r["target"]) for r in rows) == [
+        ("blobs", "folder", "unet", "fg_border"), ("blobs", "folder", "unet-3c", "three_class")]
+    assert all(0 <= float(r["seg"]) <= 1 for r in rows)
     models = results / "models" / "blobs"
     for p in ("package", "torchscript", "onnx", "bioimageio.zip"):
         assert (models / p).exists(), p
     pkg = json.loads((models / "package" / "package.json").read_text())
     assert pkg["dataset"]["kind"] == "folder" and pkg["dataset"]["classes"] == ["background", "cell"]
+    assert pkg["training"]["variant"] in ("unet", "unet-3c")
+
+
+def test_semantic_folder_goes_to_the_package_segment_and_exports(tmp_path, capsys):
+    """A folder of binary masks (0 / 255: ISBI's convention) through seg init and every step of its
+    config by hand: ingest (as folder-semantic under the config's kind folder), weights, training,
+    val prediction, calibration, test prediction, score, the package (a class-map model), seg
+    segment (a uint8 class map) and the TorchScript, ONNX and bioimage.io exports."""
+    import torch
+
+    pairs = {k: (img, ((mask > 0) * 255).astype(np.uint8)) for k, (img, mask) in blobs(6, size=64, seed=2).items()}
+    folder = write_folder(tmp_path / "membranes", "images-masks", pairs)
+    cfg = tmp_path / "my.yaml"
+    assert main(["init", str(folder), "--out", str(cfg), "--budget", "tiny"]) == 0
+    printed = capsys.readouterr().out
+    assert "labels: semantic (class maps: one foreground value (255) beside 0 = background" in printed, printed
+    config = yaml.safe_load(cfg.read_text())
+    assert list(config["variants"]) == ["unet"]  # no three-class row: there are no objects of their own
+    config.update(data_dir=str(tmp_path / "data"), results_dir=str(tmp_path / "results"))
+    cfg.write_text(yaml.safe_dump(config))
+    run = tmp_path / "results" / "membranes" / "unet"
+    common = ["--config", str(cfg), "--dataset", "membranes"]
+    pred = ["predict", *common, "--variant", "unet", "--checkpoint", str(run / "checkpoints" / "best.pt")]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["ingest", *common]) == 0
+        assert json.loads((tmp_path / "data" / "membranes" / "meta.json").read_text())["kind"] == "folder-semantic"
+        assert main(["weights", *common]) == 0
+        assert main(["train", *common, "--variant", "unet", "--out", str(run)]) == 0
+        assert main([*pred, "--split", "val", "--out", str(run / "pred" / "val")]) == 0
+        assert main(["calibrate", *common, "--variant", "unet", "--pred", str(run / "pred" / "val"),
+                     "--out", str(run / "calibration.json")]) == 0
+        assert main([*pred, "--split", "test", "--out", str(run / "pred" / "test"),
+                     "--threshold-file", str(run / "calibration.json")]) == 0
+        assert main(["score", *common, "--variant", "unet", "--pred", str(run / "pred" / "test"),
+                     "--out", str(run / "metrics.json")]) == 0
+        package = tmp_path / "package"
+        assert main(["package", "--run-dir", str(run), "--config", str(cfg), "--out", str(package)]) == 0
+        pkg = json.loads((package / "package.json").read_text())
+        assert pkg["dataset"]["kind"] == "folder-semantic" and pkg["dataset"]["classes"] == ["background", "foreground"]
+        image = folder / "images" / "img0.tif"
+        assert main(["segment", "--model", str(package), str(image), "--out", str(tmp_path / "seg")]) == 0
+        seg = tifffile.imread(tmp_path / "seg" / "img0_seg.tif")
+        prob = tifffile.imread(tmp_path / "seg" / "img0_prob.tif")
+        assert seg.dtype == np.uint8 and seg.shape == (64, 64)
+        np.testing.assert_array_equal(seg, (prob >= pkg["threshold"]["value"]).astype(np.uint8))
+        for fmt in ("torchscript", "onnx", "bioimageio"):
+            assert main(["export", "--model", str(package), "--format", fmt, "--out", str(tmp_path / fmt)]) == 0
+            assert (tmp_path / fmt).exists()
+    finally:
+        torch.set_num_threads(threads)

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from seg.errors import SegError
-from seg.infer.postprocess import instances_from_probability, isbi_maps
+from seg.infer.postprocess import foreground_maps, instances_from_probability
 from seg.kinds.ctc import result_mask_name
-from seg.infer.plan import plan_starts, plan_tiles
+from seg.infer.tiles import plan_starts, plan_tiles
 from seg.infer.tiling import predict_tiled
 from seg.infer.tta import DIHEDRAL, apply_dihedral, predict_tta
 from seg.models import build_model
@@ -114,14 +114,14 @@ def test_valid_odd_sizes_and_images_smaller_than_a_tile():
     net = _conv_net(padding=0, seed=1)
     for shape, tile in [((131, 97), 48), ((37, 53), 64), ((5, 70), 32)]:
         image = rng.normal(size=shape).astype(np.float32)
-        probs = predict_tiled(image, net, tile=tile, overlap=0.3, border=3)
+        probs = predict_tiled(image, net, tile=tile, overlap=0.3, blend="gaussian", border=3)
         assert probs.shape == (2, *shape)
         np.testing.assert_allclose(probs, _whole(net, image, border=3), atol=1e-5, rtol=0)
 
 
 def test_same_padding_image_smaller_than_tile_keeps_shape():
     image = np.random.default_rng(1).normal(size=(21, 40)).astype(np.float32)
-    probs = predict_tiled(image, _conv_net(padding=1), tile=64, overlap=0.25)
+    probs = predict_tiled(image, _conv_net(padding=1), tile=64, overlap=0.25, blend="gaussian")
     assert probs.shape == (2, 21, 40)
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
 
@@ -132,8 +132,8 @@ def _valid_unet():
 
 
 def test_valid_unet_predict_slice_equals_whole_slice(isbi_slice):
-    from seg.infer import predict_slice
-    from seg.infer.predict import tile_geometry
+    from seg.infer.predictor import predict_slice
+    from seg.infer.predictor import tile_geometry
 
     model = _valid_unet()
     border = model.valid_border
@@ -154,7 +154,7 @@ def test_predict_slice_precision_follows_the_native_bf16_probe(isbi_slice, nativ
     """amp auto infers in bf16 only where the CPU has it natively. bf16 keeps 8 bits of mantissa
     (relative rounding 2^-9 per op), so probabilities move by a few 1e-3 and, after a few layers,
     up to ~1e-2 near 0.5; tiles stay seamless (tiled = whole slice to the same tolerance)."""
-    from seg.infer import predict_slice
+    from seg.infer.predictor import predict_slice
 
     model = _valid_unet()
     image = isbi_slice[:196, :196]
@@ -188,7 +188,7 @@ def test_tta_is_equivariant_and_plain_prediction_is_not():
 
 
 def test_tta_through_predict_slice_keeps_shape():
-    from seg.infer import predict_slice
+    from seg.infer.predictor import predict_slice
 
     probs = predict_slice(_conv_net(padding=1), np.zeros((30, 50), np.float32) + 0.5,
                           {"tile": 32, "tta": True}, "cpu")
@@ -234,14 +234,13 @@ def test_predict_tiled_predict_slice_and_the_export_graph_run_the_same_code(padd
     tiled image, an odd-sized one and one smaller than a tile, with and without TTA."""
     import seg.infer.tiling as tiling
     from seg.export.graph import SegmentGraph
-    from seg.infer import predict_slice
-    from seg.infer.predict import tile_geometry
+    from seg.infer.predictor import predict_slice, tile_geometry, tile_spec
 
     torch.manual_seed(0)
     model = build_model("unet", padding=padding, base_channels=4, depth=2, batch_norm=True).eval()
     tile, border, align = tile_geometry(model, 32)
     cfg = {"tile": 32, "overlap": 0.25, "blend": "gaussian", "batch_size": 3, "tta": tta, "amp": "none"}
-    graph = SegmentGraph(model, tile=tile, border=border, align=align, tta=tta).eval()
+    graph = SegmentGraph(model, tile_spec(model, cfg, activation="softmax"), tta=tta).eval()
     calls = []
     real = tiling.tiled_probabilities
 
@@ -261,7 +260,8 @@ def test_predict_tiled_predict_slice_and_the_export_graph_run_the_same_code(padd
         graph_calls = calls[len(slice_calls):]
 
         def tiled(x):
-            return predict_tiled(x, model, tile=tile, overlap=0.25, border=border, align=align, batch_size=2)
+            return predict_tiled(x, model, tile=tile, overlap=0.25, blend="gaussian", border=border, align=align,
+                                 batch_size=2)
 
         by_tiled = predict_tta(image, tiled) if tta else tiled(image)
         assert by_slice.shape == by_graph.shape == by_tiled.shape == (2, *shape)
@@ -279,7 +279,7 @@ def test_folded_network_is_the_model_and_follows_weight_updates():
     state dict) is seen by the next prediction, as training's validation needs."""
     import copy
 
-    from seg.infer import predict_slice
+    from seg.infer.predictor import predict_slice
     from seg.infer.network import fold_batch_norm
 
     torch.manual_seed(0)
@@ -319,8 +319,8 @@ def test_inference_path_does_not_import_monai(tmp_path):
     from pathlib import Path
 
     code = ("import sys, numpy as np, torch\n"
-            "from seg.infer import predict_slice\n"
-            "import seg.export.graph, seg.export.segment, seg.infer.cli\n"
+            "from seg.infer.predictor import predict_slice\n"
+            "import seg.export.graph, seg.export.segment, seg.commands.evaluate\n"
             "net = torch.nn.Conv2d(1, 2, 3, padding=1)\n"
             "predict_slice(net, np.zeros((40, 40), np.float32), {'tile': 32, 'tta': True, 'amp': 'none'})\n"
             "assert 'monai' not in sys.modules, sorted(m for m in sys.modules if m.startswith('monai'))[:5]\n")
@@ -342,29 +342,29 @@ def test_watershed_separates_touching_discs_and_min_size_removes_specks():
     fg = _discs((80, 120), [(40, 40), (40, 72)], 18)  # centres 32 px apart, radius 18: they overlap
     fg[5:7, 110:112] = True  # a 4-pixel speck
     prob = fg.astype(np.float32) * 0.9
-    cc = instances_from_probability(prob, method="connected_components", min_size=10)
-    ws = instances_from_probability(prob, method="watershed", min_size=10)
+    cc = instances_from_probability(prob, method="connected_components", threshold=0.5, min_size=10, h=2.0)
+    ws = instances_from_probability(prob, method="watershed", threshold=0.5, min_size=10, h=2.0)
     assert cc.dtype == np.uint16 and ws.dtype == np.uint16
     assert cc.max() == 1  # touching discs merge, the speck is gone
     assert ws.max() == 2 and set(np.unique(ws)) == {0, 1, 2}
     assert ws[40, 40] != ws[40, 72] and ws[6, 110] == 0
-    keep = instances_from_probability(prob, method="connected_components", min_size=0)
+    keep = instances_from_probability(prob, method="connected_components", threshold=0.5, min_size=0, h=2.0)
     assert keep.max() == 2 and keep[6, 110] > 0
     # a 14 px disc whose centre stands ~8.5 px above the neck to an 18 px one: two seeds at the
     # default h = 2, one (both discs one object) once h exceeds that depth
     pair = (_discs((80, 120), [(40, 40)], 18) | _discs((80, 120), [(40, 70)], 14)).astype(np.float32)
-    split = instances_from_probability(pair, method="watershed", min_size=10)
-    merged = instances_from_probability(pair, method="watershed", min_size=10, h=10.0)
+    split = instances_from_probability(pair, method="watershed", threshold=0.5, min_size=10, h=2.0)
+    merged = instances_from_probability(pair, method="watershed", threshold=0.5, min_size=10, h=10.0)
     assert split.max() == 2 and split[40, 40] != split[40, 70]
     assert merged.max() == 1 and merged[40, 40] == merged[40, 70] == 1
     with pytest.raises(SegError, match=r"postprocess\.h: must be > 0"):
-        instances_from_probability(prob, method="watershed", h=0)
+        instances_from_probability(prob, method="watershed", threshold=0.5, min_size=10, h=0)
 
 
-def test_isbi_maps_convention():
+def test_isbi_foreground_maps_convention():
     p_interior = np.array([[0.9, 0.2], [0.5, 0.0]], np.float32)
     probs = np.stack([1 - p_interior, p_interior])
-    interior, segm = isbi_maps(probs)
+    interior, segm = foreground_maps(probs, foreground=1, threshold=0.5)
     np.testing.assert_array_equal(interior, p_interior)
     np.testing.assert_array_equal(segm, [[1, 0], [1, 0]])
     assert segm.dtype == np.uint8
@@ -376,6 +376,9 @@ def test_ctc_mask_names():
 
 
 # ----------------------------------------------------------------------------- bad input
+TILING = {"overlap": 0.25, "blend": "gaussian"}  # the schema's defaults
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"blend": "cosine"}, r"blend.*'cosine'.*gaussian, constant"),
     ({"overlap": 1.0}, "overlap"),
@@ -385,18 +388,18 @@ def test_ctc_mask_names():
 ])
 def test_bad_options_raise_clear_errors(kwargs, match):
     with pytest.raises(SegError, match=match):
-        predict_tiled(np.zeros((32, 32), np.float32), _conv_net(1), **{"tile": 16, **kwargs})
+        predict_tiled(np.zeros((32, 32), np.float32), _conv_net(1), **{"tile": 16, **TILING, **kwargs})
 
 
 def test_bad_image_and_wrong_border_raise():
     with pytest.raises(SegError, match="shape"):
-        predict_tiled(np.zeros((1, 1, 32, 32), np.float32), _conv_net(1), tile=16)
+        predict_tiled(np.zeros((1, 1, 32, 32), np.float32), _conv_net(1), tile=16, **TILING)
     with pytest.raises(SegError, match="border"):  # valid net without border
-        predict_tiled(np.zeros((32, 32), np.float32), _conv_net(0), tile=16)
+        predict_tiled(np.zeros((32, 32), np.float32), _conv_net(0), tile=16, **TILING)
     with pytest.raises(SegError, match="border"):  # wrong border
-        predict_tiled(np.zeros((32, 32), np.float32), _conv_net(0), tile=16, border=2)
+        predict_tiled(np.zeros((32, 32), np.float32), _conv_net(0), tile=16, border=2, **TILING)
     with pytest.raises(SegError, match="method"):
-        instances_from_probability(np.zeros((8, 8)), method="blobs")
+        instances_from_probability(np.zeros((8, 8)), method="blobs", threshold=0.5, min_size=50, h=2.0)
 
 
 # ----------------------------------------------------------------------------- seg predict end to end

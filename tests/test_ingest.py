@@ -15,7 +15,8 @@ import yaml
 from skimage.measure import label
 
 from seg.cli import main
-from seg.data import availability, canonical, raw_dir
+from seg.data import canonical
+from seg.kinds.sources import availability, raw_dir
 from seg.data.download import download, safe_extract
 from seg.errors import SegError
 

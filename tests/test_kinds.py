@@ -13,6 +13,7 @@ import pytest
 from seg.errors import SegError
 from seg.kinds import Kind, find_kind, get_kind, kind_names, register_kind, unregister_kind
 from seg.kinds.ctc import result_mask_name, result_mask_path, slice_mask_path
+from seg.targets import get_target
 
 SEG_DIR = Path(__file__).resolve().parents[1] / "seg"
 
@@ -80,12 +81,12 @@ def test_a_kind_of_its_own_goes_through_ingest_predict_score_and_leaderboard(tmp
     import torch
     import yaml
 
-    from seg.config import load_config
+    from seg.settings import load_config
     from seg.data import canonical
-    from seg.data.ingest import ingest_dataset
-    from seg.infer.predict import run_predict
+    from seg.kinds.ingest import ingest_dataset
+    from seg.evaluate.predict import run_predict
     from seg.io import read_json, read_tiff
-    from seg.metrics.score import run_score
+    from seg.evaluate.score import run_score
     from seg.models import build_model
     from seg.report import tables
     from seg.report.leaderboard import build_leaderboard
@@ -152,7 +153,7 @@ def test_registry_errors(blobs_kind):
 
 
 def test_unregistered_kind_is_gone_and_config_rejects_it():
-    from seg.config import validate_config
+    from seg.settings import validate_config
 
     assert "blobs" not in kind_names()  # the fixture removed it
     cfg = {"datasets": {"x": {"kind": "blobs"}}, "variants": {"u": {"model": "unet"}}}
@@ -178,8 +179,11 @@ def test_ctc_result_masks_past_frame_999(tmp_path):
     probs[1, 2:6, 2:6] = 1
     probs[0] = 1 - probs[1]
     pp = {"method": "connected_components", "min_size": 0, "h": 2.0}
+    prob, labels = get_target(None).decode(probs, pp, threshold=0.5, instances=ctc.instances,
+                                           foreground=ctc.foreground)
+    assert labels.max() == 1
     for entry in meta["slices"]:
-        ctc.write_prediction(tmp_path, entry, probs, threshold=0.5, postprocess=pp, meta=meta)
+        ctc.write_prediction(tmp_path, entry, probs, prob, labels, meta=meta)
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("mask*.tif"))
     assert written == ["01_RES/mask005.tif", "02_RES/mask0007.tif", "02_RES/mask1000.tif"]
     assert slice_mask_path(tmp_path, meta["slices"][0], meta) == tmp_path / "02_RES" / "mask0007.tif"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seg.config import validate_config
+from seg.settings import validate_config
 from seg.errors import SegError
 from seg.report import tables
 from seg.report.leaderboard import build_leaderboard, sort_rows, merge_group, load_run

@@ -1,4 +1,4 @@
-"""The dataset fingerprint (seg.data.fingerprint) and the plan from it (seg.data.plan): known object
+"""The dataset fingerprint (seg.data.fingerprint) and the plan from it (seg.settings.plan): known object
 sizes, a min_size grid that keeps small objects, the config always wins, the built-in configs resolve
 to the values they always had, real GOWT1 numbers, lazily computed fingerprints, ``seg plan``."""
 
@@ -13,12 +13,14 @@ import pytest
 import yaml
 
 from seg.cli import main
-from seg.config import load_config, validate_config, variant_datasets
+from seg.config import variant_datasets
+from seg.settings import RunSettings, load_config, validate_config
 from seg.data.canonical import canonical_writer, load_meta
 from seg.data.fingerprint import compute_fingerprint, ensure_fingerprint, object_areas, touching_objects
-from seg.data.plan import FALLBACK, PLANNED_KEYS, data_plan, planned_values
+from seg.settings.plan import FALLBACK, PLANNED_KEYS, data_plan, planned_values
 from seg.infer.postprocess import instances_from_probability
 from seg.kinds import get_kind
+from seg.targets import get_target
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,13 +111,14 @@ def test_planned_min_size_grid_keeps_50_px_objects(tmp_path):
             for h in sorted({pp["h"], *pp["search"]["h"]}):
                 out = instances_from_probability(prob, method=method, threshold=0.5, min_size=m, h=h)
                 assert out.max() == lab.max() and np.array_equal(out > 0, lab > 0), (method, m, h)
-    deleted = instances_from_probability(prob, method="watershed", min_size=200)
+    deleted = instances_from_probability(prob, method="watershed", threshold=0.5, min_size=200, h=2.0)
     assert deleted.max() == 0  # what a global constant did
 
 
 def test_plan_rules_scale_with_the_objects(tmp_path):
-    small = planned_values(compute_fingerprint(*_meta(_write_dataset(tmp_path / "s", [_discs(128, 6, 32)]))))
-    large = planned_values(compute_fingerprint(*_meta(_write_dataset(tmp_path / "l", [_discs(512, 40, 128)]))))
+    small_fp = compute_fingerprint(*_meta(_write_dataset(tmp_path / "s", [_discs(128, 6, 32)])))
+    large_fp = compute_fingerprint(*_meta(_write_dataset(tmp_path / "l", [_discs(512, 40, 128)])))
+    small, large = planned_values(small_fp), planned_values(large_fp)
     for key in PLANNED_KEYS:
         s, g = small[key][0], large[key][0]
         assert (max(s) < max(g)) if isinstance(s, list) else (s <= g), key
@@ -124,8 +127,11 @@ def test_plan_rules_scale_with_the_objects(tmp_path):
     assert large["train.patch_size"][0] == 320
     assert large["weights.sigma"][0] == pytest.approx(3.2, abs=0.1)
     assert large["weights.sparse_band"][0] == pytest.approx(8.0, abs=0.2)
-    # three_class boundary: D / 15 = 5.3 -> 5 px; small objects keep the floor of 2 px
-    assert large["target.boundary_width"][0] == 5 and small["target.boundary_width"][0] == 2
+    # three_class boundary (the target's own plan rule): D / 15 = 5.3 -> 5 px; small objects keep the floor of 2 px
+    def width(fp):
+        return get_target("three_class").plan_rules(fp["objects"]["diameter"]["median"])["target.boundary_width"][0]
+
+    assert width(large_fp) == 5 and width(small_fp) == 2
     # the patch never exceeds the smallest image side
     tiny = planned_values(compute_fingerprint(*_meta(_write_dataset(tmp_path / "t", [_discs(48, 10, 24)]))))
     assert tiny["train.patch_size"][0] == 48
@@ -169,16 +175,18 @@ def test_boundary_width_from_the_variant_else_the_plan(tmp_path):
     plan = data_plan(cfg, "ds", ds_dir=ds)
     d = plan.fingerprint["objects"]["diameter"]["median"]
     assert 100 < d < 130
-    assert (plan.boundary_width("own"), plan.setting("target.boundary_width", "own").source) == (7, "config")
-    assert (plan.boundary_width("planned"), plan.setting("target.boundary_width", "planned").source) == (
-        round(d / 15), "data")
-    assert plan.boundary_width("planned") == 7
+    tc = get_target("three_class")
+    own_s, planned_s = (plan.target_setting(tc, "target.boundary_width", v) for v in ("own", "planned"))
+    assert (own_s.value, own_s.source) == (7, "config")
+    assert (planned_s.value, planned_s.source) == (round(d / 15), "data")
+    assert planned_s.value == 7
     # the targets as training, seg augment and the package take them
-    own, planned = plan.target("own"), plan.target("planned")
+    own, planned = (RunSettings(cfg, "ds", v, ds_dir=ds).target for v in ("own", "planned"))
     assert (own.boundary_width, own.boundary_weight, planned.boundary_width, planned.boundary_weight) == (7, 2.0, 7, 2.0)
-    assert plan.target("paper").name == "fg_border" and plan.target("paper").boundary_width is None
+    paper = RunSettings(cfg, "ds", "paper", ds_dir=ds).target
+    assert paper.name == "fg_border" and paper.settings() == {}
     cfg["variants"]["own"]["boundary_weight"] = 1.5
-    assert data_plan(cfg, "ds", ds_dir=ds).target("own").boundary_weight == 1.5
+    assert RunSettings(cfg, "ds", "own", ds_dir=ds).target.boundary_weight == 1.5
     assert "target.boundary_width" in {s.key for s in plan.settings()}
     del cfg["variants"]["own"], cfg["variants"]["planned"]
     assert "target.boundary_width" not in {s.key for s in data_plan(cfg, "ds", ds_dir=ds).settings()}
@@ -200,7 +208,9 @@ def test_dataset_and_variant_overrides_win(tmp_path):
 def test_no_annotated_object_gives_the_fixed_defaults(tmp_path):
     ds = _write_dataset(tmp_path / "ds", [np.zeros((300, 300), np.int32)])
     plan = data_plan(_cfg(variants={"v": {"model": "unet", "target": "three_class"}}), "ds", ds_dir=ds)
-    assert {s.key: (s.value, s.source) for s in plan.settings()} == {k: (v, "default") for k, v in FALLBACK.items()}
+    fallback = {**FALLBACK, **get_target("three_class").plan_fallback}  # the target's own: boundary width 2 px
+    assert fallback["target.boundary_width"] == 2
+    assert {s.key: (s.value, s.source) for s in plan.settings()} == {k: (v, "default") for k, v in fallback.items()}
 
 
 # The values the built-in configs had before the plan existed (schema defaults included): they pin them.

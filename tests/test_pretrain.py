@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from seg.config import validate_config
+from seg.settings import validate_config
 from seg.errors import SegError
 from seg.models import build_model, load_encoder_weights, load_pretrained_encoder
 from seg.models.pretrain import run_pretrain

@@ -94,7 +94,7 @@ def project(tmp_path: Path) -> dict:
     _run(cluster, "DIC-C2DH-HeLa", "unet", iou=0.71, seed=0, log=False, preds=False)
     cfg_path = tmp_path / "config.yaml"
     cfg_path.write_text(CONFIG_YAML)
-    from seg.config import load_config
+    from seg.settings import load_config
 
     return {"cfg": load_config(cfg_path), "cfg_path": cfg_path, "data": data,
             "dirs": [results, cluster], "out": tmp_path / "out"}
@@ -166,7 +166,7 @@ def _leaderboard_cli(argv: list[str]):
     """Run `seg leaderboard` through its own parser (seg.cli.main would import every stage)."""
     import argparse
 
-    from seg.report.cli import COMMANDS
+    from seg.commands.report import COMMANDS
 
     cmd = COMMANDS["leaderboard"]
     parser = argparse.ArgumentParser(prog="seg leaderboard")

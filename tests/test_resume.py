@@ -100,7 +100,7 @@ def test_sigkill_then_rerun_matches_uninterrupted_run(setup):
 
 def test_changed_config_starts_afresh(setup, tmp_path):
     """A last.pt from another config (here another budget) is not resumed from."""
-    from seg.config import load_config
+    from seg.settings import load_config
     from seg.train.loop import train
 
     cfg = load_config(setup / "cfg.yaml")

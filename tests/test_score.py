@@ -12,10 +12,10 @@ import tifffile
 from conftest import error_lines
 
 from seg.cli import main
-from seg.config import load_config, run_config_hash
+from seg.settings import load_config, run_config_hash
 from seg.errors import SegError
 from seg.metrics.rand import label_components
-from seg.metrics.score import score_split
+from seg.evaluate.score import score_split
 
 H = W = 48
 

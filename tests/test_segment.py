@@ -91,7 +91,7 @@ def test_package_test_image_is_a_centre_crop_of_a_large_frame(isbi_packaged_run,
     as test image (every export check runs it), recorded in package.json; its probabilities are
     seg segment's own of that crop."""
     import seg
-    from seg.config import load_config
+    from seg.settings import load_config
     from seg.data import canonical
     from seg.package import build
 
@@ -291,16 +291,23 @@ def test_folder_of_images_ignores_other_files(ctc_packaged_run, tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad input
+def _colour(alpha: bool = False) -> np.ndarray:
+    """A (40, 50, 3|4) uint8 image whose colour channels differ (red ramp, green and blue 0)."""
+    rgb = np.zeros((40, 50, 3), np.uint8)
+    rgb[..., 0] = np.arange(50, dtype=np.uint8)
+    return np.concatenate([rgb, np.full((40, 50, 1), 255, np.uint8)], -1) if alpha else rgb
+
+
 def _bad_rgb_tif(d):
-    tifffile.imwrite(d / "rgb.tif", np.zeros((40, 50, 3), np.uint8), photometric="rgb")
-    return d / "rgb.tif", "rgb.tif: has 3 channels"
+    tifffile.imwrite(d / "rgb.tif", _colour(), photometric="rgb")
+    return d / "rgb.tif", "rgb.tif: colour image of shape (40, 50, 3) with different channels"
 
 
 def _bad_rgb_png(d):
     from PIL import Image
 
-    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(d / "rgb.png")
-    return d / "rgb.png", "rgb.png: is a 3-channel RGB image"
+    Image.fromarray(_colour(alpha=True)).save(d / "rgb.png")
+    return d / "rgb.png", "rgb.png: colour image of shape (40, 50, 4) with different channels"
 
 
 def _bad_empty(d):
@@ -358,3 +365,26 @@ def test_segment_function_refuses_colour_arrays(ctc_packaged_run):
 
     with pytest.raises(SegError, match="colour"):
         seg.segment(np.zeros((40, 50, 3), np.uint8), ctc_packaged_run["package"])
+
+
+def test_equal_channel_colour_files_segment_as_their_grey_image(ctc_packaged_run, tmp_path):
+    """seg segment reads what a folder dataset reads (seg.data.folder.load_image): an RGB or RGBA file
+    whose colour channels are equal gives exactly the segmentation of its grey image."""
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:64, :64]
+    grey = np.clip(40 + 150 * (((yy - 30) ** 2 + (xx - 28) ** 2) < 15 ** 2) + rng.normal(0, 12, (64, 64)), 0, 255)
+    grey = grey.astype(np.uint8)
+    src = tmp_path / "in"
+    src.mkdir()
+    tifffile.imwrite(src / "grey.tif", grey)
+    Image.fromarray(np.stack([grey] * 3, -1)).save(src / "rgb.png")
+    Image.fromarray(np.stack([grey] * 3 + [np.full_like(grey, 255)], -1)).save(src / "rgba.png")
+    tifffile.imwrite(src / "rgbt.tif", np.stack([grey] * 3, -1), photometric="rgb")
+    out = tmp_path / "out"
+    assert _segment(["--model", ctc_packaged_run["package"], src, "--out", out]) == 0
+    ref = tifffile.imread(out / "grey_mask.tif")
+    for name in ("rgb", "rgba", "rgbt"):
+        np.testing.assert_array_equal(tifffile.imread(out / f"{name}_mask.tif"), ref)
+        np.testing.assert_array_equal(tifffile.imread(out / f"{name}_prob.tif"), tifffile.imread(out / "grey_prob.tif"))

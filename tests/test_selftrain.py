@@ -10,7 +10,7 @@ import tifffile
 
 from seg.cli import main
 from seg.errors import SegError
-from seg.infer.pseudolabel import candidate_frames, choose_confidence, object_confidence, val_objects
+from seg.evaluate.pseudolabel import candidate_frames, choose_confidence, object_confidence, val_objects
 
 from conftest import error_lines
 
@@ -103,12 +103,12 @@ def test_pseudolabel_then_student_trains_on_the_kept_objects(tmp_path, one_threa
                  "--out", str(results / "teacher" / "calibration.json")]) == 0
     # the student refuses to train without its labels
     with pytest.raises(SegError, match="--pseudo"):
-        from seg.config import load_config
+        from seg.settings import load_config
         from seg.train.loop import train
 
         train(load_config(cfg), "syn", "student", results / "student")
     pseudo = results / "student" / "pseudo"
-    monkeypatch.setattr("seg.infer.predict.predict_slice", _oracle(tmp_path / "data" / "syn", raw))
+    monkeypatch.setattr("seg.evaluate.pseudolabel.predict_slice", _oracle(tmp_path / "data" / "syn", raw))
     assert main(["pseudolabel", *common, "--variant", "student", "--out", str(pseudo)]) == 0
     monkeypatch.undo()
     doc = json.loads((pseudo / "meta.json").read_text())
@@ -134,7 +134,7 @@ def test_pseudolabel_then_student_trains_on_the_kept_objects(tmp_path, one_threa
     assert summary["self_training"] == {"pseudo": str(pseudo), "slices": len(doc["slices"]),
                                         "train_slices": summary["self_training"]["train_slices"]}
     # the teacher's run is part of the student's identity
-    from seg.config import load_config, run_config_hash
+    from seg.settings import load_config, run_config_hash
 
     c = load_config(cfg)
     c2 = load_config(cfg)

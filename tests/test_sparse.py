@@ -15,7 +15,7 @@ import torch
 from seg.cli import main
 from seg.data import canonical
 from seg.errors import SegError
-from seg.targets.weights import annotated_region, border_weight_map
+from seg.transforms.weights import annotated_region, border_weight_map
 
 from conftest import SHARED_DATA
 
@@ -136,6 +136,7 @@ def test_validation_scores_seg_of_the_postprocessed_instances():
     """CTC validation: SEG of the instances seg predict would make, unannotated cells no error."""
     from seg.infer.postprocess import instances_from_probability
     from seg.metrics.ctc import seg_measure
+    from seg.targets import get_target
     from seg.train.validate import validate
 
     yy, xx = np.mgrid[:64, :64]
@@ -150,13 +151,13 @@ def test_validation_scores_seg_of_the_postprocessed_instances():
 
     sl = [{"image": (cells > 0).astype(np.float32), "target": (ref > 0).astype(np.uint8), "instances": ref}]
     pp = {"method": "watershed", "threshold": 0.5, "h": 2.0, "min_size": 10}
-    seg, (t,) = validate(Oracle(), sl, {"tile": 64}, torch.device("cpu"), 2, postprocess=pp)
+    seg, (t,) = validate(Oracle(), sl, {"tile": 64}, torch.device("cpu"), 2, target=get_target(None), postprocess=pp)
     probs = 1 / (1 + np.exp(-np.where(cells > 0, 1.4, -3.0)))
     direct = seg_measure([ref], [instances_from_probability(probs, method="watershed", threshold=0.5,
                                                             min_size=10, h=2.0)])
     assert seg == pytest.approx(direct) and seg == pytest.approx(1.0) and t == 0.5
     # pixel mean IoU calls the unannotated cell an error
-    iou, _ = validate(Oracle(), sl, {"tile": 64}, torch.device("cpu"), 2)
+    iou, _ = validate(Oracle(), sl, {"tile": 64}, torch.device("cpu"), 2, target=get_target(None))
     assert iou < 0.9
 
 
@@ -186,7 +187,7 @@ def _write_ctc(tmp_path: Path, *, sparse: bool) -> tuple[Path, Path, np.ndarray]
 
 
 def test_sparse_scores_do_not_count_unannotated_cells(tmp_path):
-    from seg.metrics.score import score_split
+    from seg.evaluate.score import score_split
 
     ds, pred, _ = _write_ctc(tmp_path / "sparse", sparse=True)
     sc = score_split(ds, pred)
@@ -205,7 +206,7 @@ def test_sparse_scores_count_merges_with_unannotated_neighbours(tmp_path):
     """A predicted object mainly on an annotated cell counts all its pixels (a merged-in
     unannotated neighbour is an error); one mainly on an unannotated cell is not counted for
     precision, but the annotated cell it swallowed is missed in recall."""
-    from seg.metrics.score import score_split
+    from seg.evaluate.score import score_split
 
     ds, pred, cells = _write_ctc(tmp_path, sparse=True)
     a1, a2, a3 = ((cells == k).sum() for k in (1, 2, 3))

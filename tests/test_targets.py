@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 
 from seg.errors import SegError
-from seg.infer.postprocess import (distance_objects, foreground_probability, instances_from_distance,
-                                   instances_from_probs, instances_from_three_class, three_class_objects)
+from seg.infer.postprocess import distance_objects, three_class_objects
 from seg.metrics.ctc import overlap_table
-from seg.targets.target import TARGETS, check_targets, get_target
+from seg.targets import check_targets, get_target
 from seg.targets.distance import CELL, NEIGHBOUR, distance_maps
 from seg.targets.three_class import BOUNDARY, INTERIOR, three_class_map
 
@@ -44,9 +43,18 @@ def one_hot(cls: np.ndarray, k: int = 3) -> np.ndarray:
     return np.stack([(cls == c).astype(np.float32) for c in range(k)])
 
 
+def decode(target: str, out: np.ndarray, *, threshold: float = 0.5, min_size: int = 50, **second) -> np.ndarray:
+    """The instance labels a target decodes from the network's activated maps ``out``; ``second``:
+    the target's second setting (seed_threshold (default 0.5) for three_class and distance; method
+    and h for fg_border)."""
+    t = get_target(target)
+    pp = {"min_size": min_size, **({"seed_threshold": 0.5} if t.second_key == "seed_threshold" else {}), **second}
+    return t.decode(out, pp, threshold=threshold, instances=True, foreground=1)[1]
+
+
 def test_three_class_map_partitions_every_instance_and_separates_touching_interiors():
     inst = touching_cells()
-    m = three_class_map(inst)
+    m = three_class_map(inst, width=2)
     assert m.dtype == np.uint8 and set(np.unique(m)) == {0, INTERIOR, BOUNDARY}
     np.testing.assert_array_equal(m > 0, inst > 0)  # interior + boundary = the objects, nothing else
     for k in np.unique(inst[inst > 0]):
@@ -89,13 +97,13 @@ def test_three_class_boundary_width(width, size):
     assert label(m == INTERIOR, connectivity=2).max() == len(np.unique(inst[inst > 0]))
     narrow = (three_class_map(inst, width=width + 1) == BOUNDARY).sum()
     assert (m == BOUNDARY).sum() < narrow  # one more pixel of width: more boundary
-    out = instances_from_three_class(one_hot(m), threshold=0.5, seed_threshold=0.5, min_size=0)
+    out = decode("three_class", one_hot(m), threshold=0.5, seed_threshold=0.5, min_size=0)
     assert seg_measure(inst, out) >= 0.95
 
 
 def test_three_class_map_rejects_bad_input():
     with pytest.raises(SegError, match="integer"):
-        three_class_map(np.zeros((4, 4), np.float32))
+        three_class_map(np.zeros((4, 4), np.float32), width=2)
     with pytest.raises(SegError, match="width"):
         three_class_map(np.zeros((4, 4), np.int32), width=0)
 
@@ -103,8 +111,8 @@ def test_three_class_map_rejects_bad_input():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_round_trip_instances_three_class_instances(seed):
     inst = touching_cells(seed)
-    probs = one_hot(three_class_map(inst))
-    out = instances_from_three_class(probs, threshold=0.5, seed_threshold=0.5, min_size=0)
+    probs = one_hot(three_class_map(inst, width=2))
+    out = decode("three_class", probs, threshold=0.5, seed_threshold=0.5, min_size=0)
     assert out.dtype == np.uint16
     assert seg_measure(inst, out) >= 0.95
     assert out.max() == len(np.unique(inst[inst > 0]))
@@ -113,7 +121,7 @@ def test_round_trip_instances_three_class_instances(seed):
     soft = probs * 0.8 + 0.2 / 3 + rng.normal(0, 0.03, probs.shape).astype(np.float32)
     soft = np.clip(soft, 0, None)
     soft /= soft.sum(0, keepdims=True)
-    assert seg_measure(inst, instances_from_three_class(soft, min_size=10)) >= 0.95
+    assert seg_measure(inst, decode("three_class", soft, min_size=10)) >= 0.95
 
 
 def test_round_trip_sparse_annotations():
@@ -122,13 +130,13 @@ def test_round_trip_sparse_annotations():
     inst = touching_cells(3)
     keep = [k for k in np.unique(inst[inst > 0]) if k % 3 == 0]
     sparse = np.where(np.isin(inst, keep), inst, 0)
-    m = three_class_map(sparse)
+    m = three_class_map(sparse, width=2)
     np.testing.assert_array_equal(m > 0, sparse > 0)
-    pred = instances_from_three_class(one_hot(three_class_map(inst)), min_size=0)
+    pred = decode("three_class", one_hot(three_class_map(inst, width=2)), min_size=0)
     # SEG over the annotated cells only (the measure of sparse data)
     assert seg_measure(sparse, pred) >= 0.95
     # the sparse map itself round-trips too (touching annotated neighbours stay apart)
-    assert seg_measure(sparse, instances_from_three_class(one_hot(m), min_size=0)) >= 0.95
+    assert seg_measure(sparse, decode("three_class", one_hot(m), min_size=0)) >= 0.95
 
 
 def test_three_class_postprocess_splits_touching_cells_that_fg_watershed_merges():
@@ -138,10 +146,10 @@ def test_three_class_postprocess_splits_touching_cells_that_fg_watershed_merges(
     inst = np.zeros((80, 120), np.int32)
     inst[np.hypot(yy - 40, xx - 40) <= 18] = 1
     inst[(np.hypot(yy - 40, xx - 70) <= 14) & (inst == 0)] = 2
-    probs3 = one_hot(three_class_map(inst))
+    probs3 = one_hot(three_class_map(inst, width=2))
     fg2 = np.stack([1 - (inst > 0), inst > 0]).astype(np.float32)
-    ws = instances_from_probs(fg2, {"method": "watershed", "threshold": 0.5, "min_size": 0, "h": 10.0})
-    tc = instances_from_probs(probs3, {"method": "three_class", "threshold": 0.5, "min_size": 0, "seed_threshold": 0.5})
+    ws = decode("fg_border", fg2, threshold=0.5, min_size=0, method="watershed", h=10.0)
+    tc = decode("three_class", probs3, threshold=0.5, min_size=0, seed_threshold=0.5)
     assert ws.max() == 1 and tc.max() == 2
     assert seg_measure(inst, tc) >= 0.95
 
@@ -152,15 +160,17 @@ def test_unseeded_component_is_an_object_and_probabilities_sum():
     probs[:, 5:9, 5:9] = np.array([0, 0.3, 0.7], np.float32)[:, None, None]  # all boundary-ish: no seed
     out = three_class_objects(probs, threshold=0.5, seed_threshold=0.5)
     assert out.max() == 1 and (out > 0).sum() == 16
-    np.testing.assert_allclose(foreground_probability(probs)[6, 6], 1.0)
+    np.testing.assert_allclose(get_target("three_class").probability(probs, foreground=1)[6, 6], 1.0)
 
 
 def test_postprocess_method_must_match_the_channels():
-    with pytest.raises(SegError, match="three_class"):
-        instances_from_probs(np.full((3, 8, 8), 1 / 3, np.float32),
-                             {"method": "watershed", "threshold": 0.5, "min_size": 0, "h": 2.0})
+    """A target decodes only its own maps, and the default target only the foreground methods."""
+    with pytest.raises(SegError, match="unknown option 'three_class' for target fg_border"):
+        decode("fg_border", np.full((2, 8, 8), 0.5, np.float32), method="three_class", h=2.0)
     with pytest.raises(SegError, match=r"\(3, H, W\)"):
-        instances_from_three_class(np.full((2, 8, 8), 0.5, np.float32))
+        decode("three_class", np.full((2, 8, 8), 0.5, np.float32))
+    with pytest.raises(SegError, match=r"\(2, H, W\)"):
+        decode("distance", np.full((3, 8, 8), 0.5, np.float32), threshold=0.1)
 
 
 def test_target_registry_and_config_check():
@@ -170,10 +180,10 @@ def test_target_registry_and_config_check():
     with pytest.raises(SegError, match="unknown target 'distance_map'.*fg_border"):
         get_target("distance_map")
     pp = {"method": "watershed", "threshold": 0.5, "h": 2.0, "min_size": 50}
-    assert TARGETS["fg_border"].postprocess(pp) == pp
-    assert TARGETS["three_class"].postprocess(pp) == {**pp, "method": "three_class", "seed_threshold": 0.5}
-    assert TARGETS["three_class"].postprocess({**pp, "seed_threshold": 0.7})["seed_threshold"] == 0.7
-    assert TARGETS["three_class"].seed_grid({**pp, "seed_threshold": 0.55})[:3] == [0.3, 0.4, 0.5]
+    assert get_target("fg_border").postprocess(pp) == pp
+    assert get_target("three_class").postprocess(pp) == {**pp, "method": "three_class", "seed_threshold": 0.5}
+    assert get_target("three_class").postprocess({**pp, "seed_threshold": 0.7})["seed_threshold"] == 0.7
+    assert get_target("three_class").second_grid({**pp, "seed_threshold": 0.55})[:3] == [0.3, 0.4, 0.5]
     cfg = {"datasets": {"isbi": {"kind": "isbi2012"}, "cells": {"kind": "ctc"}},
            "variants": {"a": {"model": "unet", "target": "three_class"},
                         "b": {"model": "unet", "target": "three_class", "datasets": ["cells"]},
@@ -184,7 +194,7 @@ def test_target_registry_and_config_check():
                               "datasets": ["cells"]}}}
     from seg.config import variant_datasets
 
-    errors = check_targets(cfg, lambda d: d == "cells", variant_datasets)
+    errors = check_targets(cfg["variants"], lambda v: [d for d in variant_datasets(cfg, v) if d != "cells"])
     assert len(errors) == 4
     assert "variants.a.target: three_class needs instance labels; datasets isbi" in errors[0]
     assert "variants.c.target: unknown target 'nope'" in errors[1]
@@ -198,10 +208,10 @@ def test_boundary_weight_multiplies_only_boundary_pixels_and_keeps_ignored_ones(
     a weight of 1 leave the map as it is."""
     from dataclasses import replace
 
-    from seg.targets.target import BOUNDARY_WEIGHT
+    from seg.targets.three_class import BOUNDARY_WEIGHT
 
     inst = touching_cells(2)
-    m = three_class_map(inst)
+    m = three_class_map(inst, width=2)
     rng = np.random.default_rng(0)
     w = rng.uniform(0.5, 3.0, inst.shape).astype(np.float32)
     w[:, :20] = 0  # ignored (sparse annotations)
@@ -211,7 +221,9 @@ def test_boundary_weight_multiplies_only_boundary_pixels_and_keeps_ignored_ones(
     np.testing.assert_array_equal(out[m == BOUNDARY], 2 * w[m == BOUNDARY])
     np.testing.assert_array_equal(out[m != BOUNDARY], w[m != BOUNDARY])
     assert (out[:, :20] == 0).all()
-    assert get_target("three_class").weigh(m, w) is w  # the registry's object: factor 1
+    # the registry's object: factor BOUNDARY_WEIGHT; a factor of 1 leaves the map as it is
+    np.testing.assert_array_equal(get_target("three_class").weigh(m, w), out)
+    assert replace(get_target("three_class"), boundary_weight=1.0).weigh(m, w) is w
     assert get_target("fg_border").weigh(m, w) is w and tc.weigh(m, None) is None
 
 
@@ -251,26 +263,26 @@ def test_distance_maps_peak_inside_each_cell_and_neighbour_map_is_high_only_wher
 def test_round_trip_instances_distance_instances(seed):
     inst = touching_cells(seed)
     maps = distance_maps(inst)
-    out = instances_from_distance(maps, threshold=0.05, seed_threshold=0.5, min_size=0)
+    out = decode("distance", maps, threshold=0.05, seed_threshold=0.5, min_size=0)
     assert out.dtype == np.uint16
     assert seg_measure(inst, out) >= 0.95
     assert out.max() == len(np.unique(inst[inst > 0]))
     # noisy maps, as a network's: still recovered
     rng = np.random.default_rng(seed)
     noisy = np.clip(maps + rng.normal(0, 0.03, maps.shape).astype(np.float32), 0, 1)
-    assert seg_measure(inst, instances_from_distance(noisy, threshold=0.1, seed_threshold=0.5, min_size=10)) >= 0.95
+    assert seg_measure(inst, decode("distance", noisy, threshold=0.1, seed_threshold=0.5, min_size=10)) >= 0.95
 
 
 def test_round_trip_distance_sparse_annotations():
     inst = touching_cells(3)
     keep = [k for k in np.unique(inst[inst > 0]) if k % 3 == 0]
     sparse = np.where(np.isin(inst, keep), inst, 0)
-    pred = instances_from_distance(distance_maps(inst), threshold=0.05, min_size=0)
+    pred = decode("distance", distance_maps(inst), threshold=0.05, min_size=0)
     assert seg_measure(sparse, pred) >= 0.95
     # the neighbour map of a sparse frame knows only the annotated neighbours: touching annotated
     # cells still come apart
-    assert seg_measure(sparse, instances_from_distance(distance_maps(sparse), threshold=0.05, min_size=0)) >= 0.95
-    assert distance_objects(np.zeros((2, 8, 8), np.float32)).max() == 0
+    assert seg_measure(sparse, decode("distance", distance_maps(sparse), threshold=0.05, min_size=0)) >= 0.95
+    assert distance_objects(np.zeros((2, 8, 8), np.float32), threshold=0.1, seed_threshold=0.5).max() == 0
 
 
 def test_weighted_mse_ignores_zero_weight_pixels_and_weights_the_rest():
@@ -354,12 +366,11 @@ def test_target_run_trains_predicts_calibrates_and_scores(target_run):
         # what training reads: the weight files with the boundary pixels doubled
         from dataclasses import replace
 
-        from seg.config import load_config
-        from seg.data.plan import data_plan
+        from seg.settings import RunSettings, load_config
         from seg.train.sampling import load_training_slices
 
         ds = target_run["data"] / "syn"
-        tc = data_plan(load_config(target_run["config"]), "syn", ds_dir=ds).target("tiny3")
+        tc = RunSettings(load_config(target_run["config"]), "syn", "tiny3", ds_dir=ds).target
         (a, *_), (b, *_) = load_training_slices(ds, target=tc), load_training_slices(ds, target=replace(tc, boundary_weight=1.0))
         edge = a["target"] == BOUNDARY
         assert edge.any() and (b["weights"][edge] > 0).any()

@@ -11,7 +11,7 @@ from scipy import ndimage
 from skimage.measure import label
 
 from seg.errors import SegError
-from seg.targets.weights import border_term, border_weight_map, class_weights
+from seg.transforms.weights import border_term, border_weight_map, class_weights
 
 W0, SIGMA = 10.0, 5.0
 

@@ -204,7 +204,7 @@ def test_changed_postprocessing_reruns_predictions_not_training(rerun_base):
     planned = _dry_run(_changed(rerun_base, "postprocess", "postprocess", "min_size", 7))
     isbi = (UNET, VALID, INHOUSE)
     # the ISBI variants are not retrained; GOWT1's is: CTC validation scores the SEG of the
-    # post-processed instances, so min_size can change its best checkpoint (seg.config.step_settings)
+    # post-processed instances, so min_size can change its best checkpoint (seg.settings.step_settings)
     assert planned == (_downstream_of_training(*isbi) - {("train", v) for v in isbi}
                        | _downstream_of_training(GOWT1_UNET)
                        | {("leaderboard", ""), ("all", "")} | _handing_on(ISBI, GOWT1))

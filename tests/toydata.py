@@ -6,7 +6,7 @@ Not part of the ``seg`` package: tests import it as ``from toydata import ...`` 
 
 - :func:`write_blob_dataset`: a seeded synthetic dataset in the canonical form (``kind: isbi2012``
   conventions: 0 = membrane/background, 1 = interior): bright disks on a noisy background, with
-  instances, semantic maps and border-weight maps (``seg.targets.weights.border_weight_map`` with
+  instances, semantic maps and border-weight maps (``seg.transforms.weights.border_weight_map`` with
   the schema's default w0 and the plan's fixed fallback sigma, 5 px).
 - :func:`write_isbi_subset`: the first slices of the real ISBI 2012 stacks, cropped, in the canonical
   form with weight maps (for one real-data test and ``bench/train.py``).
@@ -21,14 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.config import section_defaults, validate_config
+from seg.config import section_defaults
+from seg.settings import validate_config
 
 
 def _write_weights(ds_dir: Path, ids_instances: list[tuple[str, np.ndarray]]) -> None:
     from seg.io import write_tiff
-    from seg.targets.weights import border_weight_map
+    from seg.transforms.weights import border_weight_map
 
-    from seg.data.plan import FALLBACK
+    from seg.settings.plan import FALLBACK
 
     w = section_defaults("weights")  # sigma: null in the schema (from the plan); the fixed fallback here
     for sid, inst in ids_instances:

@@ -221,13 +221,17 @@ def _one_channel(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
 
 
 def load_image(path: Path) -> np.ndarray:
-    """One image (H, W): uint8, uint16 (or another integer type) or float, as stored.
+    """One image (H, W): uint8, uint16 (or another integer type) or float, as stored; an RGB(A) image
+    whose colour channels are equal as its grey channel; a 1-bit image as uint8 0 / 255. What
+    ``seg ingest`` of a folder and ``seg segment`` read (:mod:`seg.export.inputs`).
 
     Raises:
-        SegError: unreadable, not 2D, colour with different channels, bool or complex dtype.
+        SegError: unreadable, not 2D, colour with different channels, complex or other non-grey dtype.
     """
     img = _one_channel(read_image_file(path), path, "image")
-    if img.dtype == bool or not (np.issubdtype(img.dtype, np.integer) or np.issubdtype(img.dtype, np.floating)):
+    if img.dtype == bool:  # a 1-bit PNG or TIFF, as Pillow's mode "L" would give it
+        img = img.astype(np.uint8) * np.uint8(255)
+    if not (np.issubdtype(img.dtype, np.integer) or np.issubdtype(img.dtype, np.floating)):
         raise SegError(f"{path}: image dtype {img.dtype} is not supported (uint8, uint16 or float)")
     if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
         raise SegError(f"{path}: image holds NaN or infinite values")

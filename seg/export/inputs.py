@@ -15,10 +15,13 @@ with one message naming it and nothing is written:
   sequence with every ingested frame (annotated or not, in time order); for an ISBI 2012 dataset its
   unannotated slices (the challenge's test volume) as one ``stack`` named ``test-volume``.
 
-Pixel types: any integer or float grey values (uint8, uint16, ...). Refused with a clear error:
-RGB/RGBA or multi-channel images (one channel expected), palette PNGs, unreadable or truncated
-files, empty folders, other file types named directly. :func:`read_image` reads one 2D image,
-:func:`read_stack` a (Z, H, W) stack.
+Pixel types: any integer or float grey values (uint8, uint16, ...), and an RGB(A) image whose
+colour channels are equal, taken as grey: the same reader as ``seg ingest`` of a folder
+(:func:`seg.data.folder.load_image`), so a model trained on a folder of such files segments the
+next one. Refused with a clear error: colour images whose channels differ (its pixels are read
+during discovery, so the command stops before writing anything), other multi-channel images,
+palette PNGs, unreadable or truncated files, empty folders, other file types named directly.
+:func:`read_image` reads one 2D image, :func:`read_stack` a (Z, H, W) stack.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from seg.data.canonical import load_meta
+from seg.data.folder import load_image
 from seg.errors import SegError
 from seg.io import read_tiff
 from seg.kinds import get_kind
@@ -75,6 +79,8 @@ def _tiff_layout(path: Path) -> tuple[str, tuple]:
     except Exception as e:  # noqa: BLE001 - tifffile raises many types for corrupt files
         raise SegError(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from None
     channels = max([samples] + [int(shape[axes.index(a)]) for a in "SC" if a in axes])
+    if channels in (3, 4) and len([s for s in shape if s != 1]) == 3:  # one RGB(A) image: grey if equal channels
+        return "image", load_image(path).shape
     if channels > 1:
         raise SegError(f"{path}: has {channels} channels per pixel (shape {shape}, axes {axes}); the model "
                        "expects one grey channel: convert it to greyscale or save the channel to segment")
@@ -98,6 +104,8 @@ def _png_layout(path: Path) -> tuple[str, tuple]:
             im.verify()
     except Exception as e:  # noqa: BLE001
         raise SegError(f"{path}: not a readable PNG ({type(e).__name__}: {e})") from None
+    if mode in ("RGB", "RGBA"):  # grey if its colour channels are equal (SegError naming the file otherwise)
+        return "image", load_image(path).shape
     if mode not in _GREY_PNG_MODES:
         what = "a palette" if mode == "P" else f"a {len(mode)}-channel {mode}"
         raise SegError(f"{path}: is {what} image; the model expects one grey channel: convert it to greyscale")
@@ -198,17 +206,7 @@ def read_image(path: Path) -> np.ndarray:
     kind, shape = layout(path)
     if kind != "image":
         raise SegError(f"{path}: expected one 2D image, got a stack of shape {shape}")
-    if path.suffix.lower() == ".png":
-        from PIL import Image
-
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("L") if im.mode == "1" else im)
-        except Exception as e:  # noqa: BLE001
-            raise SegError(f"{path}: not a readable PNG ({type(e).__name__}: {e})") from None
-        return arr
-
-    return read_tiff(path, ndim=2)
+    return load_image(path)
 
 
 def read_stack(item: Item) -> np.ndarray:

@@ -54,6 +54,8 @@ class Kind(ABC):
 
     Data (``seg ingest``, :mod:`seg.kinds.sources`, :mod:`seg.data.canonical`):
         name: registry key; the ``kind`` of config entries, ``meta.json`` and ``package.json``.
+        ingests_as: the kinds its datasets may be ingested as (``folder``: ``folder`` or
+            ``folder-semantic`` by its masks); empty = itself.
         classes: class names; index = value in the canonical ``semantic/`` maps and probability channel.
         foreground: index of the class whose probability is written and thresholded (1).
         conventions: ``meta.json`` ``conventions`` (images, instances, semantic) written at ingest.
@@ -88,6 +90,8 @@ class Kind(ABC):
     """
 
     name: str = ""
+    #: Kinds a dataset of this config kind may be recorded as in ``meta.json`` (itself when empty).
+    ingests_as: tuple[str, ...] = ()
     classes: tuple[str, ...] = ("background", "foreground")
     foreground: int = 1
     conventions: dict[str, str] = {}
@@ -113,6 +117,11 @@ class Kind(ABC):
     tag: str = ""
     summary_tail: str = "."
     output_note: str = ""
+
+    @property
+    def ingested_as(self) -> tuple[str, ...]:
+        """The kinds a dataset configured with this kind is ingested as: itself, or :attr:`ingests_as`."""
+        return self.ingests_as or (self.name,)
 
     def __repr__(self) -> str:
         return f"<dataset kind {self.name!r}>"

@@ -37,6 +37,7 @@ class FolderKind(CtcKind):
     """A folder of images with instance masks (see the module docstring)."""
 
     name = "folder"
+    ingests_as = ("folder", "folder-semantic")
     reader = "seg.data.folder"
     # Class 1 is named "cell" (whatever the objects are) as in the CTC kind, whose sparse measures
     # and report columns (iou_cell) this kind shares.

@@ -53,7 +53,7 @@ def _accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray, prec, batch: int) 
 
 def pretrain(task, encoder: str, out: Path, *, iterations: int, batch_size: int, lr: float, seed: int,
              encoder_params: dict | None = None, eval_patches: int = 512, eval_points: int = 10,
-             device: str = "auto", amp: str = "auto", rng: np.random.Generator | None = None,
+             amp: str, device: str = "auto", rng: np.random.Generator | None = None,
              meta: dict | None = None) -> dict:
     """Train ``build_classifier(encoder)`` on ``task`` and write the outputs (module docstring).
 

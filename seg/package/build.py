@@ -88,12 +88,15 @@ def _run_identity(cfg: dict, run: Path, allow_config_mismatch: bool) -> tuple[di
 
 
 def _dataset_meta(ds_dir: Path, kind: str) -> dict:
-    """The canonical dataset's ``meta.json``, checked to be of the config's ``kind`` and its classes."""
+    """The canonical dataset's ``meta.json``, checked to be of a kind the config's ``kind`` ingests
+    as (:attr:`seg.kinds.base.Kind.ingested_as`: a folder of semantic masks is ``folder-semantic``)
+    with that kind's classes."""
     meta = canonical.load_meta(ds_dir)
-    classes = get_kind(kind).outputs()["classes"]
-    if meta["kind"] != kind or list(meta["classes"]) != classes:
+    allowed = get_kind(kind).ingested_as
+    classes = get_kind(meta["kind"]).outputs()["classes"] if meta["kind"] in allowed else None
+    if classes is None or list(meta["classes"]) != classes:
         raise SegError(f"{ds_dir / 'meta.json'}: kind {meta['kind']!r} / classes {meta['classes']} do not "
-                       f"match the config's kind {kind!r} ({classes})")
+                       f"match the config's kind {kind!r} (ingested as {', '.join(allowed)})")
     return meta
 
 
@@ -189,8 +192,9 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
     dataset, variant = summary.get("dataset"), summary.get("variant")
     checkpoint = run / "checkpoints" / "best.pt"
     settings = RunSettings(cfg, dataset, variant, data_dir=data_dir)
-    kind, ds_dir = cfg["datasets"][dataset]["kind"], settings.ds_dir
-    meta = _dataset_meta(ds_dir, kind)
+    ds_dir = settings.ds_dir
+    meta = _dataset_meta(ds_dir, cfg["datasets"][dataset]["kind"])
+    kind = meta["kind"]  # as ingested: what seg segment and the exports write
 
     var = cfg["variants"][variant]
     params = dict(var.get("params") or {})

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seg.config import validate_config
+from seg.settings.checks import validate_config
 from seg.data.folder import check_folder, load_image, read_pair, split_pairs
 from seg.errors import SegError
 from seg.io import atomic_path
@@ -59,18 +59,23 @@ def guess_labels(masks: list[np.ndarray]) -> tuple[str, str]:
     from scipy import ndimage as ndi
 
     regions = values = 0
+    distinct: set[int] = set()
     for m in masks:
         for v in np.unique(m):
             if v == 0:
                 continue
             values += 1
+            distinct.add(int(v))
             regions += ndi.label(m == v, structure=np.ones((3, 3)))[1]
     if values == 0:
         return "instance", "the masks are empty"
     per = regions / values
     if per <= 1.5:
         return "instance", f"{values} object values, {per:.2f} connected regions per value"
-    return "semantic", f"{values} class values over the masks, {per:.1f} connected regions per value"
+    shown = ", ".join(map(str, sorted(distinct)[:5])) + (", ..." if len(distinct) > 5 else "")
+    what = ("one foreground value" if len(distinct) == 1 else f"{len(distinct)} class values") + f" ({shown})"
+    return "semantic", (f"class maps: {what} beside 0 = background, {per:.1f} separate regions per mask and "
+                        "value (an object has no value of its own); trained and scored as foreground / background")
 
 
 def inspect_folder(folder: str | os.PathLike, *, layout: str = "auto", mask_suffix: str = "_masks",
@@ -140,7 +145,10 @@ def summary_lines(info: dict) -> list[str]:
 
 def init_config(info: dict, *, name: str, budget: str = "cpu") -> dict:
     """The workflow config of the inspected folder: a ``kind: folder`` entry (absolute ``path``),
-    one U-Net variant and the training sections at ``budget`` (:data:`BUDGETS`). The scale-dependent
+    the U-Net variant with the paper's target and, for instance masks, the same U-Net with the
+    three-class target (the workflow packages the row that wins on the val split: fg_border leads
+    on small objects, three_class on large ones), and the training sections at ``budget``
+    (:data:`BUDGETS`). The scale-dependent
     settings (``weights.sigma`` and ``sparse_band``, ``postprocess.min_size``, ``h`` and their
     search grids, and at the ``cpu`` budget ``train.patch_size``) are left out: the plan derives
     them from the ingested data (:mod:`seg.settings.plan`; ``seg plan`` shows them), and a value written
@@ -161,7 +169,7 @@ def init_config(info: dict, *, name: str, budget: str = "cpu") -> dict:
     cfg = {
         "seed": 0,
         "datasets": {name: entry},
-        "variants": {"unet": dict(b["variant"])},
+        "variants": _variants(b["variant"], info["labels"]),
         "weights": {"w0": 10.0, "class_balance": True},
         "augment": dict(b["augment"]),
         "train": train,
@@ -172,11 +180,20 @@ def init_config(info: dict, *, name: str, budget: str = "cpu") -> dict:
     return cfg
 
 
+def _variants(variant: dict, labels: str) -> dict:
+    """The proposed rows: the U-Net with the paper's target, and for instance masks the same U-Net
+    with the three-class target (its boundary width planned from the data)."""
+    rows = {"unet": dict(variant)}
+    if labels == "instance":
+        rows["unet-3c"] = {**variant, "label": f"{variant['label']}, three-class", "target": "three_class"}
+    return rows
+
+
 def write_config(cfg: dict, out: str | os.PathLike, *, header: list[str]) -> Path:
     """Write ``cfg`` as YAML to ``out`` (atomically), ``header`` as comment lines; returns the path.
 
     Raises:
-        SegError: the config does not validate (:func:`seg.config.validate_config`).
+        SegError: the config does not validate (:func:`seg.settings.checks.validate_config`).
     """
     import copy
 
