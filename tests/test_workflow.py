@@ -55,6 +55,12 @@ def test_quick_workflow_end_to_end(quick_run):
     assert {(r["dataset"], r["variant"]) for r in rows} == set(runs)
     html = (res / "report.html").read_text()
     assert "data:image/png;base64," in html and "unet-resnet18-inhouse" in html
+    # the results paths they print are relative to the results folder (shareable across machines)
+    md = (res / "leaderboard.md").read_text()
+    assert "`isbi2012/unet-same/metrics.json`" in md and "<td>isbi2012/unet-same/metrics.json</td>" in html
+    assert "with config <code>config.resolved.yaml</code>" in html
+    printed = (md, html[:html.index('<section id="settings">')], str(rows))  # not the config as given
+    assert not any(str(res) in doc or str(res.resolve()) in doc for doc in printed)
     # the leaderboard is printed at the end of the run
     assert "unet-valid" in quick_run["proc"].stdout + quick_run["proc"].stderr
 
