@@ -278,7 +278,7 @@ def test_second_config_sharing_data_dir_leaves_the_first_up_to_date(tmp_path):
     first run's), and then neither config plans anything. A job's identity is its params.hash and
     its inputs, not the path of the resolved config, which lies in each results_dir and which the
     jobs are still given (pipeline/common.smk). Tiny: a synthetic ISBI-like stack of six 64 px
-    slices and the toy U-Net of tests/toydata.py (~30 s on 2 cores)."""
+    slices and the toy U-Net of tests/toydata.py (~40 s on 2 cores)."""
     from toydata import tiny_config
 
     from seg.data.synth import write_synth
