@@ -42,9 +42,28 @@ ENV = "envs/seg.yaml"
 
 # 2. The resolved config (defaults filled) that every rule passes to `seg --config`. Written when
 #    the workflow starts executing jobs (not in dry runs, lint or report), and only if its content
-#    changed; it is not an input of any rule. What makes a job rerun is its params.hash: the hash of
-#    the config settings that step reads (seg.settings.step_settings), see step_hash_of below.
+#    changed; it is not an input of any rule.
+#
+#    A job's identity is its params.hash (the hash of the config settings that step reads,
+#    seg.settings.step_settings, see step_hash_of below) and its input files, never the path of a
+#    config file. Snakemake 9 reruns a job whose output is missing or older than an input, or whose
+#    recorded params, set of input files, code (for a shell rule the command's text as written,
+#    before formatting) or software env changed since it ran. It records no param computed by a
+#    function that takes the job's input, output, threads or resources: those are "derived" from
+#    the files (snakemake.rules.Rule._is_deriving_function, persistence._params). So the rules'
+#    params.cfg is resolved_config below, such a function, and ingest derives its output folder
+#    from its output: two configs with their own results_dir and one data_dir share the ingest,
+#    weights and augment jobs where the settings those read agree, and running the second leaves
+#    the first one's results up to date (tests/test_workflow.py). Each job still reads the
+#    resolved config of the run that started it.
 RESOLVED = os.path.join(RESULTS, "config.resolved.yaml")
+
+
+def resolved_config(wildcards, output):
+    """A rule's params.cfg: RESOLVED, the path `seg --config` reads. It takes `output` (unused) so
+    that Snakemake does not record it among the job's params (section 2): the path lies in
+    results_dir and would make every job of a second config with its own results_dir look changed."""
+    return RESOLVED
 
 
 onstart:
@@ -133,7 +152,8 @@ def data_dir(wildcards, input):
 
 def step_hash_of(step):
     """A rule's params.hash: the hash of the config settings `step` reads besides its input files
-    (seg.settings.step_settings), so a job reruns exactly when one of them changes."""
+    (seg.settings.step_settings), so a job reruns exactly when one of them changes. With the input
+    files it is the job's identity: no param Snakemake records holds a config file's path (section 2)."""
 
     def _hash(wildcards):
         return step_hash(

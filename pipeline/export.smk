@@ -22,7 +22,7 @@ rule package:
         ENV
     params:
         seg=SEG,
-        cfg=RESOLVED,
+        cfg=resolved_config,  # not recorded: the config path is no part of a job (common.smk)
         # <results>/<dataset>/<variant>/metrics.json -> <results>
         results=lambda wc, input: os.path.dirname(os.path.dirname(os.path.dirname(input.metrics[0]))),
         data=data_dir,

@@ -10,9 +10,9 @@ rule ingest:
         ENV
     params:
         seg=SEG,
-        cfg=RESOLVED,
+        cfg=resolved_config,  # not recorded: the config path is no part of a job (common.smk)
         hash=step_hash_of("ingest"),  # rerun when the settings it reads change
-        out=f"{DATA}/{{dataset}}",
+        out=lambda wc, output: os.path.dirname(output[0]),  # <data_dir>/<dataset>
     resources:
         mem_mb=4000,
     shell:

@@ -21,7 +21,7 @@ rule pretrain:
     params:
         seg=SEG,
         data=data_dir,
-        cfg=RESOLVED,
+        cfg=resolved_config,  # not recorded: the config path is no part of a job (common.smk)
         hash=step_hash_of("pretrain"),  # rerun when the settings it reads change
         out=f"{RESULTS}/{{dataset}}/pretrain/{{encoder}}",
     threads: 8

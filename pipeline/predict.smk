@@ -17,7 +17,7 @@ rule predict:
     params:
         seg=SEG,
         data=data_dir,
-        cfg=RESOLVED,
+        cfg=resolved_config,  # not recorded: the config path is no part of a job (common.smk)
         hash=step_hash_of("predict"),  # rerun when the settings it reads change
         ckpt=f"{RESULTS}/{{dataset}}/{{variant}}/checkpoints/best.pt",
         threshold=lambda wc, input: f"--threshold-file {input.threshold}" if input.threshold else "",
@@ -43,7 +43,7 @@ rule calibrate:
     params:
         seg=SEG,
         data=data_dir,
-        cfg=RESOLVED,
+        cfg=resolved_config,  # not recorded: the config path is no part of a job (common.smk)
         hash=step_hash_of("calibrate"),  # rerun when the settings it reads change
     resources:
         mem_mb=2000,
@@ -67,7 +67,7 @@ rule score:
     params:
         seg=SEG,
         data=data_dir,
-        cfg=RESOLVED,
+        cfg=resolved_config,  # not recorded: the config path is no part of a job (common.smk)
         hash=step_hash_of("score"),  # rerun when the settings it reads change
     resources:
         mem_mb=4000,

@@ -36,7 +36,7 @@ rule leaderboard:
         seg=SEG,
         data=lambda wc: DATA,
         results=lambda wc, output: os.path.dirname(output[0]),
-        cfg=RESOLVED,
+        cfg=resolved_config,  # not recorded: the config path is no part of a job (common.smk)
         hash=step_hash_of("leaderboard"),  # rerun when the settings it reads change
     localrule: True
     shell:

@@ -19,7 +19,7 @@ rule weights:
     params:
         seg=SEG,
         data=data_dir,
-        cfg=RESOLVED,
+        cfg=resolved_config,  # not recorded: the config path is no part of a job (common.smk)
         hash=step_hash_of("weights"),  # rerun when the settings it reads change
     resources:
         mem_mb=4000,
@@ -47,7 +47,7 @@ rule augment:
     params:
         seg=SEG,
         data=data_dir,
-        cfg=RESOLVED,
+        cfg=resolved_config,  # not recorded: the config path is no part of a job (common.smk)
         hash=step_hash_of("augment"),  # rerun when the settings it reads change
         copies=config["augment"]["copies"],
     resources:

@@ -19,7 +19,7 @@ rule pseudolabel:
     params:
         seg=SEG,
         data=data_dir,
-        cfg=RESOLVED,
+        cfg=resolved_config,  # not recorded: the config path is no part of a job (common.smk)
         hash=step_hash_of("pseudolabel"),  # rerun when the settings it reads change
         teacher=lambda wc: f"{RESULTS}/{wc.dataset}/{config['variants'][wc.variant]['self_training']['teacher']}",
     threads: 8
@@ -46,7 +46,7 @@ rule train:
     params:
         seg=SEG,
         data=data_dir,
-        cfg=RESOLVED,
+        cfg=resolved_config,  # not recorded: the config path is no part of a job (common.smk)
         hash=step_hash_of("train"),  # rerun when the settings it reads change
         out=f"{RESULTS}/{{dataset}}/{{variant}}",
         pretrained=lambda wc, input: f"--pretrained {input.pretrained}" if input.pretrained else "",

@@ -173,7 +173,9 @@ def test_bad_inputs(tmp_path, cfg):
     broken.write_text("{not json")
     board = build_leaderboard([tmp_path], cfg)  # the broken copy is skipped with a note
     assert [r.variant for r in board.rows] == ["unet"]
-    assert any("not valid JSON" in n and str(broken) in n for n in board.notes)
+    # the note names the file relative to the result folder, as the tables do
+    assert any(n.startswith("skipped isbi2012/fcn8s/metrics.json: not valid JSON") for n in board.notes), board.notes
+    assert not any(str(tmp_path) in n for n in board.notes)
 
 
 def test_lower_is_better_primary_and_missing_values(tmp_path):
@@ -212,3 +214,42 @@ def test_published_references_only_beside_the_dataset_they_were_measured_on(tmp_
     assert ref_lines[0] == "|  | test set | SEG |"  # the published CTC "IoU" is compared with SEG
     assert ref_lines[1].endswith("| 0.7756 |")
     assert ref_lines[2].endswith("| 0.7000 |")  # our SEG (0.8 - 0.1), not our pixel mean IoU 0.8
+
+
+def test_paths_are_relative_to_the_result_folder(two_runs, cfg, tmp_path):
+    """The Runs table, the CSV's sources and the notes print each metrics.json relative to the result
+    folder the leaderboard was built from (with several, the folder holding them), never the
+    machine's absolute path: the same folder moved elsewhere gives the same tables."""
+    import shutil
+
+    results, cluster = two_runs
+    board = build_leaderboard([results], cfg)
+    md, recs = tables.markdown(board), tables.csv_records(board)
+    assert board.root == results.resolve() and board.folders == ["results"]
+    assert "Paths are relative to the result folder results." in md
+    assert "| `isbi2012/unet/metrics.json` |" in md and "| `isbi2012/fcn8s/metrics.json` |" in md
+    assert [r["sources"] for r in recs] == [f"isbi2012/{v}/metrics.json" for v in ("unet-resnet34", "unet", "fcn8s")]
+    for text in (md, tables.terminal(board), json.dumps(recs)):
+        assert str(tmp_path) not in text and str(tmp_path.resolve()) not in text
+    moved = tmp_path / "elsewhere" / "deeper" / "results"
+    shutil.copytree(results, moved)
+    again = build_leaderboard([moved], cfg)
+    assert tables.markdown(again) == md and tables.csv_records(again) == recs
+
+    # several folders: relative to the folder holding them, so each path starts with its folder
+    board = build_leaderboard(two_runs, cfg)
+    unet = next(r for r in tables.csv_records(board) if r["variant"] == "unet" and r["dataset"] == "isbi2012")
+    assert unet["sources"] == "cluster/isbi2012/unet/metrics.json;results/isbi2012/unet/metrics.json"
+    md = tables.markdown(board)
+    assert "Paths are relative to the folder holding the result folders results, cluster." in md
+    assert "| `cluster/DIC-C2DH-HeLa/unet/metrics.json` |" in md and str(tmp_path) not in md
+    # seeds side by side (results/targets/seed0, seed1): seed0/..., seed1/...; a duplicate's note too
+    seeds = tmp_path / "results" / "targets"
+    for s in (0, 1):
+        write_metrics(seeds / f"seed{s}", "isbi2012", "unet", iou=0.8, seed=s, config_hash="aaa")
+    write_metrics(seeds / "copy", "isbi2012", "unet", iou=0.8, seed=1, config_hash="aaa", date="2025-01-01T00:00:00")
+    board = build_leaderboard([seeds / "seed0", seeds / "seed1", seeds / "copy"], cfg)
+    assert sorted(board.shown(r.path) for r in board.rows[0].runs) == ["seed0/isbi2012/unet/metrics.json",
+                                                                       "seed1/isbi2012/unet/metrics.json"]
+    assert any(n.startswith("isbi2012 / U-Net (paper): copy/isbi2012/unet/metrics.json duplicates seed 1 of "
+                            "seed1/isbi2012/unet/metrics.json") for n in board.notes), board.notes

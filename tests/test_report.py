@@ -135,6 +135,16 @@ def test_report_html_is_self_contained_with_one_image_per_figure(project):
     for b64 in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text):
         assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
     assert res.csv.is_file() and res.markdown.is_file()
+    # every path printed relative to the folder holding the result folders (results/, cluster/),
+    # the config's too; no absolute path of this machine in the report, the Markdown or the CSV
+    root = project["out"].parent
+    assert "<td>results/isbi2012/unet/metrics.json</td>" in text
+    assert "<td>cluster/isbi2012/unet/metrics.json</td>" in text
+    assert "from results, cluster with config <code>config.yaml</code>." in text
+    assert "Paths are relative to the folder holding the result folders results, cluster." in text
+    assert "data/DIC-C2DH-HeLa/meta.json: no annotated test slices" in text  # a figure note
+    for doc in (text, res.markdown.read_text(), res.csv.read_text()):
+        assert str(root) not in doc and str(root.resolve()) not in doc
     # each configured dataset's plan: the fingerprint and the settings with their sources (nothing
     # to derive them from here: no training slice, so the fixed defaults)
     assert text.count("The plan from the data") == 1

@@ -55,6 +55,12 @@ def test_quick_workflow_end_to_end(quick_run):
     assert {(r["dataset"], r["variant"]) for r in rows} == set(runs)
     html = (res / "report.html").read_text()
     assert "data:image/png;base64," in html and "unet-resnet18-inhouse" in html
+    # the results paths they print are relative to the results folder (shareable across machines)
+    md = (res / "leaderboard.md").read_text()
+    assert "`isbi2012/unet-same/metrics.json`" in md and "<td>isbi2012/unet-same/metrics.json</td>" in html
+    assert "with config <code>config.resolved.yaml</code>" in html
+    printed = (md, html[:html.index('<section id="settings">')], str(rows))  # not the config as given
+    assert not any(str(res) in doc or str(res.resolve()) in doc for doc in printed)
     # the leaderboard is printed at the end of the run
     assert "unet-valid" in quick_run["proc"].stdout + quick_run["proc"].stderr
 
@@ -263,3 +269,57 @@ def test_changed_w0_regenerates_the_weight_maps(weights_run):
     # the border term shrank with w0 (same class weights, w0 10 -> 3)
     assert new.max() < old.max()
     assert "w0: 3.0" in (res / "config.resolved.yaml").read_text()
+
+
+# ----------------------------------------------------------------------------- configs side by side
+def test_second_config_sharing_data_dir_leaves_the_first_up_to_date(tmp_path):
+    """Two configs with one data_dir and their own results_dir, differing in a variant setting: the
+    second run makes only its own jobs (train, predict, score, leaderboard; the data jobs are the
+    first run's), and then neither config plans anything. A job's identity is its params.hash and
+    its inputs, not the path of the resolved config, which lies in each results_dir and which the
+    jobs are still given (pipeline/common.smk). Tiny: a synthetic ISBI-like stack of six 64 px
+    slices and the toy U-Net of tests/toydata.py (~40 s on 2 cores)."""
+    from toydata import tiny_config
+
+    from seg.data.synth import write_synth
+
+    raw = write_synth(tmp_path / "raw", kind="isbi", seed=0, size=64, slices=6)
+    data = tmp_path / "data"
+
+    def config(name: str, base_channels: int) -> tuple[Path, list[str]]:
+        cfg = tiny_config("toy")
+        cfg["datasets"]["toy"].update(raw_dir=str(raw), split={"by": "slices", "train": "0-3", "val": "4", "test": "5"})
+        cfg["variants"]["tiny"]["params"]["base_channels"] = base_channels
+        cfg["postprocess"]["calibrate"] = False  # fewer jobs; the test is about the data jobs
+        cfg.update(data_dir=str(data), results_dir=str(tmp_path / f"results-{name}"))
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        # the leaderboard (ingest, weights, train, predict, score) and the augmentation preview
+        return path, [str(tmp_path / f"results-{name}" / "leaderboard.csv"), str(data / "toy" / "augmented")]
+
+    def run(name: str, base_channels: int, *extra: str) -> tuple[set[tuple[str, str]], str]:
+        path, targets = config(name, base_channels)
+        proc = snakemake([*targets, *extra, "--cores", "2", "--configfile", str(path)])
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+        return _planned_jobs(out), out
+
+    ran_a, _ = run("a", 4)
+    assert {rule for rule, _ in ran_a} == {"ingest", "weights", "augment", "train", "predict", "score", "leaderboard"}
+    meta = data / "toy" / "meta.json"
+    made = {p: p.stat().st_mtime_ns for p in (meta, data / "toy" / "weights" / "class_weights.json")}
+    ran_b, out_b = run("b", 6)
+    toy = "dataset=toy, variant=tiny"
+    assert ran_b == {("train", toy), ("predict", f"{toy}, split=test"), ("score", toy), ("leaderboard", "")}, out_b[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in made} == made  # the data jobs did not run again
+    # B's jobs read B's resolved config (its own U-Net width), A's results are A's
+    res_a, res_b = tmp_path / "results-a", tmp_path / "results-b"
+    assert f"--config {res_b / 'config.resolved.yaml'}" in out_b
+    assert "base_channels: 6" in (res_b / "config.resolved.yaml").read_text()
+    assert "base_channels: 4" in (res_a / "config.resolved.yaml").read_text()
+    params = [json.loads((r / "toy" / "tiny" / "train_summary.json").read_text())["params"] for r in (res_a, res_b)]
+    assert params[0] < params[1]
+    # then neither config plans anything: A's results are not older than the data they were made from
+    for name, width in (("a", 4), ("b", 6)):
+        planned, out = run(name, width, "-n")
+        assert planned == set() and "Nothing to be done" in out, out[-3000:]

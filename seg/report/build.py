@@ -218,7 +218,8 @@ def _weights_figure(writer: _FigureWriter, ds: str, data_dir: Path, notes: list[
 
 
 def build_figures(board: Leaderboard, cfg: dict, data_dir: Path, folder: Path) -> Figures:
-    """Write all figures for ``board`` into ``folder`` (replaced atomically) and list them."""
+    """Write all figures for ``board`` into ``folder`` (replaced atomically) and list them. The
+    notes print paths inside the result folder relative to it (:meth:`Leaderboard.relative`)."""
 
     variants = list((cfg.get("variants") or {}))
     variants += sorted({r.variant for r in board.rows} - set(variants))
@@ -238,4 +239,5 @@ def build_figures(board: Leaderboard, cfg: dict, data_dir: Path, folder: Path) -
                 _example_figure(writer, ds, kind, rows, data_dir, n_examples, threshold, notes)
                 _targets_figure(writer, ds, kind, rows, data_dir, notes)
             _weights_figure(writer, ds, data_dir, notes)
+            notes[:] = [board.relative(n) for n in notes]  # result paths relative, as in the tables
     return out

@@ -86,7 +86,9 @@ def _plan_section(dataset: str, doc: dict | None) -> str:
 def render(board: Leaderboard, figures: Figures, *, config_yaml: str, config_path: str,
            result_dirs: list[str], plans: dict[str, dict | None] | None = None) -> str:
     """The report as one HTML string (see module docstring). ``plans``: per dataset the plan
-    document (:meth:`seg.settings.plan.DataPlan.to_dict`, None = not ingested), shown after its figures."""
+    document (:meth:`seg.settings.plan.DataPlan.to_dict`, None = not ingested), shown after its figures.
+    Paths (the result folders, the config, every metrics.json) are printed as ``board`` shows them:
+    relative to the result folder it was built from (:meth:`Leaderboard.shown`)."""
     esc = html.escape
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
@@ -94,8 +96,9 @@ def render(board: Leaderboard, figures: Figures, *, config_yaml: str, config_pat
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         "<title>seg: segmentation leaderboard</title>", f"<style>{CSS}</style></head><body>",
         "<h1>Segmentation leaderboard</h1>",
-        f"<p>Generated {esc(now)} from {esc(', '.join(result_dirs))} with config "
-        f"<code>{esc(config_path)}</code>. Variants are sorted by IoU (mean over classes, higher is "
+        f"<p>Generated {esc(now)} from {esc(', '.join(board.folders or map(board.shown, result_dirs)))} "
+        f"with config <code>{esc(board.shown(config_path) if config_path else '')}</code>. "
+        f"{esc(board.paths_note)} Variants are sorted by IoU (mean over classes, higher is "
         "better) on each dataset's held-out test split; <code>±</code> is the sample standard "
         "deviation over runs with different seeds (n runs).</p>",
         "<nav>" + "".join(f'<a href="#ds-{safe_name(ds)}">{esc(ds)}</a>' for ds in board.datasets)
@@ -141,7 +144,7 @@ def _runs_table(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
         for r, st in [(r, status) for r in row.runs] + [(r, "duplicate seed, dropped") for r in row.dropped]:
             iou = r.metrics["iou_mean"]
             cells.append([row.dataset, row.label, row.config_hash, str(r.seed),
-                          "-" if iou != iou else f"{iou:.4f}", r.date or "-", st, str(r.path)])
+                          "-" if iou != iou else f"{iou:.4f}", r.date or "-", st, board.shown(r.path)])
     return header, cells
 
 

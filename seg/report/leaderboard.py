@@ -12,6 +12,10 @@ Rows are sorted per dataset by the runs' primary metric (``iou_mean``, higher is
 for sparsely annotated data), best first. Table rendering (CSV, Markdown, terminal) is in
 :mod:`seg.report.tables`.
 
+Paths are printed relative to the result folder the leaderboard was built from (with several, the
+deepest folder holding them all; :attr:`Leaderboard.root`, :meth:`Leaderboard.shown`), never as the
+machine's absolute paths, so a leaderboard or report can be shared and merged across machines.
+
 Sparse annotations (dataset ``annotations: sparse``, e.g. DIC-HeLa): the runs' precision and pixel
 IoU are computed over the predicted objects that overlap the annotated cells (more than half of the
 object on them; ``seg score``), the rows are ranked by SEG, and the leaderboard carries a note saying so (:data:`SPARSE_NOTE`).
@@ -159,6 +163,30 @@ def find_metrics(result_dirs: Iterable[str | os.PathLike]) -> list[Path]:
             if not any(part.startswith(".") for part in m.relative_to(p).parts):
                 found[m.resolve()] = None
     return list(found)
+
+
+def result_root(result_dirs: Iterable[str | os.PathLike]) -> Path:
+    """The folder a leaderboard's paths are relative to: the result folder it was built from (for a
+    metrics.json file given instead: its folder), with several the deepest folder holding them all
+    (e.g. ``results/targets`` for ``results/targets/seed0`` and ``results/targets/seed1``).
+    Absolute and resolved, as :func:`find_metrics`' paths are."""
+    folders = [p.resolve() if p.is_dir() else p.resolve().parent for p in map(Path, result_dirs)]
+    return Path(os.path.commonpath(folders))
+
+
+def relative_to_root(path: str | os.PathLike, root: Path | None) -> str:
+    """``path`` as a leaderboard prints it: relative to ``root`` (POSIX separators) when it lies in
+    it, ``root`` itself by its name; any other path as given when relative, else by its name (no
+    machine-absolute path is printed)."""
+    p = Path(path)
+    if root is not None:
+        try:
+            rel = p.resolve().relative_to(root)
+        except ValueError:
+            pass
+        else:
+            return rel.as_posix() if rel.parts else root.name
+    return p.as_posix() if not p.is_absolute() else p.name
 
 
 def _num(x) -> float:
@@ -328,6 +356,29 @@ class Leaderboard:
     identities: dict[str, str | None] = field(default_factory=dict)
     # dataset -> "full" | "sparse" (sparse: precision and IoU restricted, ranked by SEG)
     annotations: dict[str, str] = field(default_factory=dict)
+    # what the printed paths are relative to (result_root); None: paths print as given
+    root: Path | None = None
+    # the result folders it was built from, as printed (shown)
+    folders: list[str] = field(default_factory=list)
+
+    def shown(self, path: str | os.PathLike) -> str:
+        """``path`` as the tables and the report print it (:func:`relative_to_root`)."""
+        return relative_to_root(path, self.root)
+
+    def relative(self, text: str) -> str:
+        """``text`` (a note) with every path inside :attr:`root` written relative to it."""
+        if self.root is None or self.root.parent == self.root:
+            return text
+        return text.replace(f"{self.root}{os.sep}", "")
+
+    @property
+    def paths_note(self) -> str:
+        """What the printed paths are relative to, in words ("" when built without folders)."""
+        if not self.folders:
+            return ""
+        if len(self.folders) == 1:
+            return f"Paths are relative to the result folder {self.folders[0]}."
+        return f"Paths are relative to the folder holding the result folders {', '.join(self.folders)}."
 
     def sparse(self, dataset: str) -> bool:
         """Whether ``dataset`` is sparsely annotated (its precision and IoU are restricted)."""
@@ -343,18 +394,21 @@ def build_leaderboard(result_dirs: Iterable[str | os.PathLike], cfg: dict | None
     """Collect, merge and sort every metrics.json under ``result_dirs``.
 
     An unreadable metrics.json is skipped with a note (and a warning on stderr), so one broken
-    copy does not hide the other results. No metrics.json at all is a SegError.
+    copy does not hide the other results. No metrics.json at all is a SegError. The notes print
+    paths relative to :func:`result_root` of ``result_dirs``, as the tables do.
     """
+    result_dirs = list(result_dirs)
     notes: list[str] = []
     runs: list[Run] = []
     paths = find_metrics(result_dirs)
     if not paths:
         raise SegError(f"{', '.join(map(str, result_dirs))}: no metrics.json found (run `seg score` first)")
+    root = result_root(result_dirs)
     for p in paths:
         try:
             runs.append(load_run(p, cfg))
         except SegError as e:
-            notes.append(f"skipped {e}")
+            notes.append(f"skipped {str(e).replace(str(p), relative_to_root(p, root))}")
             print(f"seg leaderboard: warning: skipped {e}", file=sys.stderr)
     groups: dict[str, dict[tuple[str, str], list[Run]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
@@ -377,8 +431,10 @@ def build_leaderboard(result_dirs: Iterable[str | os.PathLike], cfg: dict | None
         for row in rows:
             for d in row.dropped:
                 keep = next(r for r in row.runs if r.seed == d.seed)
-                notes.append(f"{ds} / {row.label}: {d.path} duplicates seed {d.seed} of "
-                             f"{keep.path} (same config hash {row.config_hash}); kept the newer one")
+                notes.append(f"{ds} / {row.label}: {relative_to_root(d.path, root)} duplicates seed "
+                             f"{d.seed} of {relative_to_root(keep.path, root)} (same config hash "
+                             f"{row.config_hash}); kept the newer one")
         out[ds] = sort_rows(rows)
+    folders = list(dict.fromkeys(relative_to_root(d, root) for d in result_dirs))
     return Leaderboard(datasets=out, kinds=kinds, notes=notes, identities=identities,
-                       annotations=annotations)
+                       annotations=annotations, root=root, folders=folders)

@@ -23,7 +23,8 @@ was run with different settings) and exactly the columns of :data:`CSV_COLUMNS`:
   split by ``seg calibrate``), ``train_time_s`` and
   ``train_time_s_std`` (training wall-clock, seconds), ``seconds_per_slice`` and
   ``seconds_per_slice_std`` (inference, seconds per test slice), ``device``, ``date`` (newest run,
-  ISO), ``sources`` (``;``-separated metrics.json paths).
+  ISO), ``sources`` (``;``-separated metrics.json paths, relative to the result folder the
+  leaderboard was built from: :meth:`seg.report.leaderboard.Leaderboard.shown`).
 
 Missing values are empty cells.
 """
@@ -91,7 +92,7 @@ def csv_records(board: Leaderboard) -> list[dict[str, str]]:
         for k in ("train_time_s", "seconds_per_slice"):
             rec[k], rec[f"{k}_std"] = _g(row.mean[k]), _g(row.std[k])
         rec.update(device=row.devices, date=row.date,
-                   sources=";".join(str(r.path) for r in row.runs), target=row.target)
+                   sources=";".join(board.shown(r.path) for r in row.runs), target=row.target)
         out.append(rec)
     return out
 
@@ -180,7 +181,8 @@ def _md_escape(s: str) -> str:
 
 
 def markdown(board: Leaderboard) -> str:
-    """The whole leaderboard as Markdown: one table per dataset, the runs, then the notes."""
+    """The whole leaderboard as Markdown: one table per dataset, the runs (their metrics.json
+    relative to the result folder, :meth:`~seg.report.leaderboard.Leaderboard.shown`), then the notes."""
     lines = ["# Leaderboard", "",
              "Sorted by IoU (mean over classes, higher is better) on each dataset's test split. "
              "`±` is the sample standard deviation over runs with different seeds (n = runs).", ""]
@@ -201,14 +203,15 @@ def markdown(board: Leaderboard) -> str:
                       "|" + "|".join("---" for _ in rh) + "|"]
             lines += ["| " + " | ".join(_md_escape(c) for c in r) + " |" for r in rc]
             lines.append("")
-    lines += ["## Runs", "", "| dataset | variant | seed | IoU | date | status | metrics.json |",
+    lines += ["## Runs", "", *([board.paths_note, ""] if board.paths_note else []),
+              "| dataset | variant | seed | IoU | date | status | metrics.json |",
               "|---|---|---:|---:|---|---|---|"]
     for row in board.rows:
         for r, status in [(r, "merged" if row.n > 1 else "single") for r in row.runs] + \
                          [(r, "duplicate seed, dropped") for r in row.dropped]:
             lines.append(f"| {row.dataset} | {_md_escape(row.label)} | {r.seed} | "
                          f"{_g(r.metrics['iou_mean']) or '-'} | {r.date or '-'} | {status} | "
-                         f"`{r.path}` |")
+                         f"`{_md_escape(board.shown(r.path))}` |")
     if board.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in board.notes]
     return "\n".join(lines) + "\n"
