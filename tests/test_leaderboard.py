@@ -253,3 +253,31 @@ def test_paths_are_relative_to_the_result_folder(two_runs, cfg, tmp_path):
                                                                        "seed1/isbi2012/unet/metrics.json"]
     assert any(n.startswith("isbi2012 / U-Net (paper): copy/isbi2012/unet/metrics.json duplicates seed 1 of "
                             "seed1/isbi2012/unet/metrics.json") for n in board.notes), board.notes
+
+
+def test_the_report_says_which_row_the_val_split_hands_on_and_warns_when_it_is_small(tmp_path, cfg):
+    """The row handed on is the val winner even where the test split ranks another first; the margin
+    is its val lead; a val split of fewer than 20 annotated objects gets the warning."""
+    from toydata import write_blob_dataset
+
+    from seg.report.selection import MIN_VAL_OBJECTS, val_choice, val_objects
+
+    root = tmp_path / "results"
+    for variant, test, val in (("unet", 0.90, 0.70), ("fcn8s", 0.80, 0.78), ("unet-resnet34", 0.85, None)):
+        write_metrics(root, "isbi2012", variant, iou=test, train={"best_val_iou": val, "iterations": 100})
+    data = tmp_path / "data"
+    write_blob_dataset(data / "isbi2012", splits=(2, 1, 1))
+    board = build_leaderboard([root], cfg, data)
+    assert board.datasets["isbi2012"][0].variant == "unet"  # the test split's order
+    choice = val_choice(board, "isbi2012", data)
+    assert choice.winner.variant == "fcn8s" and choice.runner_up.variant == "unet"
+    assert choice.margin == pytest.approx(0.08) and choice.measure == "val mean IoU"
+    n = val_objects(data, "isbi2012")
+    assert choice.val_objects == n and 0 < n < MIN_VAL_OBJECTS
+    text = choice.text()
+    assert "Handed on (packaged and exported): fcn8s (fg_border), val mean IoU 0.780" in text
+    assert "ahead of U-Net (paper) (fg_border) by +0.080 (0.700)" in text and "WARNING: fewer than 20" in text
+    big = val_choice(board, "isbi2012", tmp_path / "elsewhere")  # dataset not here: no count, no warning
+    assert big.val_objects is None and "WARNING" not in big.text()
+    md = tables.markdown(board, {"isbi2012": text})
+    assert text in md.split("## Runs")[0]

@@ -152,15 +152,21 @@ def test_package_refuses_a_config_the_run_was_not_trained_with(isbi_packaged_run
     assert not (tmp_path / "p").exists()
 
 
-def test_best_of_packages_the_top_row(tmp_path, isbi_packaged_run):
+def test_best_of_packages_the_val_winner_never_the_test_winner(tmp_path, isbi_packaged_run):
+    """--best-of takes the run whose val score (train_summary.json best_val_iou, what chose its
+    checkpoint) is best; the test split's ranking (metrics.json) plays no part."""
     from seg.package.build import best_run
 
     results = tmp_path / "results"
-    for variant, iou in (("a", 0.7), ("b", 0.8), ("c", float("nan"))):
+    for variant, val, test in (("a", 0.7, 0.9), ("b", 0.8, 0.6), ("c", float("nan"), 0.99), ("d", 0.75, 0.95)):
         run = results / "ds" / variant
         shutil.copytree(isbi_packaged_run["run"], run, ignore=shutil.ignore_patterns("pred"))
-        (run / "metrics.json").write_text(json.dumps({"primary": "iou_mean", "aggregate": {"iou_mean": iou}}))
+        summary = json.loads((run / "train_summary.json").read_text())
+        (run / "train_summary.json").write_text(json.dumps({**summary, "best_val_iou": val}))
+        (run / "metrics.json").write_text(json.dumps({"primary": "iou_mean", "aggregate": {"iou_mean": test}}))
     assert best_run(results, "ds") == results / "ds" / "b"
+    (results / "ds" / "b" / "metrics.json").unlink()  # not scored: not a row of the leaderboard
+    assert best_run(results, "ds") == results / "ds" / "d"
     with pytest.raises(SegError, match="no scored run"):
         best_run(results, "other")
 

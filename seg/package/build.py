@@ -232,20 +232,26 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
 
 
 def best_run(results: str | os.PathLike, dataset: str) -> Path:
-    """The run folder ``<results>/<dataset>/<variant>/`` whose ``metrics.json`` has the best primary
-    metric (``iou_mean``, higher is better; ties: the first variant in name order) among the trained
-    runs of ``dataset`` - the top row of the dataset's leaderboard."""
+    """The run folder ``<results>/<dataset>/<variant>/`` whose val score is best among the trained
+    and scored runs of ``dataset``: ``best_val_iou`` of its ``train_summary.json`` (the score that
+    chose its checkpoint: val SEG of the post-processed instances for instance data, val mean IoU
+    otherwise; higher is better; ties: the first variant in name order). The test split never
+    chooses (:mod:`seg.report.selection` says the choice and its margin in the report).
+
+    Raises:
+        SegError: no run of ``dataset`` with ``train_summary.json``, ``checkpoints/best.pt`` and
+            ``metrics.json`` and a finite val score.
+    """
     root = Path(results) / dataset
     best: tuple[float, Path] | None = None
     for mpath in sorted(root.glob("*/metrics.json")):
         run = mpath.parent
         if not (run / "train_summary.json").is_file() or not (run / "checkpoints" / "best.pt").is_file():
             continue
-        doc = read_json(mpath)
-        value = (doc.get("aggregate") or {}).get(doc.get("primary") or "iou_mean")
+        value = read_json(run / "train_summary.json").get("best_val_iou")
         if isinstance(value, (int, float)) and np.isfinite(value) and (best is None or value > best[0]):
             best = (float(value), run)
     if best is None:
-        raise SegError(f"{root}: no scored run (<variant>/metrics.json with train_summary.json and "
+        raise SegError(f"{root}: no scored run (<variant>/metrics.json with train_summary.json, a val score and "
                        "checkpoints/best.pt) to choose the best of")
     return best[1]

@@ -84,11 +84,13 @@ def _plan_section(dataset: str, doc: dict | None) -> str:
 
 
 def render(board: Leaderboard, figures: Figures, *, config_yaml: str, config_path: str,
-           result_dirs: list[str], plans: dict[str, dict | None] | None = None) -> str:
+           result_dirs: list[str], plans: dict[str, dict | None] | None = None,
+           choices: dict[str, str] | None = None) -> str:
     """The report as one HTML string (see module docstring). ``plans``: per dataset the plan
     document (:meth:`seg.settings.plan.DataPlan.to_dict`, None = not ingested), shown after its figures.
     Paths (the result folders, the config, every metrics.json) are printed as ``board`` shows them:
-    relative to the result folder it was built from (:meth:`Leaderboard.shown`)."""
+    relative to the result folder it was built from (:meth:`Leaderboard.shown`). ``choices``: per
+    dataset the val split's choice of the row handed on (:mod:`seg.report.selection`)."""
     esc = html.escape
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
@@ -116,6 +118,8 @@ def render(board: Leaderboard, figures: Figures, *, config_yaml: str, config_pat
                       "measured on the challenge's own test set: " + esc(refs[0].test_set) +
                       ". Ours are measured on held-out slices of the public training data, so "
                       "compare with care.</p>", _table(rh, rc), "</div>"]
+        if choices and ds in choices:  # the row handed on, chosen on the val split
+            parts.append(f'<p class="choice">{esc(choices[ds])}</p>')
         parts.append(_notes(figures.notes.get(ds, [])))
         for fig in figures.for_dataset(ds):
             parts.append(f"<figure>{_img(figures.folder / fig.name, f'{ds}: {fig.title}')}"

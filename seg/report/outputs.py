@@ -18,6 +18,7 @@ from seg.io import atomic_path
 from seg.report import html, tables
 from seg.report.build import Figures, build_figures
 from seg.report.leaderboard import Leaderboard, build_leaderboard
+from seg.report.selection import val_choice
 from seg.settings.plan import data_plan
 
 
@@ -55,11 +56,13 @@ def write_outputs(result_dirs: list[str | os.PathLike], cfg: dict, *, config_pat
     tables.write_csv(csv_path, board)
 
     plans = dataset_plans(cfg, board.datasets, data_dir)
+    choices = {ds: c.text() for ds in board.datasets if (c := val_choice(board, ds, data_dir)) is not None}
     with atomic_path(md_path) as tmp:
-        tmp.write_text(tables.markdown(board) + plans_markdown(plans))
+        tmp.write_text(tables.markdown(board, choices) + plans_markdown(plans))
     figures = build_figures(board, cfg, Path(data_dir), out / "figures")
     text = html.render(board, figures, config_yaml=yaml.safe_dump(cfg, sort_keys=False),
-                       config_path=str(config_path), result_dirs=[str(d) for d in result_dirs], plans=plans)
+                       config_path=str(config_path), result_dirs=[str(d) for d in result_dirs], plans=plans,
+                       choices=choices)
     html.write_html(html_path, text)
     return Outputs(board, figures, csv_path, md_path, html_path, tables.terminal(board))
 

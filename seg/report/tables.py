@@ -180,8 +180,9 @@ def _md_escape(s: str) -> str:
     return s.replace("|", "\\|")
 
 
-def markdown(board: Leaderboard) -> str:
-    """The whole leaderboard as Markdown: one table per dataset, the runs (their metrics.json
+def markdown(board: Leaderboard, choices: dict[str, str] | None = None) -> str:
+    """The whole leaderboard as Markdown: one table per dataset (with ``choices[dataset]``, the val
+    split's choice of the row handed on: :mod:`seg.report.selection`), the runs (their metrics.json
     relative to the result folder, :meth:`~seg.report.leaderboard.Leaderboard.shown`), then the notes."""
     lines = ["# Leaderboard", "",
              "Sorted by IoU (mean over classes, higher is better) on each dataset's test split. "
@@ -193,6 +194,8 @@ def markdown(board: Leaderboard) -> str:
                   "|" + "|".join("---:" if h in ("#", "n") else "---" for h in header) + "|"]
         lines += ["| " + " | ".join(_md_escape(c) for c in r) + " |" for r in cells]
         lines.append("")
+        if choices and ds in choices:
+            lines += [choices[ds], ""]
         if board.sparse(ds):  # the restricted measures are explained beside the table
             lines += [SPARSE_NOTE.format(dataset=ds), ""]
         refs = references_for(board.identities.get(ds))
