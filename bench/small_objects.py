@@ -79,6 +79,12 @@ def config(datasets: dict, sparse: set[str]) -> dict:
         if name in sparse:
             entries[name]["annotations"] = "sparse"
     cfg = {k: v for k, v in base.items() if k not in ("datasets", "variants", "results_dir", "seed")}
+    # every scale-dependent setting from the plan, as a user's own config (seg init) leaves them:
+    # targets.yaml pins the values the built-in datasets always had (min_size 200 would delete
+    # every nucleus of 15 px)
+    cfg["weights"] = {k: v for k, v in cfg["weights"].items() if k not in ("sigma", "sparse_band")}
+    cfg["train"] = {k: v for k, v in cfg["train"].items() if k != "patch_size"}
+    cfg["postprocess"] = {k: v for k, v in cfg["postprocess"].items() if k not in ("min_size", "h", "search")}
     return {**cfg, "datasets": entries, "variants": variants}
 
 

@@ -165,7 +165,7 @@ def test_unseeded_component_is_an_object_and_probabilities_sum():
 
 def test_postprocess_method_must_match_the_channels():
     """A target decodes only its own maps, and the default target only the foreground methods."""
-    with pytest.raises(SegError, match="unknown option 'three_class' for target fg_border"):
+    with pytest.raises(SegError, match="unknown option 'three_class' for a foreground probability"):
         decode("fg_border", np.full((2, 8, 8), 0.5, np.float32), method="three_class", h=2.0)
     with pytest.raises(SegError, match=r"\(3, H, W\)"):
         decode("three_class", np.full((2, 8, 8), 0.5, np.float32))

@@ -70,17 +70,25 @@ def instances_from_probability(
     Raises:
         SegError: unknown method (names the choices), bad shape, more than 65535 objects.
     """
+    return finish_labels(foreground_objects(foreground, method=method, threshold=threshold, h=h), min_size)
+
+
+def foreground_objects(foreground: np.ndarray, *, method: str, threshold: float, h: float) -> np.ndarray:
+    """Objects of ``foreground >= threshold`` before any size filter (:func:`label_mask`), int (H, W),
+    the arguments checked first (see :func:`instances_from_probability`).
+
+    Raises:
+        SegError: unknown method (names the choices), not (H, W), h <= 0.
+    """
     if method not in FOREGROUND_METHODS:
         raise SegError(f"postprocess.method: unknown option {method!r} for a foreground probability "
                        f"(choices: {', '.join(FOREGROUND_METHODS)})")
     fg = np.asarray(foreground)
     if fg.ndim != 2:
         raise SegError(f"postprocess: foreground probability must be (H, W), got shape {fg.shape}")
-    if min_size < 0:
-        raise SegError(f"postprocess.min_size: must be >= 0, got {min_size}")
     if not h > 0:
         raise SegError(f"postprocess.h: must be > 0 pixels, got {h}")
-    return finish_labels(label_mask(fg >= threshold, method=method, h=h), min_size)
+    return label_mask(fg >= threshold, method=method, h=h)
 
 
 def finish_labels(labels: np.ndarray, min_size: int) -> np.ndarray:

@@ -13,8 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from seg.errors import SegError
-from seg.infer.postprocess import FOREGROUND_METHODS, foreground_maps, label_mask
+from seg.infer.postprocess import foreground_maps, foreground_objects
 from seg.targets.base import Target
 
 
@@ -33,16 +32,7 @@ class FgBorder(Target):
     def objects(self, x: np.ndarray, *, pp: dict, threshold: float, second: float) -> np.ndarray:
         """Components (``connected_components``) or the watershed of seed depth ``second`` px
         (``watershed``) of ``x >= threshold``, by ``pp["method"]``."""
-        method = pp["method"]
-        if method not in FOREGROUND_METHODS:
-            raise SegError(f"postprocess.method: unknown option {method!r} for target {self.name} "
-                           f"(choices: {', '.join(FOREGROUND_METHODS)})")
-        x = np.asarray(x)
-        if x.ndim != 2:
-            raise SegError(f"postprocess: foreground probability must be (H, W), got shape {x.shape}")
-        if not second > 0:
-            raise SegError(f"postprocess.h: must be > 0 pixels, got {second}")
-        return label_mask(x >= threshold, method=method, h=second)
+        return foreground_objects(x, method=pp["method"], threshold=threshold, h=second)
 
     def second_grid(self, pp: dict) -> list[float]:
         """``search.h`` for the watershed (it has a seed depth to search), else the configured ``h``."""
