@@ -127,11 +127,11 @@ def test_plan_rules_scale_with_the_objects(tmp_path):
     assert large["train.patch_size"][0] == 320
     assert large["weights.sigma"][0] == pytest.approx(3.2, abs=0.1)
     assert large["weights.sparse_band"][0] == pytest.approx(8.0, abs=0.2)
-    # three_class boundary (the target's own plan rule): D / 15 = 5.3 -> 5 px; small objects keep the floor of 2 px
+    # three_class boundary (the target's own plan rule): D / 15 = 5.3 -> 5 px; objects of D < 22.5 px get 1 px
     def width(fp):
         return get_target("three_class").plan_rules(fp["objects"]["diameter"]["median"])["target.boundary_width"][0]
 
-    assert width(large_fp) == 5 and width(small_fp) == 2
+    assert width(large_fp) == 5 and width(small_fp) == 1 and small_fp["objects"]["diameter"]["median"] < 22.5
     # the patch never exceeds the smallest image side
     tiny = planned_values(compute_fingerprint(*_meta(_write_dataset(tmp_path / "t", [_discs(48, 10, 24)]))))
     assert tiny["train.patch_size"][0] == 48

@@ -361,15 +361,18 @@ def test_target_run_trains_predicts_calibrates_and_scores(target_run):
     run, target = target_run["run"], target_run["target"]
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["target"]["name"] == target and summary["target"]["channels"] == CHANNELS[target]
-    if target == "three_class":  # the plan's width (the synthetic cells are small: the 2 px floor)
-        assert summary["target"]["boundary_width"] == 2 and summary["target"]["boundary_weight"] == 2.0
-        # what training reads: the weight files with the boundary pixels doubled
+    if target == "three_class":  # the plan's width: round(D / 15) in [1, 8] (synthetic cells of D ~22 px)
         from dataclasses import replace
 
         from seg.settings import RunSettings, load_config
         from seg.train.sampling import load_training_slices
 
         ds = target_run["data"] / "syn"
+        plan = RunSettings(load_config(target_run["config"]), "syn", "tiny3", ds_dir=ds).plan
+        d = plan.fingerprint["objects"]["diameter"]["median"]
+        assert summary["target"]["boundary_width"] == max(1, min(8, round(d / 15)))
+        assert summary["target"]["boundary_weight"] == 2.0
+        # what training reads: the weight files with the boundary pixels doubled
         tc = RunSettings(load_config(target_run["config"]), "syn", "tiny3", ds_dir=ds).target
         (a, *_), (b, *_) = load_training_slices(ds, target=tc), load_training_slices(ds, target=replace(tc, boundary_weight=1.0))
         edge = a["target"] == BOUNDARY
@@ -528,7 +531,8 @@ def test_seg_augment_previews_the_variants_target_map(target, tmp_path):
         assert main(["augment", "--config", str(cfg), "--dataset", "syn", "--variant", "v", "--copies", "2",
                      "--out", str(wide)]) == 0
         assert json.loads((wide / "meta.json").read_text())["target"]["boundary_width"] == 4
-        assert meta["target"]["boundary_width"] == 2
+        d = json.loads((tmp_path / "data" / "syn" / "meta.json").read_text())["fingerprint"]["objects"]["diameter"]
+        assert meta["target"]["boundary_width"] == max(1, min(8, round(d["median"] / 15)))  # the plan's
         for e in meta["slices"]:
             n, w = tifffile.imread(out / e["target"]), tifffile.imread(wide / e["target"])
             np.testing.assert_array_equal(n > 0, w > 0)

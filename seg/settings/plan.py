@@ -23,7 +23,7 @@ weights.sparse_band            0.1 D clipped to [2, 50] px                      
 train.patch_size               4 D rounded up to a multiple of 32, in [64, 512], at most the  256
                                smallest image side (rounded down to 16, >= 16)
 target.<key>                   a target's own planned settings (its ``plan_rules``), e.g.       (target's)
-                               three_class's boundary_width: round(D / 15) px in [2, 8]
+                               three_class's boundary_width: round(D / 15) px in [1, 8]
 =============================  =============================================================  ========
 
 For nuclei of radius 25 px (D = 50) the h grid is the former fixed one [1, 2, 3, 5, 8] and h = 2.

@@ -22,6 +22,7 @@ nothing above them.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 from seg.errors import SegError
 from seg.targets.base import Target, check_name
@@ -90,11 +91,11 @@ def target_from_record(record: dict | None) -> Target:
     return replace(target, **fields) if fields else target
 
 
-def check_targets(variants: dict, fits: "callable") -> list[str]:
+def check_targets(variants: dict, fits: Callable[[str], list[str]]) -> list[str]:
     """Config errors of the variants' targets: an unknown target, a target setting
     (:attr:`~seg.targets.base.Target.variant_keys`) on a variant of another target, or an
     instance-only target on a dataset without instances. ``variants``: the config's ``variants``;
-    ``fits(variant) -> list[str]``: the variant's datasets whose kind has no instances."""
+    ``fits(variant)``: the variant's datasets whose kind has no instances."""
     errors = []
     own = {k: t.name for t in _TARGETS.values() for k in t.variant_keys}
     for v, var in variants.items():

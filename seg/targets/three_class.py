@@ -36,8 +36,11 @@ BOUNDARY_WEIGHT = 2.0
 #: The planned boundary width: median diameter / BOUNDARY_DIAMETERS px, rounded, in BOUNDARY_BOUNDS.
 #: 2 px (the Data Science Bowl's small nuclei) was too thin for both CTC datasets: D / 15 gives
 #: GOWT1's nuclei (D = 61 px) 4 px and DIC-HeLa's cells (D = 120 px) 8 px, each in the range where
-#: the test SEG over three seeds was best (README, "Targets beyond the paper").
-BOUNDARY_DIAMETERS, BOUNDARY_BOUNDS = 15, (2, 8)
+#: the test SEG over three seeds was best (README, "Targets beyond the paper"). Below D = 22.5 px
+#: the rule gives 1 px: on GOWT1 shrunk to D = 15 and 7.6 px a 1 px boundary beat 2 px (a 2 px
+#: ring is half of a 15 px nucleus and leaves the smallest ones no interior to seed from; README,
+#: "Small objects").
+BOUNDARY_DIAMETERS, BOUNDARY_BOUNDS = 15, (1, 8)
 
 
 def three_class_map(instances: np.ndarray, *, width: int) -> np.ndarray:
