@@ -304,6 +304,13 @@ def test_weighted_mse_ignores_zero_weight_pixels_and_weights_the_rest():
     assert weighted_mse(out, target, None).item() == pytest.approx(((torch.sigmoid(out) - target) ** 2).mean().item())
 
 
+def planned_width(diameter: float) -> int:
+    """The plan's three-class boundary width for objects of median diameter ``diameter`` px."""
+    from seg.targets.three_class import BOUNDARY_BOUNDS, BOUNDARY_DIAMETERS
+
+    return int(min(max(round(diameter / BOUNDARY_DIAMETERS), BOUNDARY_BOUNDS[0]), BOUNDARY_BOUNDS[1]))
+
+
 # ----------------------------------------------------------------------------- a run of each target, end to end
 CHANNELS = {"three_class": ["background", "interior", "boundary"], "distance": ["neighbour distance", "cell distance"]}
 
@@ -370,7 +377,7 @@ def test_target_run_trains_predicts_calibrates_and_scores(target_run):
         ds = target_run["data"] / "syn"
         plan = RunSettings(load_config(target_run["config"]), "syn", "tiny3", ds_dir=ds).plan
         d = plan.fingerprint["objects"]["diameter"]["median"]
-        assert summary["target"]["boundary_width"] == max(1, min(8, round(d / 15)))
+        assert summary["target"]["boundary_width"] == planned_width(d)
         assert summary["target"]["boundary_weight"] == 2.0
         # what training reads: the weight files with the boundary pixels doubled
         tc = RunSettings(load_config(target_run["config"]), "syn", "tiny3", ds_dir=ds).target
@@ -532,7 +539,7 @@ def test_seg_augment_previews_the_variants_target_map(target, tmp_path):
                      "--out", str(wide)]) == 0
         assert json.loads((wide / "meta.json").read_text())["target"]["boundary_width"] == 4
         d = json.loads((tmp_path / "data" / "syn" / "meta.json").read_text())["fingerprint"]["objects"]["diameter"]
-        assert meta["target"]["boundary_width"] == max(1, min(8, round(d["median"] / 15)))  # the plan's
+        assert meta["target"]["boundary_width"] == planned_width(d["median"])  # the plan's
         for e in meta["slices"]:
             n, w = tifffile.imread(out / e["target"]), tifffile.imread(wide / e["target"])
             np.testing.assert_array_equal(n > 0, w > 0)
