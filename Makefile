@@ -49,8 +49,10 @@ dry-run: venv
 report: venv
 	snakemake --report results/snakemake-report.zip
 
+# The speed benchmarks (minutes each). bench/small_objects.py is a study (about 45 min of training,
+# raw data under SEG_RAW_ROOT): run it on its own.
 bench: venv
-	for b in bench/*.py; do python $$b || exit 1; done
+	for b in bench/*.py; do case $$b in *small_objects.py) continue;; esac; python $$b || exit 1; done
 
 clean:
 	rm -rf results results-quick .snakemake
