@@ -5,7 +5,12 @@
 VENV    ?= .venv
 PYTHON  ?= python3
 BIN     := $(VENV)/bin
-STAMP   := $(VENV)/.seg-installed
+# The extras installed with seg: dev (pytest) and napari (the plugin and its viewer tests). Without
+# napari (make test EXTRAS=dev) tests/test_napari.py runs its plain tests and skips the viewer ones.
+# The stamp names the extras, so changing them reinstalls.
+EXTRAS  ?= dev,napari
+comma   := ,
+STAMP   := $(VENV)/.seg-installed-$(subst $(comma),-,$(EXTRAS))
 CORES   ?= 8
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -20,7 +25,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q numpy==2.4.6
 	$(BIN)/python -m pip install -q --no-binary elasticdeform elasticdeform==0.5.1
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
 run: venv
@@ -33,12 +38,15 @@ quick: venv
 # subprocesses and SLURM), each taking whole test files, in the order tests/conftest.py gives them
 # (longest first). Not --dist loadgroup: pytest-xdist 3.8 cannot set its groups on pytest 9's nodes.
 XDIST   ?= -n 2 --dist loadfile --no-loadscope-reorder
+# The napari viewer tests need an X display with OpenGL: without DISPLAY, pytest runs under a virtual
+# one (xvfb-run, Debian package xvfb; .ci/run installs it) when xvfb-run is there, else they skip.
+XRUN    ?= $(if $(DISPLAY),,$(if $(shell command -v xvfb-run 2>/dev/null),xvfb-run -a -s "-screen 0 1280x1024x24"))
 
 test: venv
-	pytest -q -m "not slow" -p no:cacheprovider $(XDIST)
+	$(XRUN) pytest -q -m "not slow" -p no:cacheprovider $(XDIST)
 
 test-all: venv
-	pytest -q -p no:cacheprovider $(XDIST)
+	$(XRUN) pytest -q -p no:cacheprovider $(XDIST)
 
 lint: venv
 	snakemake --lint
@@ -49,10 +57,10 @@ dry-run: venv
 report: venv
 	snakemake --report results/snakemake-report.zip
 
-# The speed benchmarks (minutes each). bench/small_objects.py is a study (about 45 min of training,
+# The speed benchmarks (minutes each). bench/small_objects.py, transfer.py and loop.py are studies (tens of minutes of training,
 # raw data under SEG_RAW_ROOT): run it on its own.
 bench: venv
-	for b in bench/*.py; do case $$b in *small_objects.py) continue;; esac; python $$b || exit 1; done
+	for b in bench/*.py; do case $$b in *small_objects.py|*transfer.py|*loop.py) continue;; esac; python $$b || exit 1; done
 
 clean:
 	rm -rf results results-quick .snakemake

@@ -76,7 +76,7 @@ def build_run(base: Path, tta: bool) -> dict:
     from seg.settings import load_config, run_config_hash
     from seg.data.canonical import canonical_writer
     from seg.kinds import get_kind
-    from seg.package.build import build_package
+    from seg.packaging.build import build_package
     from seg.package.format import write_package
     from seg.models import build_model
 
@@ -204,7 +204,7 @@ def bench_onnx_vs_torch(r: dict, repeats: int, threads: int) -> dict:
     import tifffile
 
     from seg.export.exporters import build_graph, onnx_session, run_exported, write_export
-    from seg.package import load_package
+    from seg.packaging import load_package
 
     pkg = load_package(r["package"])
     out = r["base"] / "onnx"

@@ -123,6 +123,15 @@ def pretrained_input(wildcards):
     return f"{RESULTS}/{wildcards.dataset}/pretrain/{enc}/encoder.pt"
 
 
+def init_input(wildcards):
+    """The model package a variant's training starts from (``init:``), if it has one: its
+    package.json (a package folder) or the zip, so that a re-packaged start retrains the row."""
+    init = config["variants"][wildcards.variant].get("init")
+    if not init:
+        return []
+    return init if str(init).endswith(".zip") else f"{init}/package.json"
+
+
 def pseudo_input(wildcards):
     """The self-training labels a variant with ``self_training`` trains on (the pseudolabel job's)."""
     if not config["variants"][wildcards.variant].get("self_training"):

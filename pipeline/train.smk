@@ -37,6 +37,7 @@ rule train:
         weights=f"{DATA}/{{dataset}}/weights/class_weights.json",
         pretrained=pretrained_input,
         pseudo=pseudo_input,
+        init=init_input,
     output:
         f"{RESULTS}/{{dataset}}/{{variant}}/train_summary.json",
     log:

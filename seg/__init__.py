@@ -8,8 +8,10 @@ The package is a library of small modules, one per stage of the workflow:
 - ``seg.models``   model registry (classic U-Net, FCN-8s/16s/32s, smp encoder U-Nets), pretraining, zoo
 - ``seg.train``    training loop (weighted loss, resume, DDP)
 - ``seg.infer``    tiled inference with overlap and post-processing; ``seg segment`` on new images
-- ``seg.package``  self-contained model packages (format, build from a run, load)
-- ``seg.export``   bioimage.io, TorchScript and ONNX exports; ``seg segment`` on new images
+- ``seg.package``  the self-contained model package format (write, read)
+- ``seg.packaging`` a package from a trained run; loading a package or a run folder
+- ``seg.export``   bioimage.io, TorchScript and ONNX exports; ``seg segment`` on new images (``--diameter``)
+- ``seg.finetune`` ``seg finetune``: a package trained further on a folder of images and masks
 - ``seg.metrics``  IoU, Dice, pixel error, ISBI V_rand/V_info, CTC SEG
 - ``seg.report``   leaderboard and HTML report
 

@@ -31,6 +31,7 @@ STAGE_MODULES = (
     "seg.commands.train",
     "seg.commands.evaluate",
     "seg.commands.segment",
+    "seg.commands.finetune",
     "seg.commands.export",
     "seg.commands.report",
 )

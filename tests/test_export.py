@@ -136,7 +136,7 @@ def test_same_padding_exports_tile_like_the_workflow(ctc_packaged_run, tiled_run
                 ref = ref if ref.ndim == 2 else ref[1]
                 np.testing.assert_allclose(run_exported(out / name, raw)[0, 1], ref, atol=1e-4, rtol=0)
     # another size than the export's example: a smaller-than-a-tile crop and a wider odd one
-    from seg.package import load_package
+    from seg.packaging import load_package
     from seg.export.segment import predict_probabilities
 
     pkg = load_package(tiled["package"])
@@ -172,7 +172,7 @@ def test_bioimageio_package_validates_and_passes_the_core_test(ctc_packaged_run,
     from bioimageio.spec.model.v0_5 import ModelDescr
 
     from seg.export.bioimageio import write_bioimageio
-    from seg.package import load_package
+    from seg.packaging import load_package
 
     out = tmp_path / "model.zip"
     result = write_bioimageio(load_package(ctc_packaged_run["package"]), out, authors=["A. Tester"],
@@ -227,7 +227,7 @@ def test_each_model_family_exports_and_matches(name, params, tmp_path, request):
     CTC package's (a same-padding U-Net, base 4, depth 2, with batch norm), exported once for the
     module: their checks are read from export.json."""
     from seg.export.exporters import export_graph
-    from seg.package import load_package
+    from seg.packaging import load_package
 
     if name == "unet":
         ctc_run, exported = request.getfixturevalue("ctc_packaged_run"), request.getfixturevalue("exported")
@@ -267,7 +267,7 @@ def test_pyramid_pooling_families_refuse_onnx_clearly(tmp_path, capsys):
 def test_export_refuses_a_graph_that_does_not_match(ctc_packaged_run, tmp_path, monkeypatch):
     """A runtime whose output differs from PyTorch's is not kept."""
     import seg.export.exporters as ex
-    from seg.package import load_package
+    from seg.packaging import load_package
 
     real = ex.run_exported
     monkeypatch.setattr(ex, "run_exported", lambda path, image, fmt=None, **kw: real(path, image, fmt) + 1e-3)
@@ -290,7 +290,7 @@ def test_every_registry_model_exports_or_refuses(name, tmp_path):
     odd-sized crops) or refuses with the reason. Slow: up to a minute per smp model. The tolerance
     is 1e-3 here: untrained ResNet-50 / DenseNet networks reach 1e-4 (deeplabv3-resnet50: 1.1e-4)."""
     from seg.export.exporters import export_graph, unsupported_reason
-    from seg.package import load_package
+    from seg.packaging import load_package
 
     params = {"padding": "valid", "base_channels": 4, "depth": 2} if name == "unet" else {}
     if name.startswith("fcn"):

@@ -22,11 +22,13 @@ FLOORS = [
     {"seg.models"},
     {"seg.infer"},
     {"seg.kinds", "seg.targets", "seg.transforms"},
+    {"seg.package"},
     {"seg.settings"},
     {"seg.train", "seg.evaluate"},
-    {"seg.package"},
+    {"seg.packaging"},
     {"seg.export", "seg.report"},
-    {"seg.commands", "seg.cli", "seg.__main__", "seg"},
+    {"seg.finetune"},
+    {"seg.commands", "seg.cli", "seg.__main__", "seg", "seg.napari"},
 ]
 #: Function-local imports of seg modules that stay local, with their reason.
 LOCAL_IMPORTS = {

@@ -52,7 +52,7 @@ def test_segment_reproduces_the_workflows_predictions(isbi_packaged_run, tmp_pat
         np.testing.assert_array_equal(tifffile.imread(out / f"{sid}_seg.tif"), tifffile.imread(r["pred"] / f"{sid}_seg.tif"))
     # the Python function, on arrays, with the loaded package and with its path
     import seg
-    from seg.package import load_package
+    from seg.packaging import load_package
 
     pkg = load_package(r["package"])
     raw = tifffile.imread(images / f"{r['ids'][0]}.tif")
@@ -77,7 +77,8 @@ def test_package_is_self_contained_and_describes_the_model(isbi_packaged_run, tm
     assert set(meta["postprocess"]) == {"method", "min_size", "h"}
     assert len(meta["training"]["config_hash"]) == 12 and len(meta["training"]["checkpoint_sha256"]) == 64
     assert "## Validation" in (moved / "README.md").read_text()
-    from seg.package import load_package, write_package
+    from seg.package import write_package
+    from seg.packaging import load_package
 
     pkg = load_package(moved)
     np.testing.assert_array_equal(pkg.test_output, tifffile.imread(moved / "test_probabilities.tif"))
@@ -93,7 +94,7 @@ def test_package_test_image_is_a_centre_crop_of_a_large_frame(isbi_packaged_run,
     import seg
     from seg.settings import load_config
     from seg.data import canonical
-    from seg.package import build
+    from seg.packaging import build
 
     r = isbi_packaged_run
     monkeypatch.setattr(build, "TEST_IMAGE_MAX", 64)
@@ -155,7 +156,7 @@ def test_package_refuses_a_config_the_run_was_not_trained_with(isbi_packaged_run
 def test_best_of_packages_the_val_winner_never_the_test_winner(tmp_path, isbi_packaged_run):
     """--best-of takes the run whose val score (train_summary.json best_val_iou, what chose its
     checkpoint) is best; the test split's ranking (metrics.json) plays no part."""
-    from seg.package.build import best_run
+    from seg.packaging.build import best_run
 
     results = tmp_path / "results"
     for variant, val, test in (("a", 0.7, 0.9), ("b", 0.8, 0.6), ("c", float("nan"), 0.99), ("d", 0.75, 0.95)):

@@ -33,7 +33,7 @@ def _package_arguments(p: argparse.ArgumentParser) -> None:
 
 def _package_run(args: argparse.Namespace) -> int:
     from seg.device import set_threads
-    from seg.package.build import best_run, build_package
+    from seg.packaging.build import best_run, build_package
     from seg.package.format import write_package
     from seg.settings import load_config
 
@@ -102,7 +102,7 @@ def _reused_exports(folders: list[str] | None) -> dict | None:
 
 def _export_run(args: argparse.Namespace) -> int:
     from seg.device import set_threads
-    from seg.package.load import load_package
+    from seg.packaging.load import load_package
 
     set_threads(args.threads)
     pkg = load_package(args.model, config=args.config, data_dir=args.data_dir, with_test=True)

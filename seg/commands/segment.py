@@ -21,6 +21,11 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None,
                    help="config of a run folder given as --model (default: <results>/config.resolved.yaml)")
     p.add_argument("--data-dir", default=None, help="canonical data folder of a run folder given as --model")
+    p.add_argument("--diameter", default=None,
+                   help="the objects' diameter in pixels (median equivalent diameter): each image is resized so "
+                        "that its objects have the size the package's network learned, and the results come back "
+                        "at the image's size; 'auto' measures it on a first pass at the package's own scale "
+                        "(default: the package's own scale)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
 
 
@@ -30,9 +35,13 @@ def _run(args: argparse.Namespace) -> int:
 
     set_threads(args.threads)
     s = run_segment(args.model, args.inputs, args.out, device=args.device, amp=args.amp, config=args.config,
-                    data_dir=args.data_dir)
+                    data_dir=args.data_dir, diameter=args.diameter)
     print(f"seg segment: {s['n_images']} images with {s['model']} ({s['kind']}) -> {args.out} "
           f"({s['images_per_second']:.2f} images/s, {s['device']}, amp {s['inference']['amp']})")
+    for rec in s["inputs"]:
+        sc = rec.get("scale") or {}
+        if sc.get("diameter") is not None or abs(float(sc.get("factor", 1)) - 1) > 1e-6:
+            print(f"  {rec['input']}: resized by {sc['factor']:.3f} ({sc['how']})")
     return 0
 
 

@@ -35,53 +35,11 @@ def _augment_args(p: argparse.ArgumentParser) -> None:
 
 def run_weights(args: argparse.Namespace) -> int:
     """Write weights/<id>.tif (float32) for every annotated slice, class_weights.json, preview.png."""
-    from pathlib import Path
+    from seg.settings import load_config
+    from seg.train.weight_maps import write_weights
 
-    from seg.config import dataset_dir
-    from seg.data import canonical
-    from seg.errors import SegError
-    from seg.io import atomic_path, write_json, write_tiff
-    from seg.progress import progress
-    from seg.settings import RunSettings, load_config
-    from seg.transforms.weights import border_weight_map
-
-    cfg = load_config(args.config)
-    ds = dataset_dir(cfg, args.dataset, args.data_dir)
-    out = ds / "weights" if args.out is None else Path(args.out)
-    meta = canonical.load_meta(ds)
-    plan = RunSettings(cfg, args.dataset, ds_dir=ds, meta=meta).plan
-    wcfg = plan.weights()  # sigma, sparse_band: the config's, else the plan's
-    n_classes = len(meta["classes"])
-    train = [e for e in canonical.slices(meta, "train") if e.get("semantic")]
-    if not train:
-        raise SegError(f"{ds / 'meta.json'}: no annotated training slice to compute class weights from")
-    band = _sparse_band(meta, wcfg)
-    sparse = band is not None
-    wc = _class_weights(ds, train, n_classes, wcfg, band) or [1.0] * n_classes
-    annotated = [e for e in meta["slices"] if e.get("instances") and e.get("semantic")]
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        for e in progress(annotated, desc=f"weights {args.dataset}", unit="slice"):
-            w = border_weight_map(canonical.load_instances(ds, e), w0=wcfg["w0"], sigma=wcfg["sigma"],
-                                  class_weights=wc, semantic=canonical.load_semantic(ds, e), band=band)
-            write_tiff(tmp / f"{e['id']}.tif", w)
-        doc = {
-            "w_c": wc, "classes": meta["classes"], "w0": wcfg["w0"], "sigma": wcfg["sigma"],
-            "class_balance": wcfg["class_balance"], "from_split": "train", "train_slices": [e["id"] for e in train],
-            "formula": "w = w_c[class] + w0*exp(-(d1+d2)^2/(2 sigma^2)) on class-0 pixels; "
-                       "w_c[k] = N / (K * N_k) over training pixels",
-            "annotations": "sparse" if sparse else "full",
-            "sources": {k: plan.setting(f"weights.{k}").source for k in ("sigma", "sparse_band")}}
-        if sparse:
-            doc.update(sparse_band=band, ignored="w = 0 on every pixel farther than sparse_band px from "
-                       "an annotated object (it may be an unannotated object); w_c counted over the other pixels")
-        write_json(tmp / "class_weights.json", doc)
-        first = train[0]
-        _weights_preview(tmp / "preview.png", canonical.load_raw_image(ds, first),
-                         canonical.load_semantic(ds, first), _read(tmp / f"{first['id']}.tif"),
-                         title=f"{args.dataset} {first['id']}: image | label | weight map",
-                         band=band)
-    print(f"seg weights: {len(annotated)} weight maps, w_c = {[round(x, 4) for x in wc]} -> {out}")
+    doc = write_weights(load_config(args.config), args.dataset, data_dir=args.data_dir, out=args.out)
+    print(f"seg weights: {doc['n_maps']} weight maps, w_c = {[round(x, 4) for x in doc['w_c']]} -> {doc['out']}")
     return 0
 
 
@@ -99,6 +57,7 @@ def run_augment(args: argparse.Namespace) -> int:
     from seg.settings import RunSettings, load_config
     from seg.targets import get_target
     from seg.transforms.augment import Augmenter
+    from seg.train.weight_maps import read_map, sparse_band, training_class_weights
     from seg.transforms.weights import border_weight_map
 
     cfg = load_config(args.config)
@@ -123,7 +82,7 @@ def run_augment(args: argparse.Namespace) -> int:
     if (wdir / "class_weights.json").is_file():  # written by `seg weights`
         wc = read_json(wdir / "class_weights.json")["w_c"]
     else:  # not written yet: compute them the same way
-        wc = _class_weights(ds, train, len(meta["classes"]), wcfg, _sparse_band(meta, wcfg))
+        wc = training_class_weights(ds, train, len(meta["classes"]), wcfg, sparse_band(meta, wcfg))
     augmenter = Augmenter(aug_cfg)
     new_meta = {k: v for k, v in meta.items() if k not in ("slices", "files")}
     new_meta.update(slices=[], files={}, source={"augmented_from": args.dataset, "seed": seed, "copies": copies,
@@ -146,10 +105,10 @@ def run_augment(args: argparse.Namespace) -> int:
             inst = canonical.load_instances(ds, e)
             sem = canonical.load_semantic(ds, e)
             if (wdir / f"{e['id']}.tif").is_file():
-                weights = _read(wdir / f"{e['id']}.tif").astype(np.float32)
+                weights = read_map(wdir / f"{e['id']}.tif").astype(np.float32)
             else:
                 weights = border_weight_map(inst, w0=wcfg["w0"], sigma=wcfg["sigma"], class_weights=wc,
-                                            semantic=sem, band=_sparse_band(meta, wcfg))
+                                            semantic=sem, band=sparse_band(meta, wcfg))
             arrays = {"semantic": sem, "instances": inst, "weights": weights}
             tmap = target.train_map(sem, inst) if own_map else None
             if tmap is not None:  # one (H, W) array per channel of a regression target
@@ -180,68 +139,6 @@ def run_augment(args: argparse.Namespace) -> int:
         _augment_preview(tmp / "preview.png", shown, title=f"{args.dataset}: original | deformed copies (seed {seed})")
     print(f"seg augment: {copies} copies x {len(train)} training slices -> {out}")
     return 0
-
-
-def _sparse_band(meta: dict, wcfg: dict) -> float | None:
-    """The background band (px) the loss counts around annotated objects for a sparsely annotated
-    dataset (``weights.sparse_band``), None for a fully annotated one (every pixel counts)."""
-    return float(wcfg["sparse_band"]) if meta.get("annotations", "full") == "sparse" else None
-
-
-def _class_weights(ds, train: list[dict], n_classes: int, wcfg: dict, band: float | None) -> list[float] | None:
-    """w_c from the training slices' class maps, over the pixels the loss counts (all of them, or with
-    ``band`` only the annotated region); None without ``class_balance``."""
-    from seg.data import canonical
-    from seg.transforms.weights import annotated_region, class_weights
-
-    if not wcfg["class_balance"]:
-        return None
-
-    def counted(e):
-        sem = canonical.load_semantic(ds, e)
-        return sem if band is None else sem[annotated_region(canonical.load_instances(ds, e), band)]
-
-    return class_weights((counted(e) for e in train), n_classes).tolist()
-
-
-def _read(path):
-    from seg.io import read_tiff
-
-    return read_tiff(path, ndim=2)
-
-
-IGNORED_COLOR = (0.0, 0.75, 0.75)  # teal: pixels with weight 0 (sparse annotations)
-
-
-def _weights_preview(path, image, label, weights, *, title: str, band: float | None = None) -> None:
-    """image | class map | weight map; with ``band`` (sparse annotations) the ignored pixels
-    (weight 0) are drawn in :data:`IGNORED_COLOR` over the weight map."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.4), constrained_layout=True)
-    axes[0].imshow(image, cmap="gray")
-    axes[0].set_title("image")
-    axes[1].imshow(label, cmap="gray", interpolation="nearest")
-    axes[1].set_title("label (class map)")
-    w = np.asarray(weights)
-    ignored = w == 0
-    cmap = plt.get_cmap("magma").with_extremes(bad=IGNORED_COLOR)
-    im = axes[2].imshow(np.ma.masked_where(ignored, w), cmap=cmap, interpolation="nearest")
-    if band is not None:
-        axes[2].set_title(f"weight map w(x); teal = ignored (w = 0): {100 * ignored.mean():.0f} % of "
-                          f"pixels,\nfarther than {band:g} px from an annotated object", fontsize=9)
-    else:
-        axes[2].set_title("weight map w(x)")
-    fig.colorbar(im, ax=axes[2], shrink=0.85, label="weight")
-    for ax in axes:
-        ax.set_axis_off()
-    fig.suptitle(title)
-    fig.savefig(path, format="png", dpi=90)
-    plt.close(fig)
 
 
 def _shown(semantic, target_map):

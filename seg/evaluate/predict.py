@@ -89,7 +89,8 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
         for entry in progress(entries, desc=f"predict {dataset}/{variant}/{split}"):
             image = canonical.load_image(ds_dir, entry)
             t0 = time.perf_counter()
-            probs = predict_slice(model, image, infer_cfg, dev, activation=settings.target.activation)
+            probs = predict_slice(model, image, infer_cfg, dev, activation=settings.target.activation,
+                                  scale=settings.scale)
             seconds.append(time.perf_counter() - t0)
             kind.write_prediction(tmp, entry, probs, *settings.decode(probs, post), meta=meta)
         summary = {
@@ -103,6 +104,7 @@ def run_predict(cfg: dict, *, dataset: str, variant: str, checkpoint: str | os.P
             "channels": settings.channels, "checkpoint": str(checkpoint),
             "checkpoint_sha256": sha256_file(checkpoint), "postprocess": post.settings,
             "threshold": post.threshold, "threshold_source": post.source,
+            **({"scale": settings.start.record()} if settings.start is not None else {}),
         }
         write_json(tmp / "predict_summary.json", summary)
     return summary

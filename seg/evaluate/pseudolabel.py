@@ -140,7 +140,7 @@ def run_pseudolabel(cfg: dict, *, dataset: str, variant: str, teacher_run: str |
 
     def predict(e):
         probs = predict_slice(model, canonical.load_image(ds_dir, e), infer_cfg, dev,
-                              activation=settings.target.activation)
+                              activation=settings.target.activation, scale=settings.scale)
         prob, labels = settings.decode(probs, post)
         return labels, prob
 

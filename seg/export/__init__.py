@@ -11,11 +11,11 @@ This package builds on :mod:`seg.infer` and :mod:`seg.package`; neither imports 
 
 from __future__ import annotations
 
-from seg.package.load import load_package as _load
+from seg.packaging.load import load_package as _load
 
 
 def load_package(path, **kwargs):
-    """Load a model package folder / zip or a run folder; see :func:`seg.package.load.load_package`."""
+    """Load a model package folder / zip or a run folder; see :func:`seg.packaging.load.load_package`."""
 
     return _load(path, **kwargs)
 

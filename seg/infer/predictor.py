@@ -12,6 +12,7 @@ import torch
 from seg.config import complete_section
 from seg.device import precision_for, resolve_device
 from seg.infer.network import inference_predictor
+from seg.infer.rescale import is_identity, resize_image, resize_to
 from seg.infer.tiling import TileSpec, as_batch, predict_batch
 from seg.models import input_size_for, output_size, size_divisor
 
@@ -48,7 +49,7 @@ def tile_spec(model: torch.nn.Module, infer_cfg: dict, *, activation: str) -> Ti
 
 
 def predict_slice(model: torch.nn.Module, image: np.ndarray, infer_cfg: dict | None = None,
-                  device: torch.device | str = "cpu", activation: str = "softmax") -> np.ndarray:
+                  device: torch.device | str = "cpu", activation: str = "softmax", scale: float = 1.0) -> np.ndarray:
     """Softmax probabilities of one slice (``activation`` sigmoid: the per-channel sigmoid maps of a
     regression target, :attr:`seg.infer.tiling.TileSpec.activation`).
 
@@ -60,11 +61,18 @@ def predict_slice(model: torch.nn.Module, image: np.ndarray, infer_cfg: dict | N
         infer_cfg: the ``inference`` config section (tile, overlap, blend, tta, batch_size, amp);
             missing keys take the schema defaults (``seg.config.complete_section``, validated).
         device: torch device (or ``auto``/``cpu``/``cuda``) the model runs on.
+        scale: resize factor of the image before the network (:mod:`seg.infer.rescale`: objects of
+            ``D`` px become ``scale * D`` px); the probabilities are resized back to (H, W).
+            1 (the default): the image as it is, exactly what the exported graphs compute.
 
     Returns:
         float32 (classes, H, W): :func:`seg.infer.tiling.predict_batch`, the computation the
-        exported graphs hold.
+        exported graphs hold (at ``scale``, then resized back).
     """
+    if not is_identity(scale):
+        shape = np.shape(image)[-2:]
+        small = predict_slice(model, resize_image(image, scale), infer_cfg, device, activation)
+        return resize_to(small, shape)
     cfg = complete_section("inference", infer_cfg)
     device = resolve_device(device, section="inference")
     spec = tile_spec(model, cfg, activation=activation)

@@ -1,18 +1,15 @@
-"""seg.package: the model package, a trained network with everything needed to run it on new images.
+"""seg.package: the model package format, a trained network with everything needed to run it on new images.
 
 - :mod:`seg.package.format`  the package format: :class:`ModelPackage`, write, read (folder or zip)
-- :mod:`seg.package.build`   a package from a trained run folder and its config (``seg package``)
-- :mod:`seg.package.load`    load a package folder / zip, or a run folder packaged in memory
 - :mod:`seg.package.readme`  the README.md written into every package and export
 
-It sits below :mod:`seg.export` (exports, ``seg segment``) and beside :mod:`seg.infer`:
-``format`` and ``readme`` never import ``seg.infer``; ``build`` does (the package's test image is
-predicted with :func:`seg.infer.predictor.predict_slice`), and ``seg.infer`` never imports this package.
+It sits below the run settings (a variant's ``init:`` and ``seg finetune`` start from a package);
+building a package from a run and loading a run folder as one is :mod:`seg.packaging`, above
+training. Neither module imports :mod:`seg.infer`'s predictors.
 """
 
 from __future__ import annotations
 
 from seg.package.format import ModelPackage, read_package, write_package
-from seg.package.load import load_package
 
-__all__ = ["ModelPackage", "load_package", "read_package", "write_package"]
+__all__ = ["ModelPackage", "read_package", "write_package"]

@@ -20,9 +20,9 @@ or the config's); ``postprocess`` (method, min_size, h); ``training`` (dataset, 
 config hash, seed, iterations, best iteration and val IoU, checkpoint SHA-256); ``metrics`` (the
 test split's aggregate metrics of ``metrics.json``, if scored); ``files`` (name -> SHA-256).
 
-:func:`seg.package.build.build_package` assembles one from a run folder and its config;
+:func:`seg.packaging.build.build_package` assembles one from a run folder and its config;
 :func:`write_package` writes it atomically (a temporary sibling renamed into place; ``.zip`` targets become a zip archive);
-:func:`read_package` reads a package folder or zip (:func:`seg.package.load.load_package` also a run folder).
+:func:`read_package` reads a package folder or zip (:func:`seg.packaging.load.load_package` also a run folder).
 """
 
 from __future__ import annotations
@@ -128,6 +128,11 @@ class ModelPackage:
         return dict(self.meta["inference"])
 
     @property
+    def scale(self) -> dict | None:
+        """The ``scale`` section (:func:`scale_of`), or None for a package written before it."""
+        return scale_of(self.meta)
+
+    @property
     def threshold(self) -> float:
         return float(self.meta["threshold"]["value"])
 
@@ -143,6 +148,26 @@ class ModelPackage:
 
         x = shift_image(image, self.shift) if self.shift else image
         return normalise(x)
+
+
+# ----------------------------------------------------------------------------- object scale
+def scale_of(meta: dict) -> dict | None:
+    """The ``scale`` section of a ``package.json`` document, or None (a package without one).
+
+    Keys (lengths in px of the images named): ``diameter``, the median equivalent diameter
+    (``sqrt(4 area / pi)``) of the annotated training objects in the training images' own pixels:
+    the objects its post-processing settings and, without ``--diameter``, ``seg segment`` expect;
+    ``spread`` {p25, p75} of those diameters; ``inscribed_diameter``, the median of twice their
+    largest inscribed radius (:func:`seg.data.fingerprint.inscribed_diameters`: what ``--diameter
+    auto`` measures on a first pass); ``factor``, the resize the network's inputs get
+    (1, or ``network_diameter / diameter`` for a model trained from another package's scale:
+    ``init:``, ``seg finetune``); ``network_diameter`` = ``diameter * factor``, the object size the
+    network itself learned (what the exported graphs expect); ``intensity`` (raw-value
+    percentiles 0.5/50/99.5 and dtype of the training images); ``objects`` (their count) and
+    ``from`` (where the numbers come from).
+    """
+    scale = meta.get("scale")
+    return dict(scale) if isinstance(scale, dict) and scale.get("network_diameter") else None
 
 
 # ----------------------------------------------------------------------------- size contract
@@ -229,6 +254,31 @@ def check_meta(meta: Any, where: str) -> dict:
         if key not in meta:
             raise SegError(f"{where}: package.json has no {key!r}")
     return meta
+
+
+def read_package_meta(path: str | os.PathLike) -> dict:
+    """The checked ``package.json`` (:func:`check_meta`) of a package folder or zip, without loading
+    its network (SegError if missing, not a package or of another format version)."""
+    p = Path(path)
+    if not p.exists():
+        raise SegError(f"{p}: no such model package")
+    if p.is_dir():
+        if not (p / PACKAGE_FILE).is_file():
+            raise SegError(f"{p}: not a seg model package (no {PACKAGE_FILE})")
+        raw = (p / PACKAGE_FILE).read_bytes()
+    else:
+        try:
+            with zipfile.ZipFile(p) as z:
+                raw = z.read(PACKAGE_FILE)
+        except KeyError:
+            raise SegError(f"{p}: not a seg model package (no {PACKAGE_FILE})") from None
+        except (zipfile.BadZipFile, OSError) as e:
+            raise SegError(f"{p}: not a readable package zip ({e})") from None
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise SegError(f"{p}: {PACKAGE_FILE} is not valid JSON ({e})") from None
+    return check_meta(meta, str(p))
 
 
 def package_from_files(files: dict[str, bytes], where: str) -> ModelPackage:

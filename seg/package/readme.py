@@ -43,6 +43,7 @@ def _model_lines(meta: dict) -> list[str]:
         f"- Segmentation: {out['segmentation']}.",
         f"- Decision threshold on the class-1 probability: {_fmt(th['value'])} ({th['source']}).",
         f"- Post-processing: {', '.join(f'{k} {_fmt(v)}' for k, v in pp.items())}.",
+        *_scale_lines(meta),
         "",
         "## Preprocessing (applied by `seg segment` and inside every exported graph)",
         "",
@@ -52,6 +53,27 @@ def _model_lines(meta: dict) -> list[str]:
             lines.append(f"{i}. Shift by {step['shift']} {step['units']}: {step['method']}. Why: {step['why']}.")
         else:
             lines.append(f"{i}. Normalise {step['over']}: {step['formula']}.")
+    return lines
+
+
+def _scale_lines(meta: dict) -> list[str]:
+    """What object size the model expects (``scale``) and where it came from (``lineage``)."""
+    sc, lin = meta.get("scale"), meta.get("lineage") or {}
+    lines = []
+    if sc:
+        lines.append(
+            f"- Object scale: trained on objects of median equivalent diameter {_fmt(sc['diameter'])} px "
+            f"(p25-p75 {_fmt(sc['spread']['p25'])}-{_fmt(sc['spread']['p75'])} px)"
+            + (f", resized by {_fmt(sc['factor'])} for the network (it learned {_fmt(sc['network_diameter'])} px)"
+               if sc.get("factor", 1) != 1 else "")
+            + ". For images whose objects are another size, `seg segment --diameter D` (or `auto`) resizes "
+              "them to this scale and maps the results back. The exported graphs (TorchScript, ONNX, "
+              f"bioimage.io) run at the network's own scale: objects of {_fmt(sc['network_diameter'])} px; "
+              "resize other images before them.")
+    parent = lin.get("parent")
+    if parent:
+        lines.append(f"- Started from the package {parent['name']} (weights SHA-256 {parent['weights_sha256'][:12]}...)"
+                     + (f", {lin['steps']} steps" if lin.get("steps") else "") + ".")
     return lines
 
 

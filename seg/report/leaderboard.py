@@ -87,6 +87,7 @@ class Run:
     kind: str = ""
     annotations: str = "full"
     target: str = DEFAULT_TARGET
+    start: str = "scratch"  # :func:`start_of`
 
     @property
     def run_dir(self) -> Path:
@@ -107,6 +108,7 @@ class Row:
         mean, std: per metric/fact; ``std`` is NaN when only one run was merged.
         kind: the dataset kind's name (:mod:`seg.kinds`), or ``""`` when it cannot be told.
         target: what the network predicts (the variant's ``target``, :mod:`seg.targets`).
+        start: the weights its training started from (:func:`start_of`).
         rank: 1 = best within its dataset (set by :func:`build_leaderboard`).
     """
 
@@ -119,6 +121,7 @@ class Row:
     primary: str
     runs: list[Run]
     target: str = DEFAULT_TARGET
+    start: str = "scratch"  # :func:`start_of`
     dropped: list[Run] = field(default_factory=list)
     mean: dict[str, float] = field(default_factory=dict)
     std: dict[str, float] = field(default_factory=dict)
@@ -251,7 +254,24 @@ def load_run(path: Path, cfg: dict | None = None) -> Run:
         kind=str(m.get("kind") or ""),
         annotations=str(m.get("annotations") or "full"),
         target=str(var_cfg.get("target") or (train.get("target") or {}).get("name") or DEFAULT_TARGET),
+        start=start_of(var_cfg, train),
     )
+
+
+#: :func:`start_of` of a run trained from random weights.
+SCRATCH = "scratch"
+
+
+def start_of(var_cfg: dict, train: dict) -> str:
+    """What a run's training started from, in words: ``package <name> (x<factor>)`` (a variant's
+    ``init:``, from its train summary), ``pretrained <source>`` (encoder weights), else ``scratch``."""
+    init = train.get("init") or {}
+    if init or var_cfg.get("init"):
+        name = init.get("name") or Path(str(var_cfg.get("init"))).name
+        factor = init.get("factor")
+        return f"package {name}" + (f" (x{factor:.3g})" if isinstance(factor, (int, float)) and factor != 1 else "")
+    pre = var_cfg.get("pretrained") or "none"
+    return SCRATCH if pre == "none" else f"pretrained {pre}"
 
 
 def _meta(data_dir: Path | None, dataset: str) -> dict | None:
@@ -317,7 +337,8 @@ def merge_group(runs: list[Run], kind: str) -> Row:
     first = merged[0]
     row = Row(
         dataset=first.dataset, variant=first.variant, label=first.label,
-        config_hash=first.config_hash, kind=kind, model=first.model, target=first.target, primary=first.primary,
+        config_hash=first.config_hash, kind=kind, model=first.model, target=first.target, start=first.start,
+        primary=first.primary,
         runs=merged, dropped=dropped,
     )
     for key in METRICS:

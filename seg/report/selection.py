@@ -1,7 +1,7 @@
 """Which row of a dataset is handed on, and how sure its val split is of it.
 
 The workflow packages, per dataset, the run whose val score is best
-(:func:`seg.package.build.best_run`: the ``best_val_iou`` of its training summary, the val SEG of the
+(:func:`seg.packaging.build.best_run`: the ``best_val_iou`` of its training summary, the val SEG of the
 post-processed instances for instance data and the val mean IoU otherwise: the score that chose its
 checkpoint), never the test split's winner. The report says which row that is, by how much it leads
 the next one on val, and warns when the val split holds too few annotated objects to tell rows

@@ -47,7 +47,7 @@ CSV_COLUMNS = (
     *[c for m in METRICS for c in (m, f"{m}_std")],
     "iou_class0", "iou_class0_std", "iou_class1", "iou_class1_std",
     "params", "iterations", "best_val_iou", "threshold", "train_time_s", "train_time_s_std",
-    "seconds_per_slice", "seconds_per_slice_std", "device", "date", "sources", "target",
+    "seconds_per_slice", "seconds_per_slice_std", "device", "date", "sources", "target", "start",
 )
 
 METRIC_NAMES = {
@@ -92,7 +92,8 @@ def csv_records(board: Leaderboard) -> list[dict[str, str]]:
         for k in ("train_time_s", "seconds_per_slice"):
             rec[k], rec[f"{k}_std"] = _g(row.mean[k]), _g(row.std[k])
         rec.update(device=row.devices, date=row.date,
-                   sources=";".join(board.shown(r.path) for r in row.runs), target=row.target)
+                   sources=";".join(board.shown(r.path) for r in row.runs), target=row.target,
+                   start=row.start)
         out.append(rec)
     return out
 
@@ -161,7 +162,10 @@ def table(board: Leaderboard, dataset: str, *, pm: str = "±") -> tuple[list[str
     kind = board.kinds.get(dataset, "")
     sparse = board.sparse(dataset)
     metrics = metric_columns(kind, sparse=sparse)
+    # "starts from" only when a row starts from a package (a variant's init:), beside the target
+    starts = any(row.start.startswith("package ") for row in board.datasets[dataset])
     header = ["#", "variant", "model", *[metric_name(m, sparse=sparse) for m in metrics], "n", "seeds", "target",
+              *(["starts from"] if starts else []),
               "params", "train time", "device", "inference s/slice", "threshold", "config", "date"]
     cells = []
     for row in board.datasets[dataset]:
@@ -169,6 +173,7 @@ def table(board: Leaderboard, dataset: str, *, pm: str = "±") -> tuple[list[str
             str(row.rank), row.label, row.model or "-",
             *[fmt_value(row, m, pm=pm) for m in metrics],
             str(row.n), ",".join("?" if s is None else str(s) for s in row.seeds), row.target,
+            *([row.start] if starts else []),
             _fmt_params(row.mean["params"]), _fmt_time(row.mean["train_time_s"]),
             row.devices or "-", fmt_value(row, "seconds_per_slice", pm=pm, digits=2),
             fmt_value(row, "threshold", pm=pm, digits=2), row.config_hash, row.date[:16].replace("T", " ") or "-",

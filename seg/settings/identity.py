@@ -12,6 +12,7 @@ from __future__ import annotations
 from seg.config import OVERRIDABLE, config_hash, dataset_entry, postprocess_section, variant_section
 from seg.errors import SegError
 from seg.kinds import get_kind
+from seg.settings.start import start_package
 from seg.targets import is_default
 
 # Keys of a dataset entry that say whether and how the workflow finds it, not what it ingests.
@@ -44,6 +45,9 @@ def run_config_hash(cfg: dict, dataset: str, variant: str) -> str:
         relevant["val_postprocess"] = {k: pp[k] for k in keys}
         if not is_default(var.get("target")):  # the target's own settings (seed threshold)
             relevant["val_postprocess"]["seed_threshold"] = pp.get("seed_threshold")
+    if var.get("init"):  # the package's weights, not only its path, are the start
+        from_package = start_package(var["init"], None, where=f"variants.{variant}.init")
+        relevant["init_weights"] = from_package.weights_sha256
     if var.get("pretrained") == "inhouse":
         relevant["pretrain"] = cfg["pretrain"]
     if var.get("self_training"):  # its extra labels are the teacher's: the teacher's run is part of it

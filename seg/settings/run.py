@@ -31,7 +31,8 @@ from seg.config import complete_section, dataset_entry, variant_section
 from seg.errors import SegError
 from seg.kinds import get_kind
 from seg.settings.calibration import read_calibration
-from seg.settings.plan import DataPlan
+from seg.settings.plan import DataPlan, planned_patch_size
+from seg.settings.start import StartPackage, check_fits, start_package
 from seg.targets import get_target
 
 #: The post-processing settings a package records and ``seg segment`` applies (besides the threshold).
@@ -96,10 +97,38 @@ class RunSettings:
 
     # ------------------------------------------------------------------ training
     @cached_property
+    def start(self) -> StartPackage | None:
+        """The package the variant's training starts from (``init:``), with the scale the dataset's
+        images take for it (:mod:`seg.settings.start`), or None (weights from scratch or ``pretrained``).
+
+        Raises:
+            SegError: the package is missing or damaged, its model or target is not the variant's,
+                or the resize factor is out of range (naming ``variants.<name>.init``).
+        """
+        variant = self._variant()
+        var = self.cfg["variants"][variant]
+        if not var.get("init"):
+            return None
+        where = f"variants.{variant}.init"
+        d = ((self.plan.fingerprint.get("objects") or {}).get("diameter") or {}).get("median")
+        start = start_package(var["init"], d, where=where, rescale=var.get("init_rescale", True))
+        check_fits(start, var["model"], var.get("params") or {}, var.get("target"), where=where)
+        return start
+
+    @property
+    def scale(self) -> float:
+        """The resize factor of the dataset's images before the network (:mod:`seg.infer.rescale`):
+        1, or the :attr:`start` package's."""
+        return 1.0 if self.variant is None or self.start is None else self.start.factor
+
+    @cached_property
     def target(self):
         """The variant's target configured for the dataset: its own settings from the variant, else
-        the plan (three_class: boundary width and weight)."""
+        the plan (three_class: boundary width and weight); a run that starts from a package: the
+        package's target with its settings."""
         variant = self._variant()
+        if self.start is not None:
+            return self.start.target
         var = self.cfg["variants"][variant]
         target = get_target(var.get("target"))
         return target.configure(var, lambda key: self.plan.target_setting(target, key, variant).value)
@@ -111,8 +140,19 @@ class RunSettings:
 
     @cached_property
     def train(self) -> dict:
-        """The variant's ``train`` section for the dataset with ``patch_size`` resolved."""
-        return self.plan.train(self._variant())
+        """The variant's ``train`` section for the dataset with ``patch_size`` resolved; a run whose
+        images are resized (:attr:`scale`) gets the patch size planned for its objects and images as
+        the network sees them, unless the config sets one."""
+        variant = self._variant()
+        section = self.plan.train(variant)
+        if self.scale == 1.0 or self.plan.setting("train.patch_size", variant).source != "data":
+            return section
+        fp = self.plan.fingerprint
+        sizes = fp.get("image_size") or {}
+        scaled = {"image_size": {k: {"min": max(1, int(round(float(v["min"]) * self.scale)))}
+                                 for k, v in sizes.items() if isinstance(v, dict) and "min" in v}}
+        d = float(fp["objects"]["diameter"]["median"]) * self.scale
+        return {**section, "patch_size": planned_patch_size(d, scaled)[0]}
 
     @cached_property
     def augment(self) -> dict:

@@ -41,6 +41,7 @@ from seg.device import (
 from seg.errors import SegError
 from seg.io import write_json
 from seg.models import build_model, load_pretrained_encoder
+from seg.package import read_package
 from seg.progress import progress
 from seg.settings import POSTPROCESS_KEYS, RunSettings
 from seg.targets.base import Target
@@ -61,8 +62,9 @@ def step_seed(seed: int, rank: int, step: int) -> int:
 
 
 def build_training_model(cfg: dict, dataset: str, variant: str, classes: int, *,
-                         pretrained: str | Path | None = None) -> torch.nn.Module:
-    """The variant's model (``seg.models.build_model``) with pretrained encoder weights if asked.
+                         pretrained: str | Path | None = None, start=None) -> torch.nn.Module:
+    """The variant's model (``seg.models.build_model``) with pretrained encoder weights if asked, or
+    all the weights of the package it starts from (``start``: :class:`seg.settings.start.StartPackage`).
 
     ``pretrained`` (a ``.pt`` state dict for ``model.encoder``, e.g. ``seg pretrain``'s ``encoder.pt``)
     wins over the variant's ``pretrained`` setting: ``inhouse`` reads
@@ -71,6 +73,16 @@ def build_training_model(cfg: dict, dataset: str, variant: str, classes: int, *,
     """
     var = cfg["variants"][variant]
     model = build_model(var["model"], in_channels=1, classes=classes, **(var.get("params") or {}))
+    if start is not None:  # a package's network: every weight, not only the encoder's
+        if pretrained or (var.get("pretrained") or "none") != "none":
+            raise SegError(f"variants.{variant}: init (a package's weights) and pretrained (encoder weights) "
+                           "exclude each other")
+        try:
+            model.load_state_dict(read_package(start.path).model.state_dict())
+        except RuntimeError as e:
+            raise SegError(f"variants.{variant}.init: {start.path}'s weights do not fit the variant's "
+                           f"{var['model']} with {classes} outputs ({str(e).splitlines()[0][:200]})") from None
+        return model
     pre = str(pretrained) if pretrained else (var.get("pretrained") or "none")
     if pre == "inhouse":
         if "-" not in var["model"]:
@@ -349,7 +361,8 @@ def _setup(spec: RunSpec) -> tuple[Plan, Trainee]:
     target = settings.target
     classes = len(settings.channels)  # the network's output channels
     sparse = meta.get("annotations", "full") == "sparse"  # weight 0 marks the ignored pixels
-    model = build_training_model(spec.cfg, spec.dataset, spec.variant, classes, pretrained=spec.pretrained)
+    model = build_training_model(spec.cfg, spec.dataset, spec.variant, classes, pretrained=spec.pretrained,
+                                 start=settings.start)
     geometry = patch_geometry(model, int(tcfg["patch_size"]))
     if bool(spec.cfg["variants"][spec.variant].get("self_training")) != (spec.pseudo is not None):
         raise SegError(f"seg train: variant {spec.variant!r} " + (
@@ -357,7 +370,10 @@ def _setup(spec: RunSpec) -> tuple[Plan, Trainee]:
             else "has no self_training section, but --pseudo was given"))
     # self-training labels are band-limited: their weight maps' zeros mark the ignored pixels
     with_w = needs_weights(tcfg["loss"], sparse=sparse) or spec.pseudo is not None
-    slices = load_training_slices(spec.ds_dir, "train", with_weights=with_w, target=target)
+    if spec.pseudo is not None and settings.start is not None:
+        raise SegError(f"seg train: variant {spec.variant!r}: self_training and init cannot be combined")
+    slices = load_training_slices(spec.ds_dir, "train", with_weights=with_w, target=target, scale=settings.scale,
+                                  instance_kind=settings.kind.instances)
     pseudo = load_pseudo_slices(spec.pseudo, spec.ds_dir, target=target) if spec.pseudo is not None else []
     data = PatchDataset(
         slices + pseudo,
@@ -538,7 +554,7 @@ def _validate(spec: RunSpec, plan: Plan, trainee: Trainee, tally: Tally, val_sli
         it = tally.iteration
         iou, _ = validate(ckpt.unwrap(trainee.model), val_slices, plan.infer_cfg, spec.device, plan.classes,
                           calibrate=plan.calibrate, postprocess=plan.val_postprocess,
-                          target=plan.target)
+                          target=plan.target, scale=spec.settings.scale)
         log.write(iteration=it, epoch=(it - 1) // plan.iters_per_epoch, val_iou=f"{iou:.6f}", lr=f"{lr:.6g}",
                   wall_s=f"{tally.wall():.2f}")
         if tally.best_val_iou is None or iou > tally.best_val_iou:
@@ -595,6 +611,7 @@ def _summary(spec: RunSpec, plan: Plan, trainee: Trainee, tally: Tally, *, stopp
                             if plan.val_postprocess is not None else None),
         "target": plan.target_record,
         "self_training": plan.self_training,
+        **({"init": spec.settings.start.record()} if spec.settings.start is not None else {}),
         "samples_per_s": round(it * B * W / step_s, 4) if step_s > 0 else None,
         "data_wait": round(wait_s / step_s, 5) if step_s > 0 else None,
         "peak_memory_mb": round(peak_memory_mb(spec.device), 1), "device": device_name(spec.device),

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 
 from seg.data.canonical import load_image, load_instances, load_meta, load_semantic, slices
+from seg.data.ctc import ctc_semantic
 from seg.errors import SegError
+from seg.infer.rescale import is_identity, resize_image, resize_labels, resize_to
 from seg.io import read_json, read_tiff
 from seg.models import input_size_for, output_size
 from seg.transforms.augment import Augmenter
@@ -77,7 +79,8 @@ class _Slice:
 
 
 def load_training_slices(
-    ds_dir: str | os.PathLike, split: str = "train", *, with_weights: bool = True, target=None
+    ds_dir: str | os.PathLike, split: str = "train", *, with_weights: bool = True, target=None,
+    scale: float = 1.0, instance_kind: bool = False,
 ) -> list[dict[str, np.ndarray | str]]:
     """Read a split's annotated slices: ``[{"id", "image" float32 (H,W) normalised, "target" uint8
     (H,W), "weights" float32 (H,W) or None}]`` (weights from ``<ds_dir>/weights/<id>.tif``).
@@ -85,6 +88,13 @@ def load_training_slices(
     ``target`` (:class:`seg.targets.Target`, None = the default): what the slice trains on,
     the canonical semantic map, or the target's map of the slice's instances (three_class: uint8
     (H, W) classes; distance: float32 (2, H, W) maps, :meth:`~seg.targets.Target.train_map`).
+
+    ``scale`` (a run started from a package, :mod:`seg.settings.start`): every slice is resized by
+    this factor first (:mod:`seg.infer.rescale`): the normalised image bilinearly, the instances by
+    nearest neighbour (the target map is made from them at the new size; ``instance_kind``: the
+    class map too, as :func:`seg.data.ctc.ctc_semantic` makes it, so the 0-lines between touching
+    objects stay one pixel wide), else the class map by nearest neighbour; the weight maps
+    bilinearly (their sigma and sparse band scale with the objects).
 
     Raises:
         SegError: no annotated slice in the split, or a weight map is missing.
@@ -102,13 +112,24 @@ def load_training_slices(
             if not wp.is_file():
                 raise SegError(f"{wp}: weight map missing (run `seg weights` first, or use train.loss.name ce)")
             w = read_tiff(wp, ndim=2).astype(np.float32, copy=False)
+        image = load_image(ds_dir, e)
+        shape = image.shape
+        if not is_identity(scale):
+            image = resize_image(image, scale)
+            w = None if w is None else resize_to(w, image.shape)
+        instances = None
+        if e.get("instances") and ((target is not None and target.needs_instances)
+                                   or (instance_kind and not is_identity(scale))):
+            instances = resize_labels(load_instances(ds_dir, e), image.shape)
         if target is not None and target.needs_instances:
-            cls = target.train_map(None, load_instances(ds_dir, e))
+            cls = target.train_map(None, instances)
+        elif instances is not None:
+            cls = ctc_semantic(instances)
         else:
-            cls = load_semantic(ds_dir, e)
+            cls = resize_labels(load_semantic(ds_dir, e), image.shape) if image.shape != shape else load_semantic(ds_dir, e)
         if target is not None:  # three_class: its boundary pixels weigh more
             w = target.weigh(cls, w)
-        out.append({"id": e["id"], "image": load_image(ds_dir, e), "target": cls, "weights": w})
+        out.append({"id": e["id"], "image": image, "target": cls, "weights": w})
     return out
 
 

@@ -73,7 +73,7 @@ def seg_score(fgs: list[np.ndarray], refs: list[np.ndarray], postprocess: dict, 
 @torch.no_grad()
 def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, device: torch.device,
              classes: int, *, target: Target, calibrate: bool = False,
-             postprocess: dict | None = None) -> tuple[float, list[float]]:
+             postprocess: dict | None = None, scale: float = 1.0) -> tuple[float, list[float]]:
     """The val score of ``model`` on ``val_slices`` (model is put in eval mode and back).
 
     Args:
@@ -83,6 +83,8 @@ def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, de
             applies them; the score is then SEG of the post-processed instances (needs
             ``instances`` in every val slice).
         target: the run's target: its activation, and (with ``postprocess``) its objects.
+        scale: resize factor of the images before the network (a run started from a package:
+            :attr:`seg.settings.RunSettings.scale`); scores are on the images' own pixels.
 
     Returns:
         (mean IoU, per-class IoU list), or with ``postprocess``: (SEG, [threshold used]).
@@ -96,7 +98,8 @@ def validate(model: torch.nn.Module, val_slices: list[dict], infer_cfg: dict, de
     fgs = []
     try:
         for s in val_slices:
-            probs = np.asarray(predict_slice(model, s["image"], infer_cfg, device, target.activation))
+            probs = np.asarray(predict_slice(model, s["image"], infer_cfg, device, target.activation,
+                                             scale=scale))
             if postprocess is not None:
                 fgs.append(target.calibration_input(probs))
                 continue

@@ -1,7 +1,7 @@
 """Loading a model: a package folder, a package zip, or a trained run folder packaged in memory.
 
 Kept apart from :mod:`seg.package.format` (which knows only finished packages) because a run folder
-is packaged by :mod:`seg.package.build`, which predicts the package's test image with
+is packaged by :mod:`seg.packaging.build`, which predicts the package's test image with
 :mod:`seg.infer`.
 """
 
@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from seg.errors import SegError
-from seg.package.build import build_package
+from seg.packaging.build import build_package
 from seg.package.format import PACKAGE_FILE, ModelPackage, read_package
 from seg.settings import load_config
 
@@ -22,7 +22,7 @@ def load_package(path: str | os.PathLike, *, config: str | os.PathLike | None = 
 
     A run folder is packaged in memory from ``config``, by default the workflow's
     ``<results>/config.resolved.yaml`` two levels up; ``data_dir`` and ``with_test`` (predict the
-    test image, as exports need) as in :func:`seg.package.build.build_package`.
+    test image, as exports need) as in :func:`seg.packaging.build.build_package`.
 
     Raises:
         SegError: missing path, neither a package nor a run folder, other format version, damage.

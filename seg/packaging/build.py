@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from seg.data import canonical
+from seg.data.fingerprint import inscribed_diameters
 from seg.errors import SegError
 from seg.infer.predictor import predict_slice
 from seg.io import read_json, sha256_file
@@ -121,6 +122,41 @@ def _threshold(settings: RunSettings, run: Path, threshold_file: str | os.PathLi
     return threshold, post.recorded()
 
 
+def _inscribed_median(ds_dir: Path, meta: dict) -> float | None:
+    """Median of :func:`seg.data.fingerprint.inscribed_diameters` over the training split's annotated
+    objects (px), None without one."""
+    values = [inscribed_diameters(canonical.load_instances(ds_dir, e))
+              for e in canonical.slices(meta, "train") if e.get("instances")]
+    values = np.concatenate(values) if values else np.zeros(0)
+    return round(float(np.median(values)), 2) if values.size else None
+
+
+def _scale_section(fp: dict, factor: float, inscribed: float | None) -> dict | None:
+    """The package's ``scale`` section (:func:`seg.package.format.scale_of`) from the dataset's
+    fingerprint, the training objects' median inscribed diameter and the run's resize factor; None
+    when the training split has no annotated object."""
+    d = (fp.get("objects") or {}).get("diameter")
+    if not d:
+        return None
+    intensity = fp.get("intensity") or {}
+    return {"diameter": d["median"], "spread": {"p25": d["p25"], "p75": d["p75"]}, "factor": round(float(factor), 6),
+            "inscribed_diameter": inscribed,
+            "network_diameter": round(float(d["median"]) * float(factor), 3),
+            "objects": (fp.get("objects") or {}).get("count"),
+            "intensity": {"dtype": intensity.get("dtype"), "percentiles": intensity.get("percentiles"),
+                          "units": "raw image values"},
+            "units": "px (equivalent diameter sqrt(4 area / pi) of the annotated training objects)",
+            "from": "the training split's fingerprint (seg.data.fingerprint)"}
+
+
+def _lineage(settings: RunSettings, summary: dict) -> dict | None:
+    """The package's ``lineage``: the package its training started from (``init:``; None without one)."""
+    if settings.start is None:
+        return None
+    return {"parent": settings.start.record(), "steps": summary.get("iterations"),
+            "best_step": summary.get("best_iteration")}
+
+
 def _model_section(var: dict, variant: str, params: dict, classes: int, model) -> dict:
     """The package's ``model`` section: registry name, params, family, size, size contract."""
     return {"name": var["model"], "params": params, "in_channels": 1, "classes": classes,
@@ -217,6 +253,8 @@ def build_package(cfg: dict, run_dir: str | os.PathLike, *, data_dir: str | os.P
         "target": target.record(meta["classes"]),
         "model": _model_section(var, variant, params, len(channels), model),
         "preprocessing": _preprocessing(_shift_of(meta)),
+        "scale": _scale_section(settings.plan.fingerprint, settings.scale, _inscribed_median(ds_dir, meta)),
+        "lineage": _lineage(settings, summary),
         "inference": {k: infer[k] for k in INFERENCE_KEYS},
         "threshold": threshold,
         "postprocess": pp,
