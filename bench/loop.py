@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import platform
 import shutil
 import subprocess
@@ -50,6 +51,7 @@ import tifffile
 
 import seg.napari.run as plugin_run
 from seg.data import canonical
+from seg.errors import SegError
 from seg.finetune import finetune
 from seg.io import read_json, write_json
 from seg.metrics.ctc import seg_measure
@@ -124,6 +126,7 @@ def score(labels: np.ndarray, masks: list[np.ndarray]) -> float:
 
 
 def run_loop(args) -> dict:
+    load_start = os.getloadavg()
     data = ROOT / "data"
     ds = ensure_canonical(data, HELA)
     meta = canonical.load_meta(ds)
@@ -147,8 +150,13 @@ def run_loop(args) -> dict:
     # (a) Segment one training frame at the cells' diameter (the widget loads the package from its path)
     img0 = canonical.load_raw_image(ds, frames[0])
     seg0, _, t_segment = drive(segment_job(img0, str(base), device="cpu", diameter=diameter))
-    seg_auto, _, t_auto = drive(segment_job(img0, str(base), device="cpu", diameter="auto"))
-    auto_d = seg_auto.scale["diameter"]
+    t_auto0 = time.perf_counter()
+    try:
+        seg_auto, _, t_auto = drive(segment_job(img0, str(base), device="cpu", diameter="auto"))
+        auto_d, auto_error = seg_auto.scale["diameter"], None
+    except SegError as e:  # the first pass at the package's own scale found nothing to measure
+        t_auto, auto_d, auto_error = time.perf_counter() - t_auto0, None, str(e)
+        print(f"auto: {e}", flush=True)
     print(f"(a) segment {frames[0]['id']} at {diameter:.1f} px: {t_segment:.1f} s, "
           f"{len(np.unique(seg0.labels)) - 1} cells; auto: {auto_d} px ({t_auto:.1f} s)", flush=True)
 
@@ -208,11 +216,12 @@ def run_loop(args) -> dict:
                            "gt_cells": int(len(np.unique(m[m > 0])))}
                  for e, b, a, n, m in zip(test, before.labels, after.labels, nodiam.labels, test_masks)}
     return {
-        "machine": cpu_name(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": cpu_name(), "cpus": os.cpu_count(),
+        "load_average_1min": {"start": round(load_start[0], 2), "end": round(os.getloadavg()[0], 2)}, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "SEG_RAW_ROOT=/work/shared/data xvfb-run -a .venv/bin/python bench/loop.py "
                    + " ".join(sys.argv[1:]),
         "base": str(base), "base_diameter": load_package(base).scale["diameter"], "dataset": HELA,
-        "diameter": diameter, "auto_diameter": auto_d, "frames": [e["id"] for e in frames],
+        "diameter": diameter, "auto_diameter": auto_d, "auto_error": auto_error, "frames": [e["id"] for e in frames],
         "test_frames": [e["id"] for e in test], "steps": args.steps, "precision": "fp32 (amp none)",
         "folder": str(folder), "package": summary["out"], "pairs": records,
         "seconds": {"segment": round(t_segment, 2), "segment_auto": round(t_auto, 2), "teach": round(t_teach, 2),
@@ -230,7 +239,8 @@ def print_report(doc: dict) -> None:
     s, g = doc["seconds"], doc["seg"]
     print(f"\nThe loop on {doc['dataset']} ({doc['machine']}; fp32; {doc['steps']} fine-tuning steps)")
     rows = [("(a) Segment", f"1 training frame, base at {doc['diameter']:.0f} px", s["segment"]),
-            ("    (auto)", f"same frame, auto estimate {doc['auto_diameter']:.0f} px", s["segment_auto"]),
+            ("    (auto)", "same frame, auto: " + (f"estimate {doc['auto_diameter']:.0f} px" if doc["auto_diameter"]
+                                                    else "no estimate (no object found)"), s["segment_auto"]),
             ("(b) Teach", f"segment 2nd frame + correct + save {len(doc['pairs'])} sparse pairs", s["teach"]),
             ("(c) Fine-tune", f"{doc['steps']} steps from the base on {len(doc['pairs'])} pairs", s["finetune"]),
             ("(d) Segment again", f"{len(doc['test_frames'])} test frames, new package", s["resegment"])]

@@ -207,9 +207,6 @@ def test_finetune_job_starts_from_the_base_on_every_pair_with_the_folders_option
     assert result.labels.shape == images[2].shape and summary["out"] == str(out)
     assert run.scores_text(summary) == "2 pairs, 3 s; held out t_001: before SEG 0.500 -> after SEG 0.750"
     assert "fewer than 3 pairs" in run.scores_text({"pairs": 2, "before": None, "after": None, "held_out": []})
-    monkeypatch.setattr(run, "finetune", None)
-    with pytest.raises(SegError, match="no seg.finetune"):
-        list(run.finetune_job(tiny_package, folder))
 
 
 # ----------------------------------------------------------------------------- reader and samples (no napari)

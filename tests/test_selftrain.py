@@ -76,7 +76,7 @@ def _oracle(ds_dir, raw):
         p = np.where(ctc_semantic(st) > 0, 0.9, 0.05).astype(np.float32)
         table[hashlib.sha256(load_image(ds_dir, e).tobytes()).hexdigest()] = np.stack([1 - p, p])
 
-    def predict_slice(model, image, infer_cfg=None, device="cpu", activation="softmax"):
+    def predict_slice(model, image, infer_cfg=None, device="cpu", activation="softmax", scale=1.0):
         return table[hashlib.sha256(np.asarray(image).tobytes()).hexdigest()]
 
     return predict_slice
