@@ -271,11 +271,20 @@ def screenshot(doc: dict, out: Path = SCREENSHOT) -> str:
     entry = next(e for e in canonical.slices(meta) if e["id"] == doc["test_frames"][0])
     image = canonical.load_raw_image(ds, entry)
     labels = tifffile.imread(Path(doc["folder"]).parent / "after_test_labels.tif")[0]
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated.*")
+    try:  # napari 0.9 shows that deprecation as a toast over the canvas on the window's first show
+        import napari._qt.qt_main_window as qt_main_window
+
+        qt_main_window.SHOW_QT_WARNING = False
+    except (ImportError, AttributeError):
+        pass
     viewer = napari.Viewer(show=True, title="seg: the loop on DIC-C2DH-HeLa")
     try:
         viewer.window._qt_window.resize(1500, 950)
         viewer.add_image(image, name=entry["id"])
-        viewer.add_labels(labels, name=f"{entry['id']} labels (after fine-tuning)", opacity=0.45)
+        viewer.add_labels(labels, name=f"{entry['id']} labels", opacity=0.45)  # the name the plugin gives
         docks = []
         for name in ("Segment", "Teach", "Fine-tune"):
             try:
@@ -293,6 +302,7 @@ def screenshot(doc: dict, out: Path = SCREENSHOT) -> str:
                     w.base.value = str(Path(doc["base"]) / "package.json")
                     w.folder.value = doc["folder"]
                     w.steps.value = int(doc["steps"])
+                    w.image.value = viewer.layers[entry["id"]]
             except Exception as e:  # noqa: BLE001
                 print(f"dock widget {name}: fields not set ({e})", flush=True)
         viewer.reset_view()
