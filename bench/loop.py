@@ -39,9 +39,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,29 +56,12 @@ from seg.metrics.ctc import seg_measure
 from seg.napari.pairs import UNANNOTATED, save_pair
 from seg.napari.run import finetune_job, segment_job
 from seg.packaging import load_package
+from common import cpu_name, ensure_canonical
 
 ROOT = Path(__file__).resolve().parents[1]
 HELA = "DIC-C2DH-HeLa"
 RESULTS = ROOT / "bench" / "results" / "loop.json"
 SCREENSHOT = ROOT / "docs" / "napari_loop.png"
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def ensure_canonical(data: Path, dataset: str) -> Path:
-    ds = data / dataset
-    if not (ds / "meta.json").is_file():
-        subprocess.run([sys.executable, "-m", "seg", "ingest", "--config", str(ROOT / "configs" / "config.yaml"),
-                        "--dataset", dataset, "--out", str(ds)], check=True, cwd=ROOT)
-    return ds
-
-
 def drive(gen):
     """Run a plugin job (a generator of ``(done, total, message)``) as the widget does; returns
     (its return value, [(seconds since start, done, total, message)], seconds in all)."""

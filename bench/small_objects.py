@@ -31,20 +31,12 @@ from seg.data import canonical
 from seg.io import read_json, write_json
 from seg.settings import load_config
 from seg.settings.plan import DataPlan
+from common import ensure_canonical
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = {"gowt1": "Fluo-N2DH-GOWT1", "hela": "DIC-C2DH-HeLa"}
 DEFAULT_SCALES = ("gowt1:0.5", "gowt1:0.25", "hela:0.25")
 ROWS = {"unet": "fg_border", "unet-3class": "three_class"}
-
-
-def ensure_canonical(data: Path, dataset: str) -> Path:
-    ds = data / dataset
-    if not (ds / "meta.json").is_file():
-        subprocess.run([sys.executable, "-m", "seg", "ingest", "--config", str(ROOT / "configs" / "config.yaml"),
-                        "--dataset", dataset, "--out", str(ds)], check=True, cwd=ROOT)
-    return ds
-
 
 def write_scaled(ds: Path, out: Path, scale: float) -> dict:
     """The annotated slices of canonical ``ds`` rescaled by ``scale`` into ``out/images``, ``out/masks``

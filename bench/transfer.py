@@ -25,10 +25,7 @@ throughout, so the figures do not depend on the CPU kind; ~35 min on 2 CPU cores
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -50,28 +47,11 @@ from seg.packaging import build_package
 from seg.settings import load_config
 from seg.train.loop import train
 from seg.train.weight_maps import write_weights
+from common import cpu_name, ensure_canonical
 
 ROOT = Path(__file__).resolve().parents[1]
 GOWT1, HELA = "Fluo-N2DH-GOWT1", "DIC-C2DH-HeLa"
 SCALES = {"half": 0.5, "quarter": 0.25, "double": 2.0}
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def ensure_canonical(data: Path, dataset: str) -> Path:
-    ds = data / dataset
-    if not (ds / "meta.json").is_file():
-        subprocess.run([sys.executable, "-m", "seg", "ingest", "--config", str(ROOT / "configs" / "config.yaml"),
-                        "--dataset", dataset, "--out", str(ds)], check=True, cwd=ROOT)
-    return ds
-
-
 def base_package(cfg: dict, dataset: str, data: Path, work: Path, out: Path) -> Path:
     """Train, calibrate and package the config's ``unet`` row on ``dataset`` (fp32)."""
     if (out / "package.json").is_file():
